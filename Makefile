@@ -1,0 +1,35 @@
+# Two entry points on a fresh machine: `make demo` and `make test`. Both create .venv first.
+# torch is pinned to the local CPU build through constraints.txt so pip never pulls a CUDA wheel.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip -q --disable-pip-version-check
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test serve pretrain-tiny bench lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: venv
+	$(VENV)/bin/toto forecast examples/cpu_utilization.csv --prediction-length 48 \
+		--output demo_forecast.csv --plot demo_forecast.png
+
+test: venv
+	$(PY) -m pytest -q -p no:cacheprovider
+
+serve: venv
+	$(VENV)/bin/bentoml serve serve.service:TotoService --host 127.0.0.1 --port 3000
+
+pretrain-tiny: venv
+	$(VENV)/bin/toto-train fit --config configs/pretrain-tiny.yaml
+
+lint: venv
+	$(VENV)/bin/ruff check toto boom train serve tests benchmarks tools
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""BOOM: the Benchmark of Observability Metrics, evaluated the way the published leaderboard does."""

@@ -1,0 +1,271 @@
+"""BOOM (and GIFT-Eval) series folders -> GluonTS test data, following the published methodology.
+
+On the hub (`Datadog/BOOM`) every series is one `datasets.save_to_disk` folder named `ds-<id>-<freq>` with
+the fields `item_id`, `start`, `freq` and `target` (2-D, variates x time, for multivariate series).
+GIFT-Eval stores its datasets the same way (`<name>` or `<name>/<freq>` folders), so one loader reads both.
+
+What the methodology fixes, and this module reproduces exactly:
+- prediction length = base length of the frequency's unit (S 60, T 48, H 48, D 30, W 8, M 12; GIFT-Eval's
+  M4 datasets use their own table) times 1, 10 or 15 for the short, medium and long terms;
+- test windows = min(max(1, ceil(0.1 * shortest series length / prediction length)), 20), non-overlapping
+  and taken from the end of the series (M4: one window);
+- which terms a series is evaluated on comes from `boom_properties.json` (`term: short` -> short only,
+  `term: long` -> short, medium and long).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pandas as pd
+from gluonts.dataset.common import ProcessDataEntry
+from gluonts.dataset.split import TestData, split
+from gluonts.time_feature import get_seasonality, norm_freq_str
+
+HUB_REPO = "Datadog/BOOM"
+DATA_ENV_VAR = "BOOM_PATH"
+TEST_SPLIT = 0.1
+MAX_WINDOWS = 20
+# Base prediction length per frequency unit (GIFT-Eval's PRED_LENGTH_MAP, which BOOM adopts).
+PREDICTION_LENGTHS = {"S": 60, "T": 48, "H": 48, "D": 30, "W": 8, "M": 12}
+M4_PREDICTION_LENGTHS = {"A": 6, "Q": 8, "M": 18, "W": 13, "D": 14, "H": 48}
+# pandas offset names (old and new aliases) -> the unit letters of the tables above.
+_UNITS = {"s": "S", "S": "S", "min": "T", "T": "T", "h": "H", "H": "H", "D": "D", "W": "W",
+          "ME": "M", "M": "M", "MS": "M", "QE": "Q", "Q": "Q", "YE": "A", "Y": "A", "A": "A"}
+
+
+class Term(str, Enum):
+    """Forecast horizon class of a configuration; the value is the name used in result keys."""
+
+    SHORT = "short"
+    MEDIUM = "medium"
+    LONG = "long"
+
+    @property
+    def multiplier(self) -> int:
+        return {"short": 1, "medium": 10, "long": 15}[self.value]
+
+
+def frequency_unit(freq: str) -> str:
+    """The unit letter (S, T, H, D, W, M, Q, A) of a pandas frequency string such as '10S', '5min' or 'H'."""
+    name = norm_freq_str(pd.tseries.frequencies.to_offset(freq).name)
+    if name not in _UNITS:
+        raise ValueError(f"Unsupported frequency {freq!r}: BOOM/GIFT-Eval define prediction lengths for "
+                         f"{sorted(set(_UNITS.values()))} units only.")
+    return _UNITS[name]
+
+
+def prediction_length(freq: str, term: Term | str, m4: bool = False) -> int:
+    """Forecast horizon of a configuration: the frequency's base length times the term's multiplier."""
+    table = M4_PREDICTION_LENGTHS if m4 else PREDICTION_LENGTHS
+    unit = frequency_unit(freq)
+    if unit not in table:
+        raise ValueError(f"No published prediction length for frequency {freq!r} (unit {unit}).")
+    return table[unit] * Term(term).multiplier
+
+
+def num_windows(min_series_length: int, prediction_length: int, m4: bool = False) -> int:
+    """Number of non-overlapping rolling test windows at the end of the series (M4: always one)."""
+    if m4:
+        return 1
+    return min(max(1, math.ceil(TEST_SPLIT * min_series_length / prediction_length)), MAX_WINDOWS)
+
+
+def _to_univariate(entries: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Split each multivariate entry into one entry per variate (`<item_id>_dim<k>`), as GIFT-Eval does."""
+    for entry in entries:
+        for k, row in enumerate(entry["target"]):
+            yield {**entry, "target": row, "item_id": f"{entry['item_id']}_dim{k}"}
+
+
+@dataclass
+class SeriesDataset:
+    """One `save_to_disk` folder evaluated at one term.
+
+    `to_univariate=True` splits multivariate series into univariate entries for models that forecast one
+    variate at a time (statistical baselines); the metrics are the same either way because they are
+    aggregated over all windows and variates at once.
+    """
+
+    path: Path
+    term: Term = Term.SHORT
+    to_univariate: bool = False
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.term = Term(self.term)
+        if not (self.path / "state.json").exists():
+            raise FileNotFoundError(
+                f"{self.path} is not a `datasets.save_to_disk` folder (no state.json). Point --data / "
+                f"{DATA_ENV_VAR} at the folder that holds the ds-<id>-<freq> series folders.")
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def is_m4(self) -> bool:
+        return "m4" in str(self.path)
+
+    @cached_property
+    def hf_dataset(self) -> datasets.Dataset:
+        return datasets.load_from_disk(str(self.path)).with_format("numpy")
+
+    @cached_property
+    def freq(self) -> str:
+        """The series' frequency in today's pandas spelling ('T' -> 'min', 'H' -> 'h', '10S' -> '10s')."""
+        with warnings.catch_warnings():  # the hub's data uses the deprecated aliases; convert them once
+            warnings.simplefilter("ignore", FutureWarning)
+            return pd.tseries.frequencies.to_offset(str(self.hf_dataset[0]["freq"])).freqstr
+
+    @cached_property
+    def target_dim(self) -> int:
+        target = self.hf_dataset[0]["target"]
+        return target.shape[0] if target.ndim > 1 else 1
+
+    @cached_property
+    def min_series_length(self) -> int:
+        return min(int(np.shape(t)[-1]) for t in self.hf_dataset["target"])
+
+    @cached_property
+    def prediction_length(self) -> int:
+        return prediction_length(self.freq, self.term, m4=self.is_m4)
+
+    @cached_property
+    def windows(self) -> int:
+        return num_windows(self.min_series_length, self.prediction_length, m4=self.is_m4)
+
+    @cached_property
+    def seasonality(self) -> int:
+        """GluonTS's seasonality for the frequency: the lag of MASE's in-sample seasonal error."""
+        return get_seasonality(self.freq)
+
+    @cached_property
+    def entries(self) -> list[dict[str, Any]]:
+        """GluonTS data entries (start as `pd.Period`, float32 targets)."""
+        process = ProcessDataEntry(self.freq, one_dim_target=self.target_dim == 1)
+        raw = ({**row, "item_id": str(row["item_id"]), "start": pd.Timestamp(row["start"].item())}
+               for row in self.hf_dataset)
+        entries = [process(entry) for entry in raw]
+        return list(_to_univariate(entries)) if self.to_univariate and self.target_dim > 1 else entries
+
+    @property
+    def test_data(self) -> TestData:
+        """Rolling, non-overlapping test windows from the end of every series; inputs hold the full history."""
+        _, template = split(self.entries, offset=-self.prediction_length * self.windows)
+        return template.generate_instances(prediction_length=self.prediction_length, windows=self.windows,
+                                           distance=self.prediction_length)
+
+
+# --------------------------------------------------------------------------------------------------
+# Benchmark metadata and the list of configurations
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One row of `all_results.csv`: a series evaluated at a term."""
+
+    series: str
+    term: Term
+    properties: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """The published `dataset` column: `<series>/<frequency label>/<term>`."""
+        return f"{self.series}/{self.properties['frequency']}/{self.term.value}"
+
+
+def _metadata(name: str) -> Any:
+    return json.loads(resources.files("boom").joinpath("metadata", name).read_text())
+
+
+def load_properties(data_dir: Path | None = None, subset: str = "boom") -> dict[str, dict[str, Any]]:
+    """Series properties of the full benchmark (`subset="boom"`) or the 32-series BOOMlet (`"boomlet"`).
+
+    A `<subset>_properties.json` inside `data_dir` takes precedence over the published copy shipped with
+    the package, so a local benchmark folder (or a test fixture) can describe its own series.
+    """
+    if subset not in ("boom", "boomlet"):
+        raise ValueError(f"Unknown subset {subset!r}: use 'boom' (all 2,807 series) or 'boomlet' (32 series).")
+    filename = f"{subset}_properties.json"
+    if data_dir is not None and (Path(data_dir) / filename).exists():
+        return json.loads((Path(data_dir) / filename).read_text())
+    return _metadata(filename)
+
+
+def low_variance_series() -> set[str]:
+    """The series the published leaderboard scores unscaled (MAE and CRPS) because their variance is ~0."""
+    return set(_metadata("low_variance_datasets.json"))
+
+
+def configurations(properties: dict[str, dict[str, Any]], terms: Iterable[Term | str] = tuple(Term),
+                   series: Iterable[str] | None = None) -> list[Configuration]:
+    """Every (series, term) pair the methodology evaluates, restricted to `terms` and optionally `series`."""
+    wanted_terms = {Term(t) for t in terms}
+    if series is not None:
+        unknown = sorted(set(series) - set(properties))
+        if unknown:
+            raise ValueError(f"Series {unknown} are not in the benchmark properties.")
+    names = list(properties) if series is None else [s for s in properties if s in set(series)]
+    configs = []
+    for name in names:
+        props = properties[name]
+        available = [Term.SHORT] if props["term"] == "short" else list(Term)
+        configs += [Configuration(name, term, props) for term in available if term in wanted_terms]
+    return configs
+
+
+# --------------------------------------------------------------------------------------------------
+# Locating the data: a local folder, or the hub
+
+
+def resolve_data_dir(path: str | Path | None = None, series: Iterable[str] | None = None) -> Path:
+    """The folder holding the series folders: `path`, else `$BOOM_PATH`, else a hub download.
+
+    The hub download fetches only `series` when given (e.g. the BOOMlet), into the Hugging Face cache.
+    """
+    path = path or os.environ.get(DATA_ENV_VAR)
+    if path:
+        path = Path(path).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"BOOM data folder {path} does not exist. Pass the folder that holds the "
+                                    f"ds-<id>-<freq> series folders (--data DIR or {DATA_ENV_VAR}=DIR).")
+        return path
+    return download(series=series)
+
+
+def download(local_dir: str | Path | None = None, series: Iterable[str] | None = None) -> Path:
+    """Download `Datadog/BOOM` (or only the given series folders) with `huggingface_hub.snapshot_download`."""
+    from huggingface_hub import snapshot_download
+
+    patterns = None if series is None else [f"{name}/*" for name in series]
+    try:
+        path = snapshot_download(HUB_REPO, repo_type="dataset", local_dir=local_dir, allow_patterns=patterns)
+    except OSError as err:  # LocalEntryNotFoundError, HfHubHTTPError and connection errors are all OSErrors
+        raise RuntimeError(
+            f"Could not download {HUB_REPO} from the Hugging Face hub ({type(err).__name__}: {err}).\n"
+            f"Use a local copy instead: on a machine that reaches the hub run `boom download --out DIR` "
+            f"(or `huggingface-cli download {HUB_REPO} --repo-type dataset --local-dir DIR`), copy DIR "
+            f"here, then pass `--data DIR` or set {DATA_ENV_VAR}=DIR.") from err
+    return Path(path)
+
+
+def series_dataset(data_dir: Path, config: Configuration, to_univariate: bool = False) -> SeriesDataset:
+    """The test set of one configuration, with a clear error when its folder is missing."""
+    path = Path(data_dir) / config.series
+    if not path.is_dir():
+        raise FileNotFoundError(f"Series folder {path} is missing: {data_dir} must hold one folder per series "
+                                f"(ds-<id>-<freq>), as downloaded from {HUB_REPO}.")
+    return SeriesDataset(path, config.term, to_univariate=to_univariate)

@@ -1,0 +1,185 @@
+"""Request and response bodies of `POST /forecast`, as pydantic models.
+
+The models are strict (no "1" for 1, no true for 1, no unknown fields, no NaN or Infinity): monitoring code that
+sends the wrong thing gets a 400 that names the field, instead of a forecast of something it did not mean.
+What a field-by-field schema cannot say (variates of unequal length, timestamps that do not match the values)
+is checked by the model validators below, also answered 400. Limits that depend on the server's configuration
+live in `serve.checks` and are answered 422.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import pandas as pd
+from pandas.tseries.frequencies import to_offset
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+Values = list[float | None]
+QuantileLevel = Annotated[float, Field(gt=0, lt=1)]
+# ISO 8601 (date-only too) or Unix seconds, as monitoring systems export them.
+Timestamp = Annotated[datetime, Field(strict=False)]
+
+EXAMPLE_REQUEST = {
+    "series": [
+        {
+            "id": "web-1",
+            "variates": {"cpu": [0.41, 0.45, None, 0.52, 0.48, 0.50], "memory": [0.61, 0.62, 0.62, 0.63, 0.65, 0.64]},
+            "start": "2024-05-01T00:00:00Z",
+            "freq": "5min",
+        }
+    ],
+    "prediction_length": 3,
+    "num_samples": 32,
+    "quantile_levels": [0.1, 0.5, 0.9],
+    "seed": 0,
+}
+
+
+class TimestampError(ValueError):
+    """The series' timestamps cannot be continued into the future; the message says why."""
+
+
+class SeriesInput(BaseModel):
+    """One series: named variates observed at the same time steps, oldest value first."""
+
+    model_config = STRICT
+
+    id: str | None = Field(None, description="Echoed back in the forecast, to match answers to questions.")
+    variates: dict[str, Values] = Field(
+        min_length=1,
+        description="Variate name -> values, oldest first; null marks a missing value. All of equal length.",
+    )
+    exogenous: dict[str, Values] = Field(
+        default_factory=dict,
+        description="Past values of known covariates (same length as the variates); they are not forecast.",
+    )
+    future_exogenous: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="Future values of every exogenous variable, prediction_length of them each.",
+    )
+    start: Timestamp | None = Field(None, description="Timestamp of the first value; needs freq.")
+    freq: str | None = Field(None, description="pandas frequency of the steps, e.g. '5min', 'h', 'D', 'MS'.")
+    timestamps: list[Timestamp] | None = Field(None, description="One timestamp per value, instead of start.")
+
+    @property
+    def length(self) -> int:
+        return len(next(iter(self.variates.values())))
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> SeriesInput:
+        columns = {**self.variates, **self.exogenous}
+        if overlap := sorted(self.variates.keys() & self.exogenous.keys()):
+            raise ValueError(f"{overlap} are both variates and exogenous variables; give each name once")
+        lengths = {name: len(values) for name, values in columns.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"variates and exogenous variables must all have the same length, got {lengths}")
+        if self.length == 0:
+            raise ValueError("the series is empty: send at least one value per variate")
+        if empty := [name for name, values in columns.items() if all(v is None for v in values)]:
+            raise ValueError(f"{empty} have no observed value (all null): drop them or send some values")
+        if self.exogenous.keys() != self.future_exogenous.keys():
+            raise ValueError(
+                "future_exogenous must give future values for exactly the exogenous variables "
+                f"{sorted(self.exogenous)}, got {sorted(self.future_exogenous)}"
+            )
+        if self.timestamps is not None:
+            if self.start is not None:
+                raise ValueError("give either start (with freq) or timestamps, not both")
+            if len(self.timestamps) != self.length:
+                raise ValueError(f"{len(self.timestamps)} timestamps for {self.length} values; give one per value")
+        elif self.start is not None and self.freq is None:
+            raise ValueError("start needs freq (e.g. '5min') to place the following values")
+        return self
+
+    def future_timestamps(self, prediction_length: int) -> list[datetime] | None:
+        """The forecast's timestamps, continuing the input's; None when the input has none.
+
+        Raises TimestampError when pandas cannot continue them (unknown or non-positive frequency, timestamps
+        without a regular step, dates beyond what pandas can represent).
+        """
+        if self.start is None and self.timestamps is None:
+            return None
+        try:
+            offset = to_offset(self.freq) if self.freq else None
+            if offset is not None and offset.n <= 0:
+                raise TimestampError(f"freq {self.freq!r} must step forward in time, e.g. '5min'")
+            if self.timestamps is None:
+                last = pd.date_range(self.start, periods=self.length, freq=offset)[-1]
+            else:
+                index = pd.DatetimeIndex(self.timestamps)
+                if not index.is_monotonic_increasing or index.has_duplicates:
+                    raise TimestampError("timestamps must be strictly increasing")
+                offset = offset or self._inferred_offset(index)
+                last = index[-1]
+            future = pd.date_range(last + offset, periods=prediction_length, freq=offset)
+        except TimestampError:
+            raise
+        except (ValueError, TypeError, OverflowError) as error:  # pandas' ways of saying "cannot"
+            raise TimestampError(f"cannot continue the timestamps: {error}") from error
+        return future.to_pydatetime().tolist()
+
+    @staticmethod
+    def _inferred_offset(index: pd.DatetimeIndex) -> pd.DateOffset:
+        inferred = pd.infer_freq(index) if len(index) >= 3 else None
+        if inferred is None:
+            raise TimestampError(
+                "cannot infer a frequency from the timestamps (fewer than 3, or irregular); pass freq, e.g. '5min'"
+            )
+        return to_offset(inferred)
+
+
+class ForecastRequest(BaseModel):
+    """One or many series to forecast with the same horizon and sampling settings."""
+
+    model_config = ConfigDict(**STRICT, json_schema_extra={"examples": [EXAMPLE_REQUEST]})
+
+    series: list[SeriesInput] = Field(min_length=1, description="The series to forecast.")
+    prediction_length: int = Field(gt=0, description="Number of future steps to forecast.")
+    num_samples: int = Field(100, gt=0, description="Sample paths per series; quantiles come from them.")
+    quantile_levels: list[QuantileLevel] = Field(
+        default_factory=lambda: [0.1, 0.5, 0.9], description="Quantiles to return, each strictly in (0, 1)."
+    )
+    seed: int | None = Field(
+        None, ge=0, lt=2**32, description="Makes the answer reproducible; every series uses it. Random if unset."
+    )
+    return_samples: bool = Field(False, description="Also return the sample paths (large).")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> ForecastRequest:
+        if len(set(self.quantile_levels)) != len(self.quantile_levels):
+            raise ValueError(f"quantile_levels has duplicates: {self.quantile_levels}")
+        for i, series in enumerate(self.series):
+            lengths = {name: len(values) for name, values in series.future_exogenous.items()}
+            if any(n != self.prediction_length for n in lengths.values()):
+                raise ValueError(
+                    f"series {i}: future_exogenous needs prediction_length={self.prediction_length} values per "
+                    f"variable, got {lengths}"
+                )
+        return self
+
+
+class VariateForecast(BaseModel):
+    """The forecast of one variate; every list has prediction_length values."""
+
+    mean: list[float]
+    median: list[float]
+    quantiles: dict[str, list[float]] = Field(description="Quantile level (as sent, e.g. '0.1') -> values.")
+    samples: list[list[float]] | None = Field(None, description="num_samples paths, when return_samples is set.")
+
+
+class SeriesForecast(BaseModel):
+    id: str | None = None
+    timestamps: list[datetime] | None = Field(None, description="When the input had timestamps.")
+    variates: dict[str, VariateForecast]
+
+
+class ForecastResponse(BaseModel):
+    model_id: str = Field(description="The checkpoint that made the forecast.")
+    prediction_length: int
+    num_samples: int
+    seed: int = Field(description="The seed used; send it back to reproduce this answer.")
+    forecasts: list[SeriesForecast] = Field(description="One per input series, in the same order.")

@@ -1,0 +1,38 @@
+"""Serving configuration, read once from `TOTO_SERVE_*` environment variables.
+
+BentoML fixes batching parameters when the service class is decorated, so the settings must be known at
+import time: they are read here, validated by pydantic (a bad value stops the server with a clear message),
+and shared by the service, the request limits and the request guard.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServeSettings(BaseSettings):
+    """Every knob of the forecasting service; set `TOTO_SERVE_<NAME>` (e.g. `TOTO_SERVE_CHECKPOINT`)."""
+
+    model_config = SettingsConfigDict(env_prefix="TOTO_SERVE_", frozen=True)
+
+    checkpoint: str = Field(
+        "toto-tiny", description="Hub id, local folder or embedded model name given to Toto.from_pretrained."
+    )
+    device: str = Field("auto", description="torch device; 'auto' picks cuda when available, else cpu.")
+
+    # Request limits: a request over one is answered 422 naming the field and the limit.
+    max_context_length: int = Field(4096, ge=1, description="Most time steps per series.")
+    max_prediction_length: int = Field(1024, ge=1, description="Largest horizon.")
+    max_variates: int = Field(64, ge=1, description="Most variates (targets + exogenous) per series.")
+    max_series: int = Field(64, ge=1, description="Most series per request.")
+    max_num_samples: int = Field(1024, ge=1, description="Most sample paths per series.")
+    max_quantile_levels: int = Field(99, ge=1, description="Most quantile levels per request.")
+    max_body_bytes: int = Field(8 * 2**20, ge=1024, description="Largest request body; larger ones get 413.")
+
+    # Adaptive batching: concurrent requests are merged into one forward pass of at most this many series.
+    batching: bool = Field(True, description="Merge concurrent requests (BentoML adaptive batching).")
+    max_batch_size: int = Field(64, ge=2, description="Most series in one forward pass.")
+    max_latency_ms: int = Field(30_000, ge=10, description="Latency bound of the batching queue.")
+    samples_per_batch: int = Field(256, ge=1, description="Sample paths decoded together per series.")
+    timeout_s: int = Field(120, ge=1, description="Per-request timeout.")

@@ -1,0 +1,126 @@
+"""The pandas API: the embedded model forecasts real series offline, the table format, and clear input errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from toto.api import InputError, load_model, predict_df, quantile_columns, to_panel
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("toto-tiny", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def demand() -> pd.DataFrame:
+    """The last four weeks of half-hourly electricity demand shipped in examples/ (real data, daily season)."""
+    return pd.read_csv(EXAMPLES / "electricity_demand.csv").tail(4 * 336).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def arrivals() -> pd.DataFrame:
+    """Quarterly arrivals to Australia from four countries, long form (real data shipped in examples/)."""
+    return pd.read_csv(EXAMPLES / "tourist_arrivals_long.csv")
+
+
+def test_embedded_model_loads_offline_and_forecasts_a_wide_table(monkeypatch, demand):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the embedded checkpoint must not need the network
+    model = load_model("toto-tiny", device="cpu")
+    forecast = predict_df(demand, prediction_length=48, model=model, num_samples=32, quantiles=[0.1, 0.5, 0.9])
+
+    assert list(forecast.columns) == ["variate", "timestamp", "mean", "median", "0.1", "0.5", "0.9"]
+    assert len(forecast) == 48 and set(forecast["variate"]) == {"demand_mw"}
+    last = pd.Timestamp(demand["timestamp"].iloc[-1])
+    expected = pd.date_range(last + pd.Timedelta("30min"), periods=48, freq="30min")
+    assert (pd.DatetimeIndex(forecast["timestamp"]) == expected).all()
+    values = forecast[["mean", "median", "0.1", "0.5", "0.9"]].to_numpy()
+    assert np.isfinite(values).all()
+    assert (forecast["0.1"] <= forecast["0.5"]).all() and (forecast["0.5"] <= forecast["0.9"]).all()
+    assert (forecast["0.1"] < forecast["0.9"]).any()  # sample paths differ, so the bands have width
+    np.testing.assert_allclose(forecast["median"], forecast["0.5"])
+
+
+def test_long_table_keeps_ids_and_continues_each_series(model, arrivals):
+    forecast = predict_df(arrivals, prediction_length=6, model=model, num_samples=16)
+
+    assert list(forecast.columns)[:3] == ["origin", "variate", "quarter"]
+    assert quantile_columns(forecast) == [f"0.{i}" for i in range(1, 10)]
+    assert forecast.groupby("origin").size().to_dict() == {"Japan": 6, "NZ": 6, "UK": 6, "US": 6}
+    for _, rows in forecast.groupby("origin"):
+        expected = pd.date_range("2012-10-01", periods=6, freq="QS-OCT")  # the data end in 2012 Q3
+        assert (pd.DatetimeIndex(rows["quarter"]) == expected).all()
+    assert forecast[quantile_columns(forecast)].apply(np.diff, axis=1, raw=True).ge(0).all().all()
+
+
+def test_a_series_gets_the_same_forecast_alone_or_in_a_batch(model, arrivals):
+    together = predict_df(arrivals, prediction_length=4, model=model, num_samples=16, batch_size=4, seed=7)
+    alone = predict_df(arrivals[arrivals["origin"] == "UK"], 4, model=model, num_samples=16, seed=7)
+
+    uk = together[together["origin"] == "UK"].reset_index(drop=True)
+    np.testing.assert_allclose(uk[["mean", "0.1", "0.9"]], alone[["mean", "0.1", "0.9"]], rtol=1e-4)
+    other_seed = predict_df(arrivals[arrivals["origin"] == "UK"], 4, model=model, num_samples=16, seed=8)
+    assert not np.allclose(other_seed["0.9"], alone["0.9"])
+
+
+def test_missing_values_and_gaps_become_nan_and_still_forecast(model, demand):
+    holes = demand.copy()
+    holes.loc[100:110, "demand_mw"] = np.nan  # missing values
+    holes = holes.drop(index=range(500, 520))  # a gap in the time grid
+    panel = to_panel(holes)
+
+    (series,) = panel.series
+    assert len(series.index) == len(demand) and series.index.freqstr == "30min"
+    assert np.isnan(series.values[0]).sum() == 11 + 20
+    assert np.isnan(series.values[0, 500:520]).all()
+    forecast = predict_df(holes, prediction_length=8, model=model, num_samples=8)
+    assert np.isfinite(forecast[["mean", "0.1", "0.9"]].to_numpy()).all()
+
+
+def test_time_index_calendar_frequencies_and_unix_seconds(model, arrivals):
+    japan = arrivals[arrivals["origin"] == "Japan"]
+    monthly = pd.DataFrame({"visitors": japan["arrivals"].to_numpy()},
+                           index=pd.date_range("2000-01-01", periods=len(japan), freq="MS"))
+    forecast = predict_df(monthly, prediction_length=3, model=model, num_samples=4)
+    assert list(forecast["timestamp"]) == list(pd.date_range("2010-08-01", periods=3, freq="MS"))
+
+    seconds = pd.DataFrame({"ts": 1_700_000_000 + 60 * np.arange(50), "cpu": np.linspace(0.2, 0.4, 50)})
+    (series,) = to_panel(seconds).series
+    assert series.interval_seconds == 60 and series.index[0] == pd.Timestamp(1_700_000_000, unit="s")
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (pd.DataFrame({"timestamp": ["2024-01-01", "2024-01-02", "2024-01-03"], "host": ["a", "b", "c"]}),
+         "no numeric column to forecast"),
+        (pd.DataFrame({"timestamp": ["2024-01-01", "yesterday", "2024-01-03"], "cpu": [1.0, 2.0, 3.0]}),
+         "not timestamps, e.g. 'yesterday' in data row 2"),
+        (pd.DataFrame({"timestamp": ["2024-01-01", "2024-01-02", "2024-01-02", "2024-01-03"], "cpu": [1, 2, 3, 4]}),
+         "duplicate timestamp"),
+        (pd.DataFrame({"timestamp": ["2024-01-01", "2024-01-02"], "cpu": [1.0, 2.0]}), "only 2 time step"),
+        (pd.DataFrame({"cpu": [1.0, 2.0, 3.0], "mem": [4.0, 5.0, 6.0]}), "no timestamp column found"),
+        (pd.DataFrame({"timestamp": ["2024-01-01 00:00", "2024-01-01 00:10", "2024-01-01 00:20", "2024-01-01 00:25"],
+                       "cpu": [1.0, 2.0, 3.0, 4.0]}), "not lie on a regular 10min grid"),
+        (pd.DataFrame({"timestamp": ["2024-01-01", "2024-01-02", "2024-01-03"], "cpu": [1.0, "n/a?", 3.0]}),
+         "non-numeric values such as 'n/a\\?' in data row 2"),
+        (pd.DataFrame({"timestamp": ["2024-01-01", "2024-01-02", "2024-01-03"], "cpu": [np.nan] * 3}),
+         r"\['cpu'\] have no values"),
+    ],
+)
+def test_bad_tables_get_a_clear_error(table, message):
+    with pytest.raises(InputError, match=message):
+        to_panel(table)
+
+
+def test_named_columns_must_exist_and_settings_are_checked(model, arrivals):
+    with pytest.raises(InputError, match="the id column 'host' is not in the table"):
+        to_panel(arrivals, id_column="host")
+    with pytest.raises(InputError, match="between 0 and 1"):
+        predict_df(arrivals, 4, model=model, quantiles=[0.5, 1.5])
+    with pytest.raises(InputError, match="'fortnightly' is not a pandas frequency"):
+        to_panel(arrivals, freq="fortnightly")

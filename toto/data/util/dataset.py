@@ -1,0 +1,72 @@
+"""`MaskedTimeseries`: the model's input container, field for field as in Toto 1.0, plus a NaN-aware constructor."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class MaskedTimeseries(NamedTuple):
+    series: Tensor
+    """(batch?, variates, time) values. NaN marks a missing value."""
+    padding_mask: Tensor
+    """(batch?, variates, time) bool: True where `series` holds an observed value, False for padding/missing."""
+    id_mask: Tensor
+    """(batch?, variates, time or 1) int: variates with equal ids belong to one multivariate series."""
+    timestamp_seconds: Tensor
+    """(batch?, variates, time) POSIX seconds of each step."""
+    time_interval_seconds: Tensor
+    """(batch?, variates) sampling interval in seconds."""
+    num_exogenous_variables: int = 0
+    """The last `num_exogenous_variables` variates are known-future covariates, not forecast targets."""
+
+    def to(self, device: torch.device | str) -> "MaskedTimeseries":
+        return self._replace(**{name: getattr(self, name).to(device) for name in self._fields[:5]})
+
+    @classmethod
+    def from_series(
+        cls,
+        series: Tensor | np.ndarray,
+        time_interval_seconds: int | Tensor | np.ndarray = 1,
+        start_timestamp_seconds: int | Tensor | np.ndarray = 0,
+        id_mask: Tensor | np.ndarray | None = None,
+        num_exogenous_variables: int = 0,
+    ) -> "MaskedTimeseries":
+        """Build all fields from values shaped (variates, time) or (batch, variates, time); NaN = missing.
+
+        Shorter series in a batch are left-padded with NaN by the caller. Intervals and start times are scalars or
+        broadcastable to (batch?, variates).
+        """
+        values = torch.as_tensor(series, dtype=torch.float32)
+        if values.ndim not in (2, 3):
+            raise ValueError(f"series must be (variates, time) or (batch, variates, time); got shape {tuple(values.shape)}")
+        interval = torch.as_tensor(time_interval_seconds, dtype=torch.int64).expand(values.shape[:-1])
+        start = torch.as_tensor(start_timestamp_seconds, dtype=torch.int64).expand(values.shape[:-1])
+        steps = torch.arange(values.shape[-1], dtype=torch.int64)
+        ids = torch.zeros(values.shape, dtype=torch.int64) if id_mask is None else torch.as_tensor(id_mask)
+        return cls(
+            series=values,
+            padding_mask=torch.isfinite(values),
+            id_mask=ids.expand(values.shape) if ids.shape[-1] == 1 else ids,
+            timestamp_seconds=start[..., None] + steps * interval[..., None],
+            time_interval_seconds=interval.clone(),
+            num_exogenous_variables=num_exogenous_variables,
+        )
+
+
+def left_pad(values: Tensor, multiple: int, value: float | bool | int = 0) -> Tensor:
+    """Left-pad the last axis to a multiple of `multiple` with `value`."""
+    pad = -values.shape[-1] % multiple
+    if pad == 0:
+        return values
+    filler = torch.full((*values.shape[:-1], pad), value, dtype=values.dtype, device=values.device)
+    return torch.cat([filler, values], dim=-1)
+
+
+def left_pad_edge(values: Tensor, multiple: int) -> Tensor:
+    """Left-pad the last axis to a multiple of `multiple` by repeating the first value (for id masks)."""
+    pad = -values.shape[-1] % multiple
+    return torch.cat([values[..., :1].expand(*values.shape[:-1], pad), values], dim=-1) if pad else values

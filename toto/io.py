@@ -1,0 +1,44 @@
+"""Read and write the tables that `toto forecast` works on: CSV (or TSV) and Parquet, chosen by file extension."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from toto.api import InputError
+
+_CSV = (".csv", ".csv.gz")
+_TSV = (".tsv", ".tsv.gz")
+_PARQUET = (".parquet", ".pq")
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Load a CSV, TSV or Parquet file; a missing, empty or malformed file is an `InputError`."""
+    path = Path(path)
+    name = path.name.lower()
+    if not name.endswith(_CSV + _TSV + _PARQUET):
+        raise InputError(f"{path}: unknown file type; use a .csv, .tsv or .parquet file")
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        if name.endswith(_PARQUET):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, sep="\t" if name.endswith(_TSV) else ",")
+    except pd.errors.EmptyDataError as error:
+        raise InputError(f"{path}: the file is empty") from error
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as error:
+        raise InputError(f"{path}: cannot read it as {path.suffix.lstrip('.')}: {error}") from error
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> None:
+    """Write a table as CSV or Parquet by extension, creating the folder if needed."""
+    path = Path(path)
+    name = path.name.lower()
+    if not name.endswith(_CSV + _PARQUET):
+        raise InputError(f"{path}: unknown output type; use a .csv or .parquet file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if name.endswith(_PARQUET):
+        df.to_parquet(path, index=False)
+    else:
+        df.to_csv(path, index=False)

@@ -1,0 +1,130 @@
+"""Multi-head attention along one axis of a (batch, variate, patch, embed) tensor, with fused kernels.
+
+Time-wise attention is causal self-attention of each variate over its patches, with rotary/xPos positions and a KV
+cache. Space-wise attention is bidirectional attention across the variates of one patch, restricted to variates of
+the same series (`id_mask`), without positions so that it does not depend on the order of the variates.
+
+Kernels: PyTorch's `scaled_dot_product_attention` (flash / memory-efficient kernels on GPU), or xformers'
+`memory_efficient_attention` when it is installed, the tensors are on CUDA and the config allows it. They compute
+the same function; `tests/test_attention.py` and `benchmarks/gpu_check.sh` compare them.
+
+Projection layout follows the published checkpoint: the fused QKV output is laid out (qkv, head_dim, heads) and the
+attention output is merged back as (heads, head_dim).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+from .kv_cache import KVCache
+from .rope import XposRotaryEmbedding
+
+try:
+    import xformers.ops as xops
+
+    XFORMERS_AVAILABLE = True
+except ImportError:
+    xops = None
+    XFORMERS_AVAILABLE = False
+
+
+class AttentionAxis(Enum):
+    TIME = 1
+    SPACE = 2
+
+
+def time_attention_mask(key_valid: Tensor, num_queries: int, offset: int) -> tuple[Tensor | None, bool]:
+    """Mask for queries at positions offset..offset+n-1 over keys 0..offset+n-1 of shape (rows, Tk).
+
+    Returns (mask, is_causal). Keys of patches without any observed value are hidden from every other query (a
+    query still sees itself, so no row is empty); that makes left-padding in ragged batches change nothing. In the
+    common all-observed case no tensor is built and the kernel's own causal path is used.
+    """
+    num_keys = key_valid.shape[-1]
+    if bool(key_valid.all()):
+        if offset == 0 or num_queries == 1:
+            return None, offset == 0 and num_queries > 1
+    query_pos = torch.arange(offset, offset + num_queries, device=key_valid.device)[:, None]
+    key_pos = torch.arange(num_keys, device=key_valid.device)[None, :]
+    causal = key_pos <= query_pos  # (n, Tk)
+    visible = key_valid[:, None, :] | (key_pos == query_pos)  # (rows, n, Tk)
+    return rearrange(causal & visible, "rows n k -> rows 1 n k"), False
+
+
+def space_attention_mask(patch_ids: Tensor) -> Tensor | None:
+    """(batch, variate, patch) ids -> (batch*patch, 1, variate, variate) 'same series' mask, or None if all equal."""
+    if bool((patch_ids == patch_ids[:, :1]).all()):
+        return None
+    ids = rearrange(patch_ids, "b v n -> (b n) v")
+    return rearrange(ids[:, :, None] == ids[:, None, :], "bn v w -> bn 1 v w")
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout: float,
+           allow_xformers: bool) -> Tensor:
+    """Attention for (rows, heads, seq, head_dim) tensors; mask is boolean (True = may attend) and broadcastable."""
+    if allow_xformers and XFORMERS_AVAILABLE and q.is_cuda:
+        return _xformers_attention(q, k, v, mask, is_causal, dropout)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
+
+
+def _xformers_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool,
+                        dropout: float) -> Tensor:
+    q, k, v = (rearrange(t, "r h s d -> r s h d").contiguous() for t in (q, k, v))
+    bias: object = None
+    if is_causal:
+        bias = xops.LowerTriangularMask()
+    elif mask is not None:
+        rows, heads, q_len, k_len = q.shape[0], q.shape[2], q.shape[1], k.shape[1]
+        # xformers wants the bias's last dimension padded to a multiple of 8 in memory.
+        padded = -(-k_len // 8) * 8
+        full = torch.full((rows, heads, q_len, padded), float("-inf"), device=q.device, dtype=q.dtype)
+        full[..., :k_len] = torch.zeros((), dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
+        bias = full[..., :k_len]
+    out = xops.memory_efficient_attention(q, k, v, attn_bias=bias, p=dropout)
+    return rearrange(out, "r s h d -> r h s d")
+
+
+class MultiHeadAttention(torch.nn.Module):
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float, axis: AttentionAxis,
+                 rotary: XposRotaryEmbedding | None = None, allow_xformers: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.axis = axis
+        self.rotary = rotary if axis is AttentionAxis.TIME else None
+        self.allow_xformers = allow_xformers
+        self.wQKV = torch.nn.Linear(embed_dim, 3 * embed_dim)
+        self.wO = torch.nn.Linear(embed_dim, embed_dim)
+        # Index of this layer's slot in the KV cache (time-wise layers only); set by the Transformer.
+        self.cache_slot: int | None = None
+
+    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool, kv_cache: KVCache | None) -> Tensor:
+        """x: (batch, variate, patch, embed) -> same shape."""
+        batch, variates, patches, _ = x.shape
+        if self.axis is AttentionAxis.TIME:
+            rows = rearrange(x, "b v n d -> (b v) n d")
+        else:
+            rows = rearrange(x, "b v n d -> (b n) v d")
+        q, k, v = rearrange(
+            self.wQKV(rows), "r s (qkv hd h) -> qkv r h s hd", qkv=3, h=self.num_heads
+        ).unbind(0)  # each (rows, heads, seq, head_dim)
+
+        if self.axis is AttentionAxis.TIME:
+            offset = kv_cache.offset(self.cache_slot) if kv_cache is not None else 0
+            q, k = self.rotary(q, k, offset)
+            if kv_cache is not None:
+                k, v = kv_cache.append(self.cache_slot, k, v)
+
+        dropout = self.dropout if self.training else 0.0
+        out = attend(q, k, v, mask, is_causal, dropout, self.allow_xformers)
+        out = rearrange(out, "r h s hd -> r s (h hd)")
+        if self.axis is AttentionAxis.TIME:
+            out = rearrange(out, "(b v) n d -> b v n d", b=batch, v=variates)
+        else:
+            out = rearrange(out, "(b n) v d -> b v n d", b=batch, n=patches)
+        return self.wO(out)

@@ -1,0 +1,127 @@
+"""Finding and reading checkpoints: embedded models, local folders and Hugging Face Hub repositories.
+
+A checkpoint is a folder with `config.json` and `model.safetensors`, the layout of `Datadog/Toto-Open-Base-1.0`.
+Only `hf_hub_download` is used from huggingface_hub (stable across 0.x and 1.x), not `ModelHubMixin`, whose
+`_from_pretrained` signature changed in huggingface_hub 1.0 and broke the official package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+PICKLE_WEIGHTS = ("pytorch_model.bin", "model.pt", "model.pth", "model.ckpt")
+
+# Toto 1.0 checkpoints store the SwiGLU MLP either fused (xformers) or as two plain linear layers.
+_FUSED_TO_PLAIN = [(re.compile(r"\.mlp\.0\.w12\."), ".mlp.0."), (re.compile(r"\.mlp\.0\.w3\."), ".mlp.2.")]
+# Buffers recomputed from the config; older checkpoints store them.
+_DERIVED_KEYS = re.compile(r"rotary_emb\.(freqs|scale|cached_\w+|dummy)$")
+
+
+def embedded_models() -> list[str]:
+    """Names of the models that ship inside the package (usable offline by name)."""
+    if not EMBEDDED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in EMBEDDED_DIR.iterdir() if (p / CONFIG_FILE).is_file())
+
+
+def resolve(name_or_path: str | Path, revision: str | None = None, cache_dir: str | Path | None = None,
+            token: str | bool | None = None, local_files_only: bool = False) -> Path:
+    """Return a local folder holding the checkpoint's files, downloading from the Hub if needed."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_file():
+        return path.parent
+    if str(name_or_path) in embedded_models():
+        return EMBEDDED_DIR / str(name_or_path)
+    name = str(name_or_path)
+    if name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise FileNotFoundError(
+            f"no checkpoint folder at {name!r}: pass a folder with {CONFIG_FILE} and {WEIGHTS_FILE}, a Hugging Face "
+            f"repo id such as 'Datadog/Toto-Open-Base-1.0', or an embedded model name ({', '.join(embedded_models())})"
+        )
+    return _download(name, revision, cache_dir, token, local_files_only)
+
+
+def _download(repo_id: str, revision: str | None, cache_dir: str | Path | None, token: str | bool | None,
+              local_files_only: bool) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        config_path = hf_hub_download(repo_id, CONFIG_FILE, revision=revision, cache_dir=cache_dir, token=token,
+                                      local_files_only=local_files_only)
+        hf_hub_download(repo_id, WEIGHTS_FILE, revision=revision, cache_dir=cache_dir, token=token,
+                        local_files_only=local_files_only)
+    except Exception as error:  # the hub raises many types: offline, HTTP, missing repo, missing file
+        raise OSError(
+            f"could not get {repo_id!r} from the Hugging Face Hub ({type(error).__name__}: {error}). "
+            f"On a machine without Hub access, download it elsewhere with `hf download {repo_id} --local-dir DIR` "
+            f"(or `huggingface-cli download`), copy DIR here and pass the folder: Toto.from_pretrained('DIR')."
+        ) from error
+    return Path(config_path).parent
+
+
+def read_config(folder: Path) -> dict:
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} is missing: a checkpoint folder needs {CONFIG_FILE} beside its weights")
+    with open(config_path) as f:
+        return json.load(f)
+
+
+def read_state_dict(folder: Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Weights from model.safetensors; pickle files only through torch.load(weights_only=True)."""
+    weights = folder / WEIGHTS_FILE
+    if weights.is_file():
+        return load_file(weights, device=str(map_location))
+    for name in PICKLE_WEIGHTS:
+        if (folder / name).is_file():
+            warnings.warn(f"loading pickle weights {folder / name} with weights_only=True; prefer {WEIGHTS_FILE}")
+            try:
+                state = torch.load(folder / name, map_location=map_location, weights_only=True)
+            except Exception as error:
+                raise ValueError(
+                    f"{folder / name} is not a plain tensor checkpoint and pickle code is never executed "
+                    f"(weights_only=True): convert it to {WEIGHTS_FILE} in a trusted environment"
+                ) from error
+            return state.get("state_dict", state)
+    raise FileNotFoundError(f"no {WEIGHTS_FILE} in {folder}")
+
+
+def normalise_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map the fused SwiGLU layout to the plain one and drop derived buffers."""
+    out = {}
+    for key, value in state_dict.items():
+        if _DERIVED_KEYS.search(key):
+            continue
+        for pattern, replacement in _FUSED_TO_PLAIN:
+            key = pattern.sub(replacement, key)
+        out[key] = value
+    return out
+
+
+def load_into(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True) -> None:
+    """Load weights, naming every missing or unexpected key instead of silently dropping it."""
+    result = module.load_state_dict(normalise_keys(state_dict), strict=False)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing keys: {result.missing_keys}")
+    if result.unexpected_keys:
+        problems.append(f"unexpected keys: {result.unexpected_keys}")
+    if problems:
+        message = "checkpoint does not match the model config; " + "; ".join(problems)
+        if strict:
+            raise ValueError(message + " (pass strict=False to load anyway)")
+        log.warning(message)

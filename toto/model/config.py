@@ -1,0 +1,95 @@
+"""The model configuration: the keys of the published Toto 1.0 `config.json`, as a dataclass.
+
+The official checkpoint stores class names as strings such as "<class 'model.scaler.CausalPatchStdMeanScaler'>";
+they are accepted as they are and written back unchanged, so a folder saved here loads in the official package too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+CAUSAL_PATCH_SCALER = "<class 'model.scaler.CausalPatchStdMeanScaler'>"
+STUDENT_T_MIXTURE = "<class 'model.distribution.MixtureOfStudentTsOutput'>"
+
+# Keys our config adds to the published ones. They are written to config.json only when they differ from their
+# default, so that folders of plain Toto 1.0 models stay loadable by the official package.
+_EXTENSION_KEYS = ("use_variate_labels",)
+
+
+@dataclass
+class TotoConfig:
+    """Hyper-parameters of a Toto model. Field names are the published `config.json` keys."""
+
+    patch_size: int = 64
+    stride: int = 64
+    embed_dim: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    mlp_hidden_dim: int = 3072
+    dropout: float = 0.1
+    spacewise_every_n_layers: int = 12
+    scaler_cls: str = CAUSAL_PATCH_SCALER
+    output_distribution_classes: list[str] = field(default_factory=lambda: [STUDENT_T_MIXTURE])
+    output_distribution_kwargs: dict[str, Any] | None = field(default_factory=lambda: {"k_components": 24})
+    spacewise_first: bool = True
+    # In Toto 1.0 this selected xformers attention. Here it allows xformers when installed and on CUDA; PyTorch's
+    # fused scaled_dot_product_attention is used otherwise. Both compute the same function.
+    use_memory_efficient_attention: bool = True
+    stabilize_with_global: bool = True
+    scale_factor_exponent: float = 10.0
+    # Extension: learned "target" / "exogenous" label tokens prepended to each variate (Toto 1.0 fine-tuning).
+    use_variate_labels: bool = False
+
+    def __post_init__(self) -> None:
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
+        if (self.embed_dim // self.num_heads) % 2:
+            raise ValueError("embed_dim / num_heads must be even for rotary position embeddings")
+        if self.stride != self.patch_size:
+            raise ValueError(f"only non-overlapping patches are supported: stride ({self.stride}) != patch_size")
+        if self.spacewise_every_n_layers != -1 and self.num_layers % self.spacewise_every_n_layers:
+            raise ValueError("num_layers must be a multiple of spacewise_every_n_layers (or set it to -1)")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TotoConfig":
+        """Build from a `config.json` dict; unknown keys are an error so that typos do not go unnoticed."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        # Keys that older official checkpoints carry but that do not change the architecture.
+        ignored = {"pre_xformers_checkpoint"}
+        unknown = set(values) - known - ignored
+        if unknown:
+            raise ValueError(f"unknown Toto config keys: {sorted(unknown)}; known keys are {sorted(known)}")
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        defaults = TotoConfig.__dataclass_fields__
+        for key in _EXTENSION_KEYS:
+            if values[key] == defaults[key].default:
+                del values[key]
+        return values
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def k_components(self) -> int:
+        return int((self.output_distribution_kwargs or {}).get("k_components", 1))
+
+    @classmethod
+    def base(cls) -> "TotoConfig":
+        """The 151M-parameter Toto-Open-Base-1.0 configuration."""
+        return cls()
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> "TotoConfig":
+        """A small configuration (about 0.3M parameters) for tests and CPU experiments."""
+        values: dict[str, Any] = dict(
+            patch_size=16, stride=16, embed_dim=64, num_layers=4, num_heads=4, mlp_hidden_dim=128, dropout=0.0,
+            spacewise_every_n_layers=2, output_distribution_kwargs={"k_components": 4},
+        )
+        values.update(overrides)
+        return cls(**values)

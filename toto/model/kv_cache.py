@@ -1,0 +1,85 @@
+"""Key/value cache of the time-wise attention layers, for incremental (autoregressive) decoding.
+
+Space-wise layers attend across variates at one time step, so they never need the past and keep no cache.
+Besides keys and values the cache remembers which cached patches hold at least one observed value, so that fully
+missing patches stay masked out as keys while decoding (see `attention.time_attention_mask`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class KVCache:
+    """Preallocated keys/values, (rows, heads, max_patches, head_dim) per time-wise layer; rows = batch * variates."""
+
+    def __init__(
+        self, num_time_layers: int, rows: int, num_heads: int, head_dim: int, max_patches: int,
+        device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+    ) -> None:
+        shape = (num_time_layers, rows, num_heads, max_patches, head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.key_valid = torch.ones(rows, max_patches, device=device, dtype=torch.bool)
+        self._lengths = [0] * num_time_layers
+        self._valid_length = 0
+
+    @property
+    def max_patches(self) -> int:
+        return self.keys.shape[3]
+
+    def __len__(self) -> int:
+        """Number of patches (tokens) already cached."""
+        return self._valid_length
+
+    def append_validity(self, valid: Tensor) -> Tensor:
+        """Record which new patches are observed; returns validity of all cached + new patches (rows, length)."""
+        start, end = self._valid_length, self._valid_length + valid.shape[-1]
+        self._check_room(end)
+        self.key_valid[:, start:end] = valid
+        self._valid_length = end
+        return self.key_valid[:, :end]
+
+    def append(self, slot: int, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """Append this layer's new keys/values (rows, heads, new, head_dim) and return all of them so far."""
+        start = self._lengths[slot]
+        end = start + keys.shape[2]
+        self._check_room(end)
+        self.keys[slot, :, :, start:end] = keys
+        self.values[slot, :, :, start:end] = values
+        self._lengths[slot] = end
+        return self.keys[slot, :, :, :end], self.values[slot, :, :, :end]
+
+    def offset(self, slot: int) -> int:
+        """Position of the next token for this layer."""
+        return self._lengths[slot]
+
+    def repeat(self, times: int, max_patches: int | None = None) -> "KVCache":
+        """A new cache holding this cache's content `times` over (rows ordered (times, rows)), with room to grow.
+
+        This is how one encoded context is shared by many sample paths without encoding it again.
+        """
+        length = len(self)
+        new = KVCache.__new__(KVCache)
+        capacity = max_patches or self.max_patches
+        layers, rows, heads, _, head_dim = self.keys.shape
+        shape = (layers, rows * times, heads, capacity, head_dim)
+        new.keys = self.keys.new_zeros(shape)
+        new.values = self.values.new_zeros(shape)
+        new.keys[:, :, :, :length] = self.keys[:, :, :, :length].repeat(1, times, 1, 1, 1)
+        new.values[:, :, :, :length] = self.values[:, :, :, :length].repeat(1, times, 1, 1, 1)
+        new.key_valid = self.key_valid.new_ones((rows * times, capacity))
+        new.key_valid[:, :length] = self.key_valid[:, :length].repeat(times, 1)
+        new._lengths = list(self._lengths)
+        new._valid_length = length
+        return new
+
+    def reset(self) -> None:
+        self._lengths = [0] * len(self._lengths)
+        self._valid_length = 0
+        self.key_valid.fill_(True)
+
+    def _check_room(self, end: int) -> None:
+        if end > self.max_patches:
+            raise ValueError(f"KV cache holds {self.max_patches} patches; {end} were needed. Allocate a larger cache.")

@@ -1,0 +1,46 @@
+"""Rotary position embeddings with xPos length-extrapolation scaling, as Toto 1.0 applies them.
+
+Two details are kept exactly as in the published model, because the checkpoint was trained with them:
+- frequencies are interleaved: channel pairs (2i, 2i+1) rotate together at frequency theta**(-2i/dim);
+- the xPos scale vector is *concatenated* ([s, s]), not interleaved like the frequencies, and its exponent is
+  centred on half of the largest position of the current call: (pos - max_pos // 2) / 512. Queries get scale**p,
+  keys scale**-p, so within one call the product depends only on relative position.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...): rotate each interleaved channel pair by 90 degrees."""
+    x = rearrange(x, "... (d r) -> ... d r", r=2)
+    x1, x2 = x.unbind(dim=-1)
+    return rearrange(torch.stack((-x2, x1), dim=-1), "... d r -> ... (d r)")
+
+
+class XposRotaryEmbedding(torch.nn.Module):
+    def __init__(self, head_dim: int, theta: float = 10000.0, xpos_scale_base: float = 512.0) -> None:
+        super().__init__()
+        self.scale_base = xpos_scale_base
+        freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
+        # Not persistent: recomputed from head_dim, so stored copies in checkpoints ("...rotary_emb.freqs") are ignored.
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.register_buffer("xpos_scale", (torch.arange(0, head_dim, 2) + 0.4 * head_dim) / (1.4 * head_dim),
+                             persistent=False)
+
+    def forward(self, q: Tensor, k: Tensor, offset: int = 0) -> tuple[Tensor, Tensor]:
+        """Rotate q and k of shape (..., seq, head_dim) whose first position is `offset`."""
+        seq_len = q.shape[-2]
+        positions = torch.arange(seq_len, device=q.device, dtype=q.dtype) + offset
+        angles = repeat(torch.outer(positions.float(), self.freqs), "n f -> n (f r)", r=2)
+        power = (positions - positions.max() // 2) / self.scale_base
+        scale = self.xpos_scale ** rearrange(power, "n -> n 1")
+        scale = torch.cat((scale, scale), dim=-1).to(q.dtype)
+        cos, sin = angles.cos(), angles.sin()
+        rotated_q = (q * cos * scale) + (rotate_half(q) * sin * scale)
+        inverse = scale**-1
+        rotated_k = (k * cos * inverse) + (rotate_half(k) * sin * inverse)
+        return rotated_q.type(q.dtype), rotated_k.type(k.dtype)

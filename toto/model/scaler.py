@@ -1,0 +1,151 @@
+"""Input scalers: normalise each variate by statistics of its own (observed) history.
+
+Toto 1.0 uses the causal patch scaler: the statistics for patch k are the running mean and standard deviation of all
+observed values up to the end of patch k (Welford's algorithm in float64), optionally clamped to within
+10**±scale_factor_exponent of the statistics of the whole context ("stabilise with global"). Every time step of a
+patch shares its patch's statistics, so the model never sees the future and still gets a stable scale.
+
+Missing values carry weight 0. Their raw values are never read (NaN is allowed there).
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import repeat
+from torch import Tensor
+
+
+def _masked(data: Tensor, weights: Tensor) -> Tensor:
+    """Zero the unobserved positions so that NaN or garbage there cannot leak into sums."""
+    return torch.where(weights > 0, data, torch.zeros((), dtype=data.dtype, device=data.device))
+
+
+def _prefix_weights(weights: Tensor, prefix_length: int | None) -> Tensor:
+    if prefix_length is None:
+        return weights
+    keep = torch.arange(weights.shape[-1], device=weights.device) < prefix_length
+    return weights * keep
+
+
+def global_statistics(data: Tensor, weights: Tensor, minimum_scale: float) -> tuple[Tensor, Tensor]:
+    """Weighted mean and population std over the time axis, in float64. Shapes (..., time) -> (..., 1)."""
+    x = _masked(data.double(), weights)
+    w = weights.double()
+    denominator = w.sum(-1, keepdim=True).clamp_min(1.0)
+    mean = torch.nan_to_num((x * w).sum(-1, keepdim=True) / denominator)
+    variance = (((x - mean) * w) ** 2).sum(-1, keepdim=True) / denominator
+    return mean, torch.sqrt(variance + minimum_scale)
+
+
+def causal_statistics(
+    data: Tensor,
+    weights: Tensor,
+    minimum_scale: float,
+    use_bessel_correction: bool = True,
+    stabilize_with_global: bool = False,
+    scale_factor_exponent: float = 10.0,
+    prefix_length: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Running mean and std at every time step, using only observed values up to that step.
+
+    Welford's update written with cumulative sums, in float64 for values of very different magnitudes.
+    `prefix_length` restricts the global statistics used for stabilisation to the first steps (the context), so
+    that generated values never move the clamp bounds during decoding.
+    """
+    x = _masked(data.double(), weights)
+    w = weights.double()
+    cum_weights = torch.cumsum(w, dim=-1)
+    denominator = cum_weights.clamp_min(1.0)
+    means = torch.cumsum(w * x, dim=-1) / denominator
+    previous_means = torch.nn.functional.pad(means[..., :-1], (1, 0))
+    m2 = torch.cumsum((x - previous_means) * (x - means) * w, dim=-1)
+    variance = m2 / ((denominator - 1.0).clamp_min(1.0) if use_bessel_correction else denominator)
+    scale = torch.sqrt(variance + minimum_scale)
+
+    if stabilize_with_global:
+        _, global_scale = global_statistics(data, _prefix_weights(weights, prefix_length), minimum_scale)
+        factor = 10.0**scale_factor_exponent
+        lower = torch.clamp_min(global_scale / factor, minimum_scale)
+        scale = torch.clamp(scale, min=lower, max=global_scale * factor)
+    return means.to(data.dtype), scale.to(data.dtype)
+
+
+class CausalPatchStdMeanScaler(torch.nn.Module):
+    """Toto 1.0's scaler: causal statistics taken at the end of each patch and shared by the patch."""
+
+    def __init__(
+        self,
+        patch_size: int,
+        minimum_scale: float = 0.1,
+        use_bessel_correction: bool = True,
+        stabilize_with_global: bool = False,
+        scale_factor_exponent: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.minimum_scale = minimum_scale
+        self.use_bessel_correction = use_bessel_correction
+        self.stabilize_with_global = stabilize_with_global
+        self.scale_factor_exponent = scale_factor_exponent
+
+    @torch.no_grad()
+    def forward(
+        self, data: Tensor, padding_mask: Tensor, prefix_length: int | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(batch, variates, time) -> scaled data, loc, scale, all (batch, variates, time)."""
+        if data.shape[-1] % self.patch_size:
+            raise ValueError(f"series length {data.shape[-1]} is not a multiple of the patch size {self.patch_size}")
+        means, scales = causal_statistics(
+            data, padding_mask.to(data.dtype), self.minimum_scale, self.use_bessel_correction,
+            self.stabilize_with_global, self.scale_factor_exponent, prefix_length,
+        )
+        # The statistic at the last step of each patch holds for the whole patch.
+        loc = repeat(means[..., self.patch_size - 1 :: self.patch_size], "b v p -> b v (p s)", s=self.patch_size)
+        scale = repeat(scales[..., self.patch_size - 1 :: self.patch_size], "b v p -> b v (p s)", s=self.patch_size)
+        return (data - loc) / scale, loc, scale
+
+
+class CausalStdMeanScaler(CausalPatchStdMeanScaler):
+    """Per-step causal statistics (a patch size of one)."""
+
+    def __init__(self, patch_size: int, **kwargs) -> None:
+        super().__init__(patch_size=1, **kwargs)
+
+
+class StdMeanScaler(torch.nn.Module):
+    """Non-causal: one mean and std per variate over the (prefix of the) series."""
+
+    def __init__(self, patch_size: int, minimum_scale: float = 1e-3, **_: object) -> None:
+        super().__init__()
+        self.minimum_scale = minimum_scale
+
+    @torch.no_grad()
+    def forward(
+        self, data: Tensor, padding_mask: Tensor, prefix_length: int | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        weights = _prefix_weights(padding_mask.to(data.dtype), prefix_length)
+        mean, scale = global_statistics(data, weights, self.minimum_scale)
+        loc, scale = mean.to(data.dtype), scale.to(data.dtype)
+        return (data - loc) / scale, loc.expand_as(data), scale.expand_as(data)
+
+
+SCALERS: dict[str, type[torch.nn.Module]] = {
+    "<class 'model.scaler.CausalPatchStdMeanScaler'>": CausalPatchStdMeanScaler,
+    "<class 'model.scaler.CausalStdMeanScaler'>": CausalStdMeanScaler,
+    "<class 'model.scaler.StdMeanScaler'>": StdMeanScaler,
+}
+
+
+def build_scaler(
+    scaler_cls: str, patch_size: int, stabilize_with_global: bool, scale_factor_exponent: float
+) -> torch.nn.Module:
+    if scaler_cls not in SCALERS:
+        raise ValueError(f"unknown scaler_cls {scaler_cls!r}; expected one of {sorted(SCALERS)}")
+    if scaler_cls == "<class 'model.scaler.StdMeanScaler'>":
+        return StdMeanScaler(patch_size)
+    # Toto 1.0 passes the stabilisation settings only to the patch scaler; the per-step one keeps its defaults.
+    if scaler_cls == "<class 'model.scaler.CausalStdMeanScaler'>":
+        return CausalStdMeanScaler(patch_size)
+    return CausalPatchStdMeanScaler(
+        patch_size, stabilize_with_global=stabilize_with_global, scale_factor_exponent=scale_factor_exponent
+    )

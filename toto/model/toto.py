@@ -1,0 +1,77 @@
+"""`Toto`: the model as published (`Datadog/Toto-Open-Base-1.0`), with loading and saving.
+
+`Toto(**config_json)` builds it like the official package; `Toto.from_pretrained` reads an embedded model name,
+a local folder or a Hub repo id; `save_pretrained` writes a folder that both this package and the official one load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from . import checkpoint
+from .backbone import TotoBackbone
+from .config import TotoConfig
+
+
+class Toto(torch.nn.Module):
+    def __init__(self, config: TotoConfig | None = None, **config_kwargs: Any) -> None:
+        super().__init__()
+        if config is None:
+            config = TotoConfig.from_dict(config_kwargs)
+        elif config_kwargs:
+            raise TypeError("pass either a TotoConfig or config.json keyword arguments, not both")
+        self.config = config
+        self.model = TotoBackbone(config)
+        self.name_or_path: str | None = None  # set by from_pretrained
+
+    @classmethod
+    def from_config(cls, config: TotoConfig) -> "Toto":
+        return cls(config)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        map_location: str | torch.device = "cpu",
+        strict: bool = True,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        **config_overrides: Any,
+    ) -> "Toto":
+        """Load an embedded model ("toto-tiny"), a local folder, or a Hub repo ("Datadog/Toto-Open-Base-1.0").
+
+        `config_overrides` replace config.json values (for example `use_memory_efficient_attention=False`).
+        """
+        folder = checkpoint.resolve(name_or_path, revision, cache_dir, token, local_files_only)
+        config = TotoConfig.from_dict({**checkpoint.read_config(folder), **config_overrides})
+        model = cls(config)
+        checkpoint.load_into(model, checkpoint.read_state_dict(folder, map_location), strict=strict)
+        model.name_or_path = str(name_or_path)
+        return model.to(map_location).eval()
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: str = "cpu", strict: bool = True,
+                             **config_overrides: Any) -> "Toto":
+        """Toto 1.0's name for loading a local folder or model.safetensors file."""
+        return cls.from_pretrained(checkpoint_path, map_location=map_location, strict=strict, **config_overrides)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config.json and model.safetensors to `directory` (created if needed)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / checkpoint.CONFIG_FILE, "w") as f:
+            json.dump(self.config.to_dict(), f, indent=2)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, directory / checkpoint.WEIGHTS_FILE, metadata={"format": "pt"})
+        return directory
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device

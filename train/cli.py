@@ -1,0 +1,76 @@
+"""`toto-train`: LightningCLI for Toto.
+
+    toto-train fit --config configs/finetune.yaml [--data.batch_size 32 ...] [--ckpt_path last]
+    toto-train fit --config configs/pretrain-base.yaml --config configs/strategy/ddp.yaml
+    toto-train validate --config ... ; toto-train fit --config ... --print_config
+    toto-train export --checkpoint runs/finetune [--which best|last] [--output_dir DIR]
+
+Everything lives under `trainer.default_root_dir` (the run folder): checkpoints/ (with last.ckpt, so
+`--ckpt_path last` resumes a killed run), loss_curve.csv/.png, the logger's metrics, and export/, the
+`Toto.from_pretrained` folder written at the end of `fit`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from jsonargparse import auto_cli
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from train.callbacks import ExportPretrained, TrainingHistory
+from train.datamodule import TotoDataModule
+from train.export import export_checkpoint
+from train.module import TotoModule
+
+
+class TotoCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.monitor": "val_loss", "checkpoint.mode": "min",
+                             "checkpoint.save_top_k": 1, "checkpoint.filename": "step={step}-val_loss={val_loss:.4f}",
+                             "checkpoint.auto_insert_metric_name": False})
+        parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath",
+                              compute_fn=lambda root: os.path.join(root, "checkpoints"))
+        parser.add_lightning_class_args(TrainingHistory, "history")
+        parser.add_lightning_class_args(ExportPretrained, "export")
+        parser.link_arguments("model.patch_size", "data.patch_size", apply_on="instantiate")
+
+
+def run_cli(args: list[str] | None = None) -> TotoCLI:
+    """Run a LightningCLI subcommand (fit, validate, ...) and return the CLI object (its trainer, model, data)."""
+    return TotoCLI(
+        TotoModule,
+        TotoDataModule,
+        args=args,
+        save_config_kwargs={"overwrite": True},  # rerunning (or resuming) in the same run folder
+    )
+
+
+def export(checkpoint: str, output_dir: str | None = None, which: str = "best") -> None:
+    """Export a checkpoint as a `Toto.from_pretrained` folder.
+
+    Args:
+        checkpoint: a .ckpt file, or a run folder (its best or last checkpoint is used).
+        output_dir: where to write config.json + model.safetensors (default: <run folder>/export).
+        which: "best" (lowest val_loss) or "last", for a run folder.
+    """
+    if which not in ("best", "last"):
+        raise SystemExit(f"--which must be 'best' or 'last', not {which!r}")
+    if output_dir is None:
+        run = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))
+        output_dir = os.path.join(run, "export")
+    print(f"exported to {export_checkpoint(checkpoint, output_dir, which)}")
+
+
+def main(args: list[str] | None = None) -> None:
+    args = sys.argv[1:] if args is None else args
+    if args[:1] == ["export"]:
+        auto_cli(export, args=args[1:])
+    else:
+        run_cli(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Lightning checkpoint -> `Toto.from_pretrained` folder (config.json + model.safetensors).
+
+The module stores the model's config.json dict in every checkpoint (`toto_config`), so export needs neither the
+original pretrained folder nor the training config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from toto.model.config import TotoConfig
+from toto.model.toto import Toto
+
+
+def _load(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    # Our own checkpoints hold only tensors and plain Python values, so the safe loader reads them.
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def resolve_checkpoint(checkpoint: str | Path, which: Literal["best", "last"] = "best") -> Path:
+    """A .ckpt file as is; for a run folder (or its checkpoints/ folder), the best or last checkpoint in it."""
+    path = Path(checkpoint)
+    if path.is_file():
+        return path
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    last = folder / "last.ckpt"
+    if which == "best":
+        states = _load(last).get("callbacks", {})
+        best = next((s.get("best_model_path") for k, s in states.items() if k.startswith("ModelCheckpoint")), None)
+        if best and Path(best).is_file():
+            return Path(best)
+    return last
+
+
+def export_checkpoint(checkpoint: str | Path, output_dir: str | Path, which: Literal["best", "last"] = "best") -> Path:
+    """Write the model of `checkpoint` (a .ckpt file or a run folder) to `output_dir`; returns that folder."""
+    path = resolve_checkpoint(checkpoint, which)
+    state = _load(path)
+    if "toto_config" not in state:
+        raise ValueError(f"{path} was not written by train.module.TotoModule (no 'toto_config' in it)")
+    model = Toto(TotoConfig.from_dict(state["toto_config"]))
+    prefix = "model."
+    model.load_state_dict({k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)})
+    return model.save_pretrained(output_dir)
