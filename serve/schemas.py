@@ -18,8 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
-Values = list[float | None]
-QuantileLevel = Annotated[float, Field(gt=0, lt=1)]
+# The model computes in float32 (largest 3.4e38) and its scaler squares values: keep inputs far from overflow.
+MAX_ABS_VALUE = 1e30
+Value = Annotated[float, Field(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
+Values = list[Value | None]
+QuantileLevel = Annotated[float, Field(ge=0, le=1)]
 # ISO 8601 (date-only too) or Unix seconds, as monitoring systems export them.
 Timestamp = Annotated[datetime, Field(strict=False)]
 
@@ -57,7 +60,7 @@ class SeriesInput(BaseModel):
         default_factory=dict,
         description="Past values of known covariates (same length as the variates); they are not forecast.",
     )
-    future_exogenous: dict[str, list[float]] = Field(
+    future_exogenous: dict[str, list[Value]] = Field(
         default_factory=dict,
         description="Future values of every exogenous variable, prediction_length of them each.",
     )
@@ -135,16 +138,16 @@ class SeriesInput(BaseModel):
 class ForecastRequest(BaseModel):
     """One or many series to forecast with the same horizon and sampling settings."""
 
-    model_config = ConfigDict(**STRICT, json_schema_extra={"examples": [EXAMPLE_REQUEST]})
+    model_config = ConfigDict(**STRICT, json_schema_extra={"example": EXAMPLE_REQUEST})
 
     series: list[SeriesInput] = Field(min_length=1, description="The series to forecast.")
-    prediction_length: int = Field(gt=0, description="Number of future steps to forecast.")
-    num_samples: int = Field(100, gt=0, description="Sample paths per series; quantiles come from them.")
+    prediction_length: int = Field(ge=1, description="Number of future steps to forecast.")
+    num_samples: int = Field(100, ge=1, description="Sample paths per series; quantiles come from them.")
     quantile_levels: list[QuantileLevel] = Field(
-        default_factory=lambda: [0.1, 0.5, 0.9], description="Quantiles to return, each strictly in (0, 1)."
+        default_factory=lambda: [0.1, 0.5, 0.9], description="Quantiles to return, each in [0, 1] (0 and 1: lowest and highest sample)."
     )
     seed: int | None = Field(
-        None, ge=0, lt=2**32, description="Makes the answer reproducible; every series uses it. Random if unset."
+        None, ge=0, le=2**32 - 1, description="Makes the answer reproducible; every series uses it. Random if unset."
     )
     return_samples: bool = Field(False, description="Also return the sample paths (large).")
 

@@ -7,6 +7,8 @@ and shared by the service, the request limits and the request guard.
 
 from __future__ import annotations
 
+import functools
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -36,3 +38,9 @@ class ServeSettings(BaseSettings):
     max_latency_ms: int = Field(30_000, ge=10, description="Latency bound of the batching queue.")
     samples_per_batch: int = Field(256, ge=1, description="Sample paths decoded together per series.")
     timeout_s: int = Field(120, ge=1, description="Per-request timeout.")
+
+
+@functools.cache
+def get_settings() -> ServeSettings:
+    """The process-wide settings, read from the environment on first use."""
+    return ServeSettings()

@@ -1,5 +1,7 @@
-"""`toto forecast` end to end: the installed console script, wide and long files, outputs, plots and bad files."""
+"""`toto forecast` end to end: the console script, wide and long files, outputs, plots, bad files."""
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,7 @@ import pandas as pd
 import pytest
 
 from toto.cli import main
+from toto.model import checkpoint
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FAST = ["--num-samples", "8", "--context-length", "256"]
@@ -18,15 +21,40 @@ def test_console_script_forecasts_a_wide_csv_and_draws_a_png(tmp_path):
     output, plot = tmp_path / "forecast.csv", tmp_path / "forecast.png"
     script = Path(sys.executable).parent / "toto"
     run = subprocess.run(
-        [script, "forecast", EXAMPLES / "electricity_demand.csv", "--prediction-length", "24", *FAST,
-         "--output", output, "--plot", plot],
-        capture_output=True, text=True, timeout=120,
+        [
+            script,
+            "forecast",
+            EXAMPLES / "electricity_demand.csv",
+            "--prediction-length",
+            "24",
+            *FAST,
+            "--output",
+            output,
+            "--plot",
+            plot,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},  # the embedded model needs no network
     )
     assert run.returncode == 0, run.stderr
-    assert "model     toto-tiny" in run.stderr and "wide table, 1 series x 1 variate(s)" in run.stderr
+    assert (
+        "model     toto-tiny (embedded" in run.stderr and "wide table, 1 series x 1 variate(s)" in run.stderr
+    )
+    status = json.loads((checkpoint.EMBEDDED_DIR / "toto-tiny" / "training_summary.json").read_text())[
+        "status"
+    ]
+    assert ("WARNING: random weights" in run.stderr) == (status == "random-init")
 
     forecast = pd.read_csv(output, parse_dates=["timestamp"])
-    assert list(forecast.columns) == ["variate", "timestamp", "mean", "median", *[f"0.{i}" for i in range(1, 10)]]
+    assert list(forecast.columns) == [
+        "variate",
+        "timestamp",
+        "mean",
+        "median",
+        *[f"0.{i}" for i in range(1, 10)],
+    ]
     expected = pd.date_range("2000-08-28 00:00", periods=24, freq="30min")  # the file ends 2000-08-27 23:30
     assert (pd.DatetimeIndex(forecast["timestamp"]) == expected).all()
     image = matplotlib.image.imread(plot)
@@ -35,8 +63,21 @@ def test_console_script_forecasts_a_wide_csv_and_draws_a_png(tmp_path):
 
 def test_long_csv_to_parquet_with_chosen_quantiles(tmp_path, capsys):
     output = tmp_path / "out" / "forecast.parquet"
-    code = main(["forecast", str(EXAMPLES / "tourist_arrivals_long.csv"), "-p", "4", "-q", "0.05,0.5,0.95",
-                 *FAST, "-o", str(output), "--plot", str(tmp_path / "long.png")])
+    code = main(
+        [
+            "forecast",
+            str(EXAMPLES / "tourist_arrivals_long.csv"),
+            "-p",
+            "4",
+            "-q",
+            "0.05,0.5,0.95",
+            *FAST,
+            "-o",
+            str(output),
+            "--plot",
+            str(tmp_path / "long.png"),
+        ]
+    )
 
     assert code == 0
     forecast = pd.read_parquet(output)
@@ -64,7 +105,7 @@ def test_without_output_the_forecast_goes_to_stdout(tmp_path, capsys):
     ("rows", "message"),
     [
         ("timestamp,host\n2024-01-01,a\n2024-01-02,b\n2024-01-03,c\n", "no numeric column to forecast"),
-        ("timestamp,cpu\n2024-01-01,1\nnot a date,2\n2024-01-03,3\n", "'not a date' in data row 2"),
+        ("timestamp,cpu\n2024-01-01,1\nnot a date,2\n2024-01-03,3\n", "'not a date' in row 2"),
         ("timestamp,cpu\n2024-01-01,1\n2024-01-02,2\n2024-01-02,3\n2024-01-03,4\n", "duplicate timestamp"),
         ("timestamp,cpu\n2024-01-01,1\n2024-01-02,2\n", "only 2 time step"),
         ("", "the file is empty"),
@@ -81,11 +122,15 @@ def test_bad_files_exit_with_a_clear_error(tmp_path, capsys, rows, message):
     assert "Traceback" not in error
 
 
-def test_console_script_reports_a_bad_checkpoint_without_traceback(tmp_path):
-    run = subprocess.run(
-        [Path(sys.executable).parent / "toto", "forecast", EXAMPLES / "electricity_demand.csv", "-p", "4",
-         "--checkpoint", tmp_path / "nowhere"],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert run.returncode == 2
-    assert "cannot load the checkpoint" in run.stderr and "Traceback" not in run.stderr
+def test_a_bad_checkpoint_or_setting_is_reported_without_traceback(tmp_path, capsys):
+    demand = str(EXAMPLES / "electricity_demand.csv")
+    for args, message in [
+        (["--checkpoint", str(tmp_path / "nowhere")], "cannot load the checkpoint"),
+        (["--num-samples", "0"], "num_samples must be at least 1"),
+        (["--quantiles", "0.5,1"], "strictly between 0 and 1"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            main(["forecast", demand, "-p", "4", *args])
+        assert exit_.value.code == 2
+        error = capsys.readouterr().err
+        assert message in error and "Traceback" not in error

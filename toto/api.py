@@ -1,15 +1,15 @@
 """Forecast a pandas DataFrame with Toto: the one typed inference entry point behind `toto forecast`.
 
     from toto.api import predict_df
-    forecast = predict_df(df, prediction_length=48)   # tidy frame: one row per series, variate and future step
+    forecast = predict_df(df, prediction_length=48)  # one row per series, variate and future step
 
-The input may be wide (a timestamp column and one numeric column per variate) or long (an id column as well, one
-series per id, each numeric column a variate of that series). The timestamp and id columns are found by name or
-content unless named. Each series is put on a regular time grid whose frequency pandas infers; missing values and
-gaps in the grid become NaN, which the model treats as unobserved. The forecast keeps the input's column names and
-continues each series' timestamps at its frequency.
+The input may be wide (a timestamp column and one numeric column per variate) or long (an id column as well,
+one series per id, each numeric column a variate of that series). The timestamp and id columns are found by
+name or content unless named. Each series is put on a regular time grid whose frequency pandas infers; missing
+values and gaps in the grid become NaN, which the model treats as unobserved. The forecast keeps the input's
+column names and continues each series' timestamps at its frequency.
 
-Everything a user can get wrong in the table raises `InputError` with a message that says what and how to fix it.
+Whatever a user can get wrong in the table raises `InputError`, whose message says what and how to fix it.
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 
 DEFAULT_CONTEXT_LENGTH = 4096
 # pandas needs three timestamps to infer a frequency.
 MIN_TIME_STEPS = 3
+# A grid this many times longer than its rows is mostly holes: more likely a wrong frequency or a stray
+# timestamp than real data, and filling it could exhaust memory.
+MAX_GRID_PER_ROW = 10
 
-_TIMESTAMP_NAMES = ("timestamp", "time", "date", "datetime", "ds", "period", "quarter", "month", "week")
+_TIMESTAMP_NAMES = ("timestamp", "ts", "time", "date", "datetime", "ds", "period", "quarter", "month", "week")
 _ID_NAMES = ("id", "item_id", "unique_id", "series_id", "series", "item")
 
 
@@ -84,9 +87,9 @@ def to_panel(
 ) -> Panel:
     """Validate a wide or long table and put each of its series on a regular time grid.
 
-    Columns left as None are detected: the timestamp column by dtype, name or parsable content; the id column by
-    name or as the one remaining text column; the targets as all remaining numeric columns. `freq` (a pandas
-    frequency string such as "30min" or "MS") overrides frequency inference.
+    Columns left as None are detected: the timestamp column by dtype, name or parsable content; the id column
+    by name or as the one remaining text column; the targets as all remaining numeric columns. `freq` (a
+    pandas frequency string such as "30min" or "MS") overrides frequency inference.
     """
     if isinstance(df.index, pd.DatetimeIndex):  # a frame indexed by time, as pandas users often have
         df = df.reset_index(names=df.index.name or "timestamp")
@@ -94,7 +97,11 @@ def to_panel(
         raise InputError("the table has no rows")
     df = df.rename(columns=str)
     columns = list(df.columns)
-    for name, flag in ((timestamp_column, "timestamp"), (id_column, "id"), *((t, "target") for t in target_columns or ())):
+    for name, flag in (
+        (timestamp_column, "timestamp"),
+        (id_column, "id"),
+        *((t, "target") for t in target_columns or ()),
+    ):
         if name is not None and name not in columns:
             raise InputError(f"the {flag} column {name!r} is not in the table; its columns are {columns}")
 
@@ -115,7 +122,9 @@ def to_panel(
 
     values = df[targets].astype("float64").replace([np.inf, -np.inf], np.nan).set_index(timestamps)
     if id_column and df[id_column].isna().any():
-        raise InputError(f"id column {id_column!r} is empty in data row {_first_row(df[id_column].isna())}: fill it in")
+        raise InputError(
+            f"id column {id_column!r} is empty in row {_first_row(df[id_column].isna())}: fill it in"
+        )
     groups = values.groupby(df[id_column].to_numpy(), sort=False) if id_column else [(None, values)]
     series = [_regularise(key, group, freq) for key, group in groups]
     return Panel(series=series, timestamp_column=timestamp_column, id_column=id_column)
@@ -143,14 +152,15 @@ def forecast_panel(
 ) -> pd.DataFrame:
     """Forecast every series of `panel`; returns the tidy table described in `predict_df`.
 
-    Series are forecast `batch_size` at a time, each with the same `seed`: a series gets the same numbers whether
-    it is forecast alone or with others.
+    Series are forecast `batch_size` at a time, each with the same `seed`: a series gets the same numbers
+    whether it is forecast alone or with others.
     """
     _check_settings(prediction_length, quantiles, num_samples, context_length, batch_size)
     model = model if isinstance(model, Toto) else load_model(model)
     forecaster = TotoForecaster(model.model)
     device = next(model.parameters()).device
-    levels = torch.tensor(sorted(quantiles), dtype=torch.float32)
+    names = [str(float(q)) for q in sorted(set(quantiles))]  # column names as the user wrote the levels
+    levels = torch.tensor([float(q) for q in names])
     batches = [panel.series[i : i + batch_size] for i in range(0, len(panel.series), batch_size)]
     frames = []
     for batch in tqdm(batches, desc="forecasting", unit="batch", disable=not progress or len(batches) < 2):
@@ -162,9 +172,9 @@ def forecast_panel(
         stats = {
             "mean": forecast.mean,
             "median": forecast.median,
-            **dict(zip(map(str, levels.tolist()), forecast.quantile(levels.to(forecast.samples)))),
+            **dict(zip(names, forecast.quantile(levels), strict=True)),
         }
-        stats = {name: value.double().cpu().numpy() for name, value in stats.items()}
+        stats = {name: value.float().cpu().numpy() for name, value in stats.items()}
         for row, series in enumerate(batch):
             future = series.future_index(prediction_length)
             for v, variate in enumerate(series.variates):
@@ -214,21 +224,22 @@ def _masked_timeseries(batch: list[Series], context_length: int) -> MaskedTimese
     if len({len(s.variates) for s in batch}) > 1:
         raise ValueError("series forecast in one batch must have the same number of variates")
     values = [s.values[:, -context_length:] for s in batch]
+    for series, window in zip(batch, values, strict=True):
+        empty = [name for name, row in zip(series.variates, window, strict=True) if np.isnan(row).all()]
+        if empty:
+            where = f"series {series.id!r}: " if series.id is not None else ""
+            raise InputError(
+                f"{where}{empty} have no values in the last {context_length} steps: raise the context length"
+                " or drop them"
+            )
     length = max(v.shape[1] for v in values)
-    series = np.full((len(values), values[0].shape[0], length), np.nan)
-    timestamps = np.empty(series.shape, dtype=np.int64)
-    for row, (v, s) in enumerate(zip(values, batch)):
-        series[row, :, length - v.shape[1] :] = v
-        last = s.index[-1].timestamp()
-        timestamps[row] = last - s.interval_seconds * np.arange(length - 1, -1, -1)
-    intervals = torch.tensor([s.interval_seconds for s in batch]).unsqueeze(1).expand(-1, series.shape[1])
-    observed = torch.from_numpy(~np.isnan(series))
-    return MaskedTimeseries(
-        series=torch.from_numpy(np.nan_to_num(series)).float(),
-        padding_mask=observed,
-        id_mask=torch.zeros(series.shape, dtype=torch.int),
-        timestamp_seconds=torch.from_numpy(timestamps),
-        time_interval_seconds=intervals.contiguous(),
+    stacked = np.full((len(batch), values[0].shape[0], length), np.nan, dtype=np.float32)
+    for row, window in enumerate(values):
+        stacked[row, :, length - window.shape[1] :] = window
+    intervals = np.array([[s.interval_seconds] for s in batch])
+    starts = np.array([[int(s.index[-1].timestamp())] for s in batch]) - (length - 1) * intervals
+    return MaskedTimeseries.from_series(
+        stacked, time_interval_seconds=intervals, start_timestamp_seconds=starts
     )
 
 
@@ -240,7 +251,9 @@ def _check_settings(
     if not quantiles or not all(0 < q < 1 for q in quantiles):
         raise InputError(f"quantile levels must lie strictly between 0 and 1, got {list(quantiles)}")
     if num_samples < 1:
-        raise InputError(f"num_samples must be at least 1 (quantiles come from sample paths), got {num_samples}")
+        raise InputError(
+            f"num_samples must be at least 1 (quantiles come from sample paths), got {num_samples}"
+        )
     if context_length < MIN_TIME_STEPS or batch_size < 1:
         raise InputError(f"context_length must be >= {MIN_TIME_STEPS} and batch_size >= 1")
 
@@ -255,12 +268,14 @@ def _non_numeric_hint(df: pd.DataFrame, columns: Sequence[str]) -> str:
         mask = pd.to_numeric(df[column], errors="coerce").isna() & df[column].notna()
         if mask.any():
             value = df[column][mask].iloc[0]
-            return f" (column {column!r} holds non-numeric values such as {value!r} in data row {_first_row(mask)})"
+            return (
+                f" (column {column!r} holds non-numeric values such as {value!r} in row {_first_row(mask)})"
+            )
     return ""
 
 
 def _first_row(mask: pd.Series) -> int:
-    """1-based position of the first True, as a person counts data rows in a file."""
+    """1-based position of the first True: the row number in a file, not counting its header."""
     return int(np.flatnonzero(mask.to_numpy())[0]) + 1
 
 
@@ -270,7 +285,10 @@ def _to_datetime(column: pd.Series) -> pd.Series:
         return pd.to_datetime(column, unit="s", errors="coerce")
     with warnings.catch_warnings():  # pandas warns when it falls back to parsing element by element
         warnings.simplefilter("ignore", UserWarning)
-        return pd.to_datetime(column, errors="coerce")
+        parsed = pd.to_datetime(column, errors="coerce")  # fast: one format, inferred from the first value
+        if parsed.isna().sum() > column.isna().sum():  # e.g. "2024-03-01" among "2024-03-01 00:30" values
+            parsed = pd.to_datetime(column, errors="coerce", format="mixed")
+    return parsed
 
 
 def _detect_timestamp_column(df: pd.DataFrame) -> str:
@@ -281,8 +299,9 @@ def _detect_timestamp_column(df: pd.DataFrame) -> str:
     for column in df.columns:
         if column.strip().lower() in _TIMESTAMP_NAMES:
             return column
-    for column in df.columns:
-        if not _is_numeric(df[column]) and df[column].notna().any() and _to_datetime(df[column]).notna().all():
+    for column in df.columns:  # the first 100 values are enough to tell; parsing is checked in full later
+        head = df[column].head(100)
+        if not _is_numeric(head) and head.notna().all() and _to_datetime(head).notna().all():
             return column
     raise InputError(
         f"no timestamp column found among {list(df.columns)}: add one (e.g. 'timestamp' with values like "
@@ -293,25 +312,34 @@ def _detect_timestamp_column(df: pd.DataFrame) -> str:
 def _parse_timestamps(column: pd.Series, name: str) -> pd.DatetimeIndex:
     parsed = _to_datetime(column)
     if column.isna().any():
-        raise InputError(f"timestamp column {name!r} is empty in data row {_first_row(column.isna())}: fill it in")
+        raise InputError(f"timestamp column {name!r} is empty in row {_first_row(column.isna())}: fill it in")
     if parsed.isna().any():
         bad = column[parsed.isna()]
         raise InputError(
-            f"timestamp column {name!r} has {len(bad)} value(s) that are not timestamps, e.g. {bad.iloc[0]!r} in "
-            f"data row {_first_row(parsed.isna())}: use a format like '2024-01-01 00:00:00' (ISO 8601) or Unix seconds, or name the "
-            "right column with --timestamp-column"
+            f"timestamp column {name!r} has {len(bad)} value(s) that are not timestamps, e.g. {bad.iloc[0]!r}"
+            f" in row {_first_row(parsed.isna())}: write them like '2024-01-01 00:00:00' (ISO 8601) or as"
+            " Unix seconds, or name the right column with --timestamp-column"
         )
     return pd.DatetimeIndex(parsed)
 
 
 def _detect_id_column(df: pd.DataFrame, candidates: list[str]) -> str | None:
-    """A column with a usual id name, else the single non-numeric column; a wide table has neither."""
+    """A column with a usual id name, else the single text column; a wide table has neither.
+
+    A column of mostly numbers with a few stray strings ("n/a", "1,5") is a broken target, not an id.
+    """
     for column in candidates:
         if column.strip().lower() in _ID_NAMES:
             return column
-    text = [c for c in candidates if not _is_numeric(df[c])]
+    text = [
+        c
+        for c in candidates
+        if not _is_numeric(df[c]) and pd.to_numeric(df[c], errors="coerce").isna().mean() > 0.5
+    ]
     if len(text) > 1:
-        raise InputError(f"several non-numeric columns {text}: name the series id column with --id-column / id_column=")
+        raise InputError(
+            f"several non-numeric columns {text}: name the series id column with --id-column / id_column="
+        )
     return text[0] if text else None
 
 
@@ -321,12 +349,15 @@ def _regularise(key: object, values: pd.DataFrame, freq: str | None) -> Series:
     duplicated = values.index[values.index.duplicated()]
     if len(duplicated):
         raise InputError(
-            f"{where}{len(duplicated)} duplicate timestamp(s), e.g. {duplicated[0]}: keep one row per timestamp"
-            " (aggregate them, e.g. df.groupby(timestamp).mean()), or name the id column if the table is long form"
+            f"{where}{len(duplicated)} duplicate timestamp(s), e.g. {duplicated[0]}: keep one row per"
+            " timestamp (aggregate them, e.g. df.groupby(timestamp).mean()), or name the id column if the"
+            " table is long form"
         )
     values = values.sort_index()
     if len(values) < MIN_TIME_STEPS:
-        raise InputError(f"{where}only {len(values)} time step(s); at least {MIN_TIME_STEPS} are needed to forecast")
+        raise InputError(
+            f"{where}only {len(values)} time step(s); at least {MIN_TIME_STEPS} are needed to forecast"
+        )
     offset = _parse_freq(freq) if freq else _infer_freq(values.index)
     grid = pd.date_range(values.index[0], values.index[-1], freq=offset)
     off_grid = values.index[~values.index.isin(grid)]
@@ -335,10 +366,17 @@ def _regularise(key: object, values: pd.DataFrame, freq: str | None) -> Series:
             f"{where}timestamps do not lie on a regular {offset.freqstr} grid, e.g. {off_grid[0]}: "
             "resample the data or give the frequency with --freq / freq= (e.g. '5min', 'h', 'D', 'MS')"
         )
+    if len(grid) > MAX_GRID_PER_ROW * len(values):
+        raise InputError(
+            f"{where}{len(values)} rows spread over {len(grid)} steps of {offset.freqstr} from {grid[0]} to"
+            f" {grid[-1]}: most of the grid would be missing; check the timestamps or give --freq / freq="
+        )
     values = values.reindex(grid)
     empty = [c for c in values.columns if values[c].isna().all()]
     if empty:
-        raise InputError(f"{where}column(s) {empty} have no values: drop them or name targets with --target-columns")
+        raise InputError(
+            f"{where}column(s) {empty} have no values: drop them or name targets with --target-columns"
+        )
     return Series(id=key, variates=list(values.columns), index=grid, values=values.to_numpy().T.copy())
 
 
@@ -346,11 +384,13 @@ def _parse_freq(freq: str) -> pd.DateOffset:
     try:
         return to_offset(freq)
     except ValueError as error:
-        raise InputError(f"{freq!r} is not a pandas frequency; use e.g. '30s', '5min', 'h', 'D', 'W', 'MS'") from error
+        raise InputError(
+            f"{freq!r} is not a pandas frequency; use e.g. '30s', '5min', 'h', 'D', 'W', 'MS'"
+        ) from error
 
 
 def _infer_freq(index: pd.DatetimeIndex) -> pd.DateOffset:
-    """pandas' inferred frequency, or, when gaps defeat it, the most common step (the gaps then become NaN)."""
+    """pandas' inferred frequency or, when gaps defeat it, the most common step (the gaps then become NaN)."""
     inferred = pd.infer_freq(index)
     if inferred:
         return to_offset(inferred)

@@ -1,12 +1,14 @@
 """The `toto` command. `toto forecast INPUT` forecasts every series of a CSV or Parquet file.
 
-A thin layer over `toto.api`: it reads the file, calls `forecast_panel`, writes the table and the plot, and prints a
-short summary (to stderr, so that the forecast itself can go to stdout). Subcommands leave room for more verbs.
+A thin layer over `toto.api`: it reads the file, calls `forecast_panel`, writes the table and the plot, and
+prints a short summary (to stderr, so that the forecast itself can go to stdout). Subcommands leave room for
+more verbs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -15,8 +17,12 @@ import numpy as np
 import pandas as pd
 
 from toto import api
-from toto.model.toto import Toto
 from toto.io import read_table, write_table
+from toto.model import checkpoint
+from toto.model.toto import Toto
+
+TRAINING_SUMMARY = "training_summary.json"  # beside the weights; its status is "random-init" until trained
+SUMMARY_LINES = 5  # series-variates whose end-of-horizon forecast the summary prints
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,9 +36,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def forecast(args: argparse.Namespace) -> int:
     """Run `toto forecast`: read, forecast, write, plot, summarise."""
-    started = time.perf_counter()
-    panel = api.to_panel(read_table(args.input), args.timestamp_column, args.id_column, args.target_columns, args.freq)
+    panel = api.to_panel(
+        read_table(args.input), args.timestamp_column, args.id_column, args.target_columns, args.freq
+    )
     model = _load_model(args.checkpoint, args.device)
+    started = time.perf_counter()
     table = api.forecast_panel(
         panel,
         args.prediction_length,
@@ -44,6 +52,7 @@ def forecast(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=True,
     )
+    seconds = time.perf_counter() - started
     if args.output:
         write_table(table, args.output)
     else:
@@ -52,7 +61,7 @@ def forecast(args: argparse.Namespace) -> int:
         from toto.plotting import plot_forecast  # matplotlib is only imported when a plot is asked for
 
         plot_forecast(panel, table, args.plot)
-    print(_summary(args, panel, model, table, time.perf_counter() - started), file=sys.stderr)
+    print(_summary(args, panel, model, table, seconds), file=sys.stderr)
     return 0
 
 
@@ -61,55 +70,84 @@ def _load_model(checkpoint: str, device: str | None) -> Toto:
         return api.load_model(checkpoint, device)
     except (OSError, ValueError) as error:  # a missing folder, an unreachable hub, a malformed config.json
         raise api.InputError(
-            f"cannot load the checkpoint {checkpoint!r} ({error}); give a local folder holding config.json and "
-            "model.safetensors, a Hugging Face hub id, or leave --checkpoint out for the embedded toto-tiny"
+            f"cannot load the checkpoint {checkpoint!r} ({error}); give a local folder holding config.json"
+            " and model.safetensors, a Hugging Face hub id, or leave out --checkpoint for the embedded model"
         ) from error
 
 
 def _summary(
     args: argparse.Namespace, panel: api.Panel, model: Toto, table: pd.DataFrame, seconds: float
 ) -> str:
-    """A few lines a person reads after a run: which model, what was read, what was forecast, where it went."""
+    """The lines a person reads after a run: which model, what was read, what was forecast, where it went."""
     first = panel.series[0]
-    steps = sum(len(s.index) for s in panel.series)
+    lengths = sorted(len(s.index) for s in panel.series)
+    steps = f"{lengths[0]}" if lengths[0] == lengths[-1] else f"{lengths[0]} to {lengths[-1]}"
     missing = sum(int(np.isnan(s.values).sum()) for s in panel.series)
     parameters = sum(p.numel() for p in model.parameters())
     future = first.future_index(args.prediction_length)
+    embedded = "embedded, " if str(args.checkpoint) in checkpoint.embedded_models() else ""
     lines = [
-        f"model     {args.checkpoint} ({parameters / 1e6:.2f}M parameters) on {next(model.parameters()).device}",
-        *[f"          WARNING: {warning}" for warning in _model_warnings(args.checkpoint)],
-        f"input     {args.input}: {panel.form} table, {len(panel.series)} series x {len(first.variates)} variate(s),"
-        f" {steps} steps every {first.index.freqstr}, {missing} missing values filled as NaN",
-        f"forecast  {args.prediction_length} steps per series from {future[0]} (first series), "
-        f"{args.num_samples} sample paths, {len(args.quantiles)} quantiles, {seconds:.1f} s",
+        f"model     {args.checkpoint} ({embedded}{parameters / 1e6:.2f}M parameters) on {model.device}",
+        f"input     {args.input}: {panel.form} table, {len(panel.series)} series x"
+        f" {len(first.variates)} variate(s) ({', '.join(first.variates)}), {steps} steps every"
+        f" {first.index.freqstr}, {missing or 'no'} missing values",
+        f"forecast  {args.prediction_length} steps, {future[0]} to {future[-1]}"
+        f"{' for the first series' if len(panel.series) > 1 else ''}, {args.num_samples} sample paths,"
+        f" {seconds:.1f} s",
     ]
+    note = _random_weights_note(args.checkpoint)
+    if note:
+        lines[1:1] = [
+            f"          WARNING: random weights ({note})",
+            "          the forecast shows the pipeline working, not what a trained Toto predicts",
+        ]
     levels = api.quantile_columns(table)
-    for series in panel.series[:3]:
-        for v, variate in enumerate(series.variates[:3]):
-            rows = table[table["variate"] == variate]
-            if panel.id_column:
-                rows = rows[rows[panel.id_column] == series.id]
-            end = rows.iloc[-1]
-            name = variate if series.id is None else f"{series.id}/{variate}"
-            lines.append(
-                f"  {name}: median {end['median']:.4g} at {end[panel.timestamp_column]}"
-                f" ({float(levels[0]):.0%}-{float(levels[-1]):.0%}: {end[levels[0]]:.4g} to {end[levels[-1]]:.4g})"
-            )
-    written = [f"{args.output} ({len(table)} rows)" if args.output else None, args.plot]
-    if any(written):
-        lines.append("wrote     " + ", ".join(w for w in written if w))
+    shown = [(series, variate) for series in panel.series for variate in series.variates]
+    for series, variate in shown[:SUMMARY_LINES]:
+        rows = table[table["variate"] == variate]
+        if panel.id_column:
+            rows = rows[rows[panel.id_column] == series.id]
+        end = rows.iloc[-1]
+        name = variate if series.id is None else f"{series.id}/{variate}"
+        lines.append(
+            f"  {name}: median {_number(end['median'])} at {end[panel.timestamp_column]}"
+            f" ({float(levels[0]):.0%}-{float(levels[-1]):.0%}:"
+            f" {_number(end[levels[0]])} to {_number(end[levels[-1]])})"
+        )
+    if len(shown) > SUMMARY_LINES:
+        lines.append(f"  ... and {len(shown) - SUMMARY_LINES} more in the table")
+    written = [f"{args.output} ({len(table)} rows)"] if args.output else []
+    written += [str(args.plot)] if args.plot else []
+    if written:
+        lines.append("wrote     " + ", ".join(written))
     return "\n".join(lines)
 
 
-def _model_warnings(checkpoint: str) -> list[str]:
-    return []
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.4g}"
+
+
+def _random_weights_note(name: str) -> str | None:
+    """The note of a checkpoint whose training_summary.json marks its weights as untrained ("random-init")."""
+    try:
+        summary_path = checkpoint.resolve(name, local_files_only=True) / TRAINING_SUMMARY
+    except OSError:
+        return None
+    if not summary_path.is_file():
+        return None
+    summary = json.loads(summary_path.read_text())
+    if summary.get("status") != "random-init":
+        return None
+    return summary.get("note", "the model is not trained yet")
 
 
 def _floats(text: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.1,0.5,0.9, got {text!r}") from error
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers like 0.1,0.5,0.9, got {text!r}"
+        ) from error
 
 
 def _names(text: str) -> list[str]:
@@ -122,34 +160,73 @@ def _parser() -> argparse.ArgumentParser:
     sub = commands.add_parser(
         "forecast",
         help="forecast every series of a CSV or Parquet file",
-        description="Forecast every series of a CSV or Parquet file, wide (timestamp + one column per variate) "
-        "or long (timestamp + id + value columns). Missing values and gaps in the time grid are allowed.",
+        description="Forecast every series of a CSV or Parquet file, wide (timestamp + one column per"
+        " variate) or long (timestamp + id + value columns). Missing values and gaps in time are allowed.",
     )
     sub.set_defaults(command=forecast, command_name="forecast")
     sub.add_argument("input", type=Path, help="CSV, TSV or Parquet file")
-    sub.add_argument("-p", "--prediction-length", type=int, required=True, help="steps to forecast")
     sub.add_argument(
-        "-q", "--quantiles", type=_floats, default=list(api.DEFAULT_QUANTILES),
+        "-p", "--prediction-length", type=int, required=True, metavar="N", help="steps to forecast"
+    )
+    sub.add_argument(
+        "-q",
+        "--quantiles",
+        type=_floats,
+        default=list(api.DEFAULT_QUANTILES),
+        metavar="LEVELS",
         help="comma-separated quantile levels (default: 0.1,...,0.9)",
     )
-    sub.add_argument("-n", "--num-samples", type=int, default=256, help="sample paths (default: 256)")
     sub.add_argument(
-        "-c", "--checkpoint", default="toto-tiny",
+        "-n", "--num-samples", type=int, default=256, metavar="N", help="sample paths (default: 256)"
+    )
+    sub.add_argument(
+        "-c",
+        "--checkpoint",
+        default="toto-tiny",
+        metavar="CHECKPOINT",
         help="model: the embedded toto-tiny (default), a local folder or a Hugging Face hub id",
     )
-    sub.add_argument("-o", "--output", type=Path, help="forecast table, .csv or .parquet (default: CSV to stdout)")
-    sub.add_argument("--plot", type=Path, help="PNG of history, median and quantile bands per variate")
-    sub.add_argument("--timestamp-column", help="name of the timestamp column (default: detected)")
-    sub.add_argument("--id-column", help="name of the series id column of a long table (default: detected)")
-    sub.add_argument("--target-columns", type=_names, help="comma-separated columns to forecast (default: all numeric)")
-    sub.add_argument("--freq", help="pandas frequency such as 5min, h, D, MS (default: inferred)")
     sub.add_argument(
-        "--context-length", type=int, default=api.DEFAULT_CONTEXT_LENGTH,
+        "-o",
+        "--output",
+        type=Path,
+        metavar="PATH",
+        help="forecast table, .csv or .parquet (default: CSV to stdout)",
+    )
+    sub.add_argument(
+        "--plot", type=Path, metavar="PNG", help="PNG of history, median and quantile bands per variate"
+    )
+    sub.add_argument(
+        "--timestamp-column", metavar="NAME", help="name of the timestamp column (default: detected)"
+    )
+    sub.add_argument(
+        "--id-column", metavar="NAME", help="name of the series id column of a long table (default: detected)"
+    )
+    sub.add_argument(
+        "--target-columns",
+        type=_names,
+        metavar="NAMES",
+        help="comma-separated columns to forecast (default: all numeric)",
+    )
+    sub.add_argument(
+        "--freq", metavar="FREQ", help="pandas frequency such as 5min, h, D, MS (default: inferred)"
+    )
+    sub.add_argument(
+        "--context-length",
+        type=int,
+        default=api.DEFAULT_CONTEXT_LENGTH,
+        metavar="N",
         help=f"most recent steps the model sees (default: {api.DEFAULT_CONTEXT_LENGTH})",
     )
-    sub.add_argument("--batch-size", type=int, default=16, help="series forecast together (default: 16)")
-    sub.add_argument("--seed", type=int, default=0, help="random seed of the sample paths (default: 0)")
-    sub.add_argument("--device", help="torch device such as cpu or cuda (default: cuda when available)")
+    sub.add_argument(
+        "--batch-size", type=int, default=16, metavar="N", help="series forecast together (default: 16)"
+    )
+    sub.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="random seed of the sample paths (default: 0)"
+    )
+    sub.add_argument(
+        "--device", metavar="DEVICE", help="torch device such as cpu or cuda (default: cuda when available)"
+    )
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Read and write the tables that `toto forecast` works on: CSV (or TSV) and Parquet, chosen by file extension."""
+"""Read and write the tables that `toto forecast` works on: CSV (or TSV) and Parquet, by file extension."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Draw a forecast next to its history: one panel per (series, variate), median line and shaded quantile bands."""
+"""Draw a forecast after its history: a panel per (series, variate), a median line, shaded quantile bands."""
 
 from __future__ import annotations
 
@@ -21,11 +21,13 @@ def plot_forecast(
     """Save a PNG of the last `history_length` observed steps (default: four horizons, at least 96) and the
     forecast of the first `max_panels` variates; returns how many panels were drawn.
 
-    Each pair of quantile levels (q, 1 - q) in the forecast becomes a band, so the default nine levels give four
-    nested bands whose shade deepens toward the median.
+    Each pair of quantile levels (q, 1 - q) in the forecast becomes a band, so the default nine levels give
+    four nested bands whose shade deepens toward the median.
     """
     levels = quantile_columns(forecast)
-    pairs = [(lo, hi) for lo in levels for hi in levels if float(lo) < 0.5 and np.isclose(float(lo) + float(hi), 1)]
+    pairs = [
+        (lo, hi) for lo in levels for hi in levels if float(lo) < 0.5 and np.isclose(float(lo) + float(hi), 1)
+    ]
     panels = [(s, i) for s in panel.series for i in range(len(s.variates))]
     shown = panels[:max_panels]
     columns = 1 if len(shown) <= 3 else 2
@@ -42,7 +44,9 @@ def plot_forecast(
         times = future[panel.timestamp_column]
         for lo, hi in pairs:
             label = f"{float(lo):.0%}-{float(hi):.0%}" if (lo, hi) == pairs[0] else None
-            ax.fill_between(times, future[lo], future[hi], color="tab:blue", alpha=0.15, linewidth=0, label=label)
+            ax.fill_between(
+                times, future[lo], future[hi], color="tab:blue", alpha=0.15, linewidth=0, label=label
+            )
         ax.plot(times, future["median"], color="tab:blue", linewidth=1.5, label="median")
         ax.set_title(series.variates[v] if series.id is None else f"{series.id} - {series.variates[v]}")
         ax.tick_params(axis="x", labelrotation=20)

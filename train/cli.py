@@ -65,9 +65,10 @@ def export(checkpoint: str, output_dir: str | None = None, which: str = "best") 
 
 
 def main(args: list[str] | None = None) -> None:
-    args = sys.argv[1:] if args is None else args
-    if args[:1] == ["export"]:
-        auto_cli(export, args=args[1:])
+    """The console script; `args` default to the command line."""
+    command = sys.argv[1:] if args is None else args
+    if command[:1] == ["export"]:
+        auto_cli(export, args=command[1:])
     else:
         run_cli(args)
 

@@ -104,10 +104,10 @@ class TotoForecaster:
         if use_kv_cache:
             cache = self.model.allocate_kv_cache(batch, variates, prefix + steps * patch, series.device, series.dtype)
         hidden = self.model.encode(scaled, padding_mask, id_mask, cache, num_exogenous)[:, :, -1:]
-        context = _Paths(series, padding_mask, id_mask, hidden, loc[..., -patch:], scale[..., -patch:], cache)
+        context = _Paths(series, padding_mask, id_mask, loc[..., -patch:], scale[..., -patch:], cache)
 
         if num_samples is None:
-            mean = self._decode(context.repeat(1), steps, prefix, num_exogenous, exogenous, False, None, 0)
+            mean = self._decode(context, hidden, 1, steps, prefix, num_exogenous, exogenous, False, None, 0)
             return Forecast(mean=mean[..., :prediction_length])
 
         per_chunk = samples_per_batch or max(1, DEFAULT_ROWS_PER_CHUNK // (batch * variates))
@@ -116,49 +116,59 @@ class TotoForecaster:
         chunks = []
         for index, start in enumerate(range(0, num_samples, per_chunk)):
             size = min(per_chunk, num_samples - start)
-            values = self._decode(context.repeat(size), steps, prefix, num_exogenous, exogenous, True, seeds, index)
+            values = self._decode(context, hidden, size, steps, prefix, num_exogenous, exogenous, True, seeds, index)
             chunks.append(rearrange(values, "(s b) v t -> b v t s", s=size))
         samples = torch.cat(chunks, dim=-1)[:, :, :prediction_length]
         return Forecast(mean=samples.mean(dim=-1), samples=samples)
 
-    def _decode(self, paths: "_Paths", steps: int, prefix: int, num_exogenous: int, exogenous: Tensor | None,
-                sample: bool, seeds: list[int] | None, chunk: int) -> Tensor:
-        """Extend every path by `steps` patches; returns the new values (rows, variates, steps * patch)."""
+    def _decode(self, context: "_Paths", hidden: Tensor, paths_per_series: int, steps: int, prefix: int,
+                num_exogenous: int, exogenous: Tensor | None, sample: bool, seeds: list[int] | None,
+                chunk: int) -> Tensor:
+        """Decode `paths_per_series` paths per series for `steps` patches; returns (paths*batch, variates, time).
+
+        `hidden` is the context's last state, one row per series: the first patch of every path is drawn from the
+        same distribution, so the output head runs once per series for it.
+        """
         patch = self.model.patch_size
-        rows = paths.series.shape[0]
+        paths = context.repeat(paths_per_series)
         if exogenous is not None:
-            exogenous = exogenous.repeat(rows // exogenous.shape[0], 1, 1)
+            exogenous = exogenous.repeat(paths_per_series, 1, 1)
+        draws_per_row = paths_per_series
         for step in range(steps):
-            normalised = self._draw(paths.hidden, sample, seeds, chunk, step)
+            normalised = self._draw(hidden, draws_per_row, sample, seeds, chunk, step)
             values = _replace_non_finite(normalised * paths.scale + paths.loc)
             if exogenous is not None:
                 values[:, -num_exogenous:] = exogenous[:, :, step * patch:(step + 1) * patch]
             paths.append(values)
             if step + 1 < steps:
                 scaled, loc, scale = self.model.scale(paths.series, paths.padding_mask, prefix)
-                if paths.cache is None:
-                    new = slice(None)  # without a cache the whole series runs through the model again
-                else:
-                    new = slice(-patch, None)
+                # With a cache only the new patch runs through the model; without one, the whole series again.
+                new = slice(None) if paths.cache is None else slice(-patch, None)
                 hidden = self.model.encode(scaled[..., new], paths.padding_mask[..., new], paths.id_mask[..., new],
-                                           paths.cache, num_exogenous)
-                paths.hidden, paths.loc, paths.scale = hidden[:, :, -1:], loc[..., -patch:], scale[..., -patch:]
+                                           paths.cache, num_exogenous)[:, :, -1:]
+                paths.loc, paths.scale = loc[..., -patch:], scale[..., -patch:]
+                draws_per_row = 1
         return paths.series[..., prefix:]
 
-    def _draw(self, hidden: Tensor, sample: bool, seeds: list[int] | None, chunk: int, step: int) -> Tensor:
-        """One patch in normalised space per row: the mean, a free sample, or a sample from each row's own seed."""
+    def _draw(self, hidden: Tensor, draws_per_row: int, sample: bool, seeds: list[int] | None, chunk: int,
+              step: int) -> Tensor:
+        """Next patch in normalised space, `draws_per_row` per hidden row, rows ordered (draw, row).
+
+        The mean, a free sample, or samples from each series' own random stream (rows of series b are b::batch).
+        """
+        rows, variates = hidden.shape[:2]
         if not sample:
-            return self.model.head(hidden).mean
+            return self.model.head(hidden).mean.repeat(draws_per_row, 1, 1)
         if seeds is None:
-            return self.model.head(hidden).sample()
+            return self.model.head(hidden).sample((draws_per_row,)).reshape(draws_per_row * rows, variates, -1)
         batch = len(seeds)
-        out = torch.empty((hidden.shape[0], hidden.shape[1], self.model.patch_size), dtype=hidden.dtype,
-                          device=hidden.device)
+        out = hidden.new_empty((draws_per_row * rows, variates, self.model.patch_size))
         devices = [hidden.device] if hidden.device.type == "cuda" else []
         for row, seed in enumerate(seeds):
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(int(np.random.SeedSequence([seed, chunk, step]).generate_state(1)[0]))
-                out[row::batch] = self.model.head(hidden[row::batch]).sample()
+                draws = self.model.head(hidden[row::batch]).sample((draws_per_row,))
+            out[row::batch] = draws.reshape(-1, variates, self.model.patch_size)
         return out
 
     @staticmethod
@@ -232,7 +242,6 @@ class _Paths:
     series: Tensor
     padding_mask: Tensor
     id_mask: Tensor
-    hidden: Tensor  # (rows, variates, 1, embed): state after the last fed patch
     loc: Tensor  # (rows, variates, patch): scaler statistics of the last fed patch
     scale: Tensor
     cache: KVCache | None
@@ -243,8 +252,8 @@ class _Paths:
             return t.repeat(times, *([1] * (t.ndim - 1)))
 
         cache = self.cache.repeat(times) if self.cache is not None else None
-        return _Paths(rep(self.series), rep(self.padding_mask), rep(self.id_mask), rep(self.hidden),
-                      rep(self.loc), rep(self.scale), cache)
+        return _Paths(rep(self.series), rep(self.padding_mask), rep(self.id_mask), rep(self.loc), rep(self.scale),
+                      cache)
 
     def append(self, values: Tensor) -> None:
         """Append one generated patch (observed, same series ids as the last step)."""

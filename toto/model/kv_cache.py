@@ -64,11 +64,12 @@ class KVCache:
         new = KVCache.__new__(KVCache)
         capacity = max_patches or self.max_patches
         layers, rows, heads, _, head_dim = self.keys.shape
-        shape = (layers, rows * times, heads, capacity, head_dim)
-        new.keys = self.keys.new_zeros(shape)
-        new.values = self.values.new_zeros(shape)
-        new.keys[:, :, :, :length] = self.keys[:, :, :, :length].repeat(1, times, 1, 1, 1)
-        new.values[:, :, :, :length] = self.values[:, :, :, :length].repeat(1, times, 1, 1, 1)
+        # Uninitialised beyond `length`: positions are always written before they are read.
+        new.keys = self.keys.new_empty((layers, times, rows, heads, capacity, head_dim))
+        new.values = torch.empty_like(new.keys)
+        new.keys[..., :length, :] = self.keys[:, None, :, :, :length]
+        new.values[..., :length, :] = self.values[:, None, :, :, :length]
+        new.keys, new.values = new.keys.flatten(1, 2), new.values.flatten(1, 2)
         new.key_valid = self.key_valid.new_ones((rows * times, capacity))
         new.key_valid[:, :length] = self.key_valid[:, :length].repeat(times, 1)
         new._lengths = list(self._lengths)

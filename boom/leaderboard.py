@@ -1,0 +1,194 @@
+"""The BOOM leaderboard from `results/<model>/all_results.csv` folders, computed as the publication does.
+
+1. Configurations of the low-variance series, and of series where seasonal naive's MASE is 0 in some
+   configuration, are scored unscaled (MAE and CRPS); all others are divided by seasonal naive's value for
+   the same configuration (MASE and CRPS).
+2. Before scaling, infinite values become NaN and NaNs take the model's mean over that part.
+3. Each part is aggregated with the shifted geometric mean exp(mean(log(x + 1e-5))) - 1e-5, and ranked by
+   each configuration's CRPS rank among all models (ties go to the model listed first), averaged.
+
+Ties are broken by the order of the models, which the publication took from its folder listing and does not
+state. `PUBLISHED_ORDER` is that order, recovered from the published ranks: with it, the published results
+reproduce `boom_leaderboard.csv` to every printed digit. Other models follow it alphabetically and seasonal
+naive comes last, as in the publication. Only configurations every model has are compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from boom.data import load_properties, low_variance_series
+
+BASELINE = "seasonalnaive"
+MASE = "eval_metrics/MASE[0.5]"
+MAE = "eval_metrics/MAE[0.5]"
+CRPS = "eval_metrics/mean_weighted_sum_quantile_loss"
+EPSILON = 1e-5
+GROUPINGS = ("domain", "frequency", "term", "type")
+PUBLISHED_ORDER = (
+    "autoarima", "toto_2.0_4m", "timer", "autoets", "toto_2.0_2.5b", "chronos_2", "moirai_2_small", "time_moe_50M",
+    "autotheta", "toto_2.0_313m", "timesfm_2_5_200m", "chronos_bolt_small", "toto_2.0_1b", "chronos_bolt_base",
+    "moirai_1.1_base", "moirai_1.1_large", "moirai_1.1_small", "time_moe_200M", "timesfm_2_0_500m", "toto",
+    "toto_2.0_22m", "visionts",
+)
+
+
+def shifted_gmean(values: Iterable[float] | pd.Series) -> float:
+    """Geometric mean that tolerates zeros: exp(mean(log(x + eps))) - eps."""
+    return float(np.exp(np.mean(np.log(np.asarray(values, dtype=np.float64) + EPSILON))) - EPSILON)
+
+
+def load_results(*results_dirs: str | Path, subset: str | None = None) -> dict[str, pd.DataFrame]:
+    """Every `<dir>/<model>/all_results.csv`, indexed by configuration, keyed by model folder name.
+
+    `subset="boomlet"` keeps only the 32 BOOMlet series.
+    """
+    results: dict[str, pd.DataFrame] = {}
+    for results_dir in map(Path, results_dirs):
+        files = sorted(results_dir.glob("*/all_results.csv"))
+        if not files:
+            raise FileNotFoundError(f"No <model>/all_results.csv under {results_dir}: pass the folder that "
+                                    f"`boom eval --out` wrote (or ../shared/boom/results).")
+        for file in files:
+            model = file.parent.name
+            if model in results:
+                raise ValueError(f"Model {model!r} appears in two results folders; rename one folder.")
+            frame = pd.read_csv(file).drop_duplicates("dataset", keep="last").set_index("dataset")
+            results[model] = frame
+    if subset is not None:
+        keep = set(load_properties(subset=subset))
+        results = {model: frame[frame.index.str.split("/").str[0].isin(keep)] for model, frame in results.items()}
+    return results
+
+
+def _fill_invalid(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.replace([np.inf, -np.inf], np.nan)
+    return frame.fillna(frame.mean())
+
+
+def model_order(models: Iterable[str]) -> list[str]:
+    """The tie-breaking order: published models as published, then others alphabetically, seasonal naive last."""
+    models = set(models)
+    published = [m for m in PUBLISHED_ORDER if m in models]
+    return published + sorted(models - set(published) - {BASELINE}) + [BASELINE] * (BASELINE in models)
+
+
+def score(results: dict[str, pd.DataFrame], low_variance: set[str] | None = None,
+          order: list[str] | None = None) -> pd.DataFrame:
+    """Per-configuration scores: one row per (configuration, model) with the columns
+    `config`, `series`, `model`, `part` ("scaled" or "unscaled"), `point` (scaled MASE or unscaled MAE),
+    `crps` (scaled or not) and `rank`. `order` breaks rank ties (default: `model_order`).
+    """
+    if BASELINE not in results:
+        raise ValueError(f"The leaderboard scales by seasonal naive: add a `{BASELINE}` results folder (run "
+                         f"`boom eval --model seasonalnaive`, or include ../shared/boom/results).")
+    models = model_order(results) if order is None else list(order)
+    if sorted(models) != sorted(results):
+        raise ValueError(f"order must list each model once: got {models} for {sorted(results)}.")
+    common = sorted(set.intersection(*(set(results[m].index) for m in models)))
+    if not common:
+        raise ValueError("The models share no configuration: evaluate them on the same series and terms.")
+    low_variance = low_variance_series() if low_variance is None else low_variance
+    series = pd.Series([key.split("/")[0] for key in common], index=common)
+    naive = results[BASELINE].loc[common]
+    unscaled_series = set(low_variance) | set(series[naive[MASE] == 0])
+    unscaled = series.isin(unscaled_series)
+
+    parts = []
+    for part, mask, point in (("scaled", ~unscaled, MASE), ("unscaled", unscaled, MAE)):
+        keys = series.index[mask]
+        if len(keys) == 0:
+            continue
+        filled = {m: _fill_invalid(results[m].loc[keys, [point, CRPS]].astype(float)) for m in models}
+        if part == "scaled":
+            filled = {m: filled[m] / filled[BASELINE] for m in models}
+        crps = pd.DataFrame({m: filled[m][CRPS] for m in models})
+        ranks = crps.rank(axis=1, method="first")  # ties: the model in the earlier column wins
+        for m in models:
+            parts.append(pd.DataFrame({"config": keys, "series": series[keys].to_numpy(), "model": m,
+                                       "part": part, "point": filled[m][point].to_numpy(),
+                                       "crps": filled[m][CRPS].to_numpy(), "rank": ranks[m].to_numpy()}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _aggregate(scores: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    return scores.groupby(by, sort=False).agg(point=("point", shifted_gmean), crps=("crps", shifted_gmean),
+                                              rank=("rank", "mean"), count=("config", "size"))
+
+
+def leaderboard(scores: pd.DataFrame) -> pd.DataFrame:
+    """The published table: per model, shifted geometric means and mean rank of both parts, best first.
+
+    Column names follow `boom_leaderboard.csv`, e.g. `MASE-6750-scaled` and `CRPS-663-unscaled`.
+    """
+    columns = []
+    for part, point_name in (("scaled", "MASE"), ("unscaled", MAE)):
+        agg = _aggregate(scores[scores["part"] == part], ["model"])
+        if agg.empty:
+            continue
+        n = int(agg["count"].iloc[0])
+        names = {"point": f"{point_name}-{n}-{part}", "crps": f"CRPS-{n}-{part}", "rank": f"Rank-{n}-{part}"}
+        columns.append(agg[list(names)].rename(columns=names))
+    table = pd.concat(columns, axis=1)
+    table.index.name = "model"
+    return table.sort_values(table.columns[2])
+
+
+def breakdown(scores: pd.DataFrame, by: str, properties: dict[str, dict] | None = None) -> pd.DataFrame:
+    """Scaled CRPS (shifted geometric mean) of each model per domain, frequency label, term or series type.
+
+    A series with several domains counts in each. Rows are models (best overall first), columns the groups.
+    """
+    if by not in GROUPINGS:
+        raise ValueError(f"Unknown breakdown {by!r}: choose from {GROUPINGS}.")
+    properties = load_properties() if properties is None else properties
+    scaled = scores[scores["part"] == "scaled"].copy()
+    if by == "term":
+        scaled[by] = scaled["config"].str.split("/").str[-1]
+    else:
+        missing = sorted(set(scaled["series"]) - set(properties))
+        if missing:
+            raise ValueError(f"No properties for series {missing[:5]}...: pass the benchmark's properties.")
+        scaled[by] = scaled["series"].map(lambda name: properties[name][by])
+        scaled = scaled.explode(by)
+    table = _aggregate(scaled, ["model", by])["crps"].unstack(by)
+    order = _aggregate(scaled.drop_duplicates(["config", "model"]), ["model"])["rank"].sort_values().index
+    return table.loc[order]
+
+
+def format_number(value: object) -> object:
+    """The publication's display format: three decimals, scientific notation from 100 up."""
+    if isinstance(value, (int, float, np.floating)):
+        return f"{value:.1e}" if abs(value) >= 100 else f"{value:.3f}"
+    return value
+
+
+def plot(table: pd.DataFrame, path: str | Path) -> Path:
+    """Bar charts of the scaled CRPS, MASE and mean rank per model (best at the top) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scaled = [c for c in table.columns if c.endswith("-scaled")]
+    fig, axes = plt.subplots(1, len(scaled), figsize=(4.5 * len(scaled), 0.35 * len(table) + 1.5), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, column in zip(axes, scaled):
+        values = table[column].iloc[::-1]
+        bars = ax.barh(values.index, values.to_numpy(), color="tab:blue")
+        if "seasonalnaive" in values.index:
+            bars[list(values.index).index("seasonalnaive")].set_color("tab:gray")
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+        ax.set_title(column + (" (lower is better)"))
+        ax.margins(x=0.15)
+    fig.suptitle("BOOM leaderboard (scaled by seasonal naive)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,93 @@
+"""Checks that need the server's configuration: request limits, then whether timestamps can be continued.
+
+A request can be well formed and still unprocessable here: a horizon beyond `max_prediction_length`, more samples
+than `max_num_samples`, a frequency that runs past the year 2262. `find_problems` lists every such problem with
+the field it concerns, and `/forecast` answers them with a 422 before any work is queued.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import Field, model_validator
+
+from serve.schemas import ForecastRequest, SeriesInput, TimestampError
+from serve.settings import ServeSettings, get_settings
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why one field of a request cannot be served; `limit` names the setting when a limit is exceeded."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+    limit: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"loc": list(self.loc), "msg": self.msg, **({"limit": self.limit} if self.limit is not None else {})}
+
+
+def _over(loc: tuple[str | int, ...], what: str, value: int, settings: ServeSettings, setting: str) -> Problem:
+    limit = getattr(settings, setting)
+    env = f"{settings.model_config['env_prefix']}{setting.upper()}"
+    return Problem(loc, f"{what} is {value}, over this server's limit {setting}={limit} (set by {env})", limit)
+
+
+def limit_problems(request: ForecastRequest, settings: ServeSettings) -> list[Problem]:
+    """Every configured limit the request exceeds."""
+    problems = []
+    if len(request.series) > settings.max_series:
+        problems.append(_over(("series",), "the number of series", len(request.series), settings, "max_series"))
+    if request.prediction_length > settings.max_prediction_length:
+        problems.append(_over(("prediction_length",), "prediction_length", request.prediction_length, settings,
+                              "max_prediction_length"))
+    if request.num_samples > settings.max_num_samples:
+        problems.append(_over(("num_samples",), "num_samples", request.num_samples, settings, "max_num_samples"))
+    if len(request.quantile_levels) > settings.max_quantile_levels:
+        problems.append(_over(("quantile_levels",), "the number of quantile levels", len(request.quantile_levels),
+                              settings, "max_quantile_levels"))
+    for i, series in enumerate(request.series):
+        if series.length > settings.max_context_length:
+            problems.append(_over(("series", i, "variates"), f"series {i}'s context length", series.length, settings,
+                                  "max_context_length"))
+        width = len(series.variates) + len(series.exogenous)
+        if width > settings.max_variates:
+            problems.append(_over(("series", i, "variates"), f"series {i}'s number of variates (with exogenous)",
+                                  width, settings, "max_variates"))
+    return problems
+
+
+def find_problems(request: ForecastRequest, settings: ServeSettings) -> list[Problem]:
+    """Limit problems; when there are none (so sizes are bounded), timestamps that cannot be continued."""
+    if problems := limit_problems(request, settings):
+        return problems
+    for i, series in enumerate(request.series):
+        try:
+            series.future_timestamps(request.prediction_length)
+        except TimestampError as error:
+            problems.append(Problem(("series", i, "timestamps" if series.timestamps else "freq"), str(error)))
+    return problems
+
+
+class SeriesTask(ForecastRequest):
+    """One series of a /forecast request, as queued for adaptive batching on `/forecast_batch`.
+
+    `series_index` is the series' position in its original request: series i of a request with seed s is sampled
+    with `row_seeds(s, n)[i]`, exactly as `TotoForecaster.forecast(<the request's series>, seed=s)` would. The
+    endpoint is public, so the task re-runs every check at parse time: a batch must only ever hold servable tasks,
+    because one failing task would fail the whole merged forward pass.
+    """
+
+    series: list[SeriesInput] = Field(min_length=1, max_length=1, description="Exactly one series.")
+    seed: int = Field(ge=0, le=2**32 - 1, description="The seed of the original request.")
+    series_index: int = Field(0, ge=0, description="Position of the series in the original request.")
+
+    @model_validator(mode="after")
+    def _check_servable(self) -> SeriesTask:
+        settings = get_settings()
+        problems = find_problems(self, settings)
+        if self.series_index >= settings.max_series:
+            problems.append(_over(("series_index",), "series_index", self.series_index, settings, "max_series"))
+        if problems:
+            raise ValueError("; ".join(p.msg for p in problems))
+        return self

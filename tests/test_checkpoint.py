@@ -1,0 +1,111 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from toto import Toto, TotoConfig
+from toto.model.checkpoint import embedded_models
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    torch.manual_seed(0)
+    model = Toto(TotoConfig.tiny())
+    return model, model.save_pretrained(tmp_path / "tiny")
+
+
+def test_save_and_load_round_trip(tiny):
+    model, folder = tiny
+    loaded = Toto.from_pretrained(folder)
+    assert loaded.config == model.config
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    config = json.loads((folder / "config.json").read_text())
+    assert "use_variate_labels" not in config  # plain Toto 1.0 keys only, so the official package loads it too
+
+
+def test_fused_swiglu_key_layout_and_stored_rotary_buffers_are_accepted(tiny, tmp_path):
+    model, folder = tiny
+    state = load_file(folder / "model.safetensors")
+    fused = {}
+    for key, value in state.items():
+        key = key.replace(".mlp.0.", ".mlp.0.w12.").replace(".mlp.2.", ".mlp.0.w3.")
+        fused[key] = value
+    fused["model.transformer.rotary_emb.freqs"] = torch.zeros(8)
+    assert any(".w12." in k for k in fused)
+    other = tmp_path / "fused"
+    other.mkdir()
+    (other / "config.json").write_text((folder / "config.json").read_text())
+    save_file(fused, other / "model.safetensors")
+    loaded = Toto.from_pretrained(other)
+    assert torch.equal(loaded.state_dict()["model.transformer.layers.0.mlp.2.weight"],
+                       model.state_dict()["model.transformer.layers.0.mlp.2.weight"])
+
+
+def test_missing_and_unexpected_keys_are_reported(tiny):
+    _, folder = tiny
+    state = load_file(folder / "model.safetensors")
+    state.pop("model.unembed.bias")
+    state["model.extra.weight"] = torch.zeros(1)
+    save_file(state, folder / "model.safetensors")
+    with pytest.raises(ValueError, match=r"missing keys: \['model.unembed.bias'\].*unexpected keys: \['model.extra"):
+        Toto.from_pretrained(folder)
+    Toto.from_pretrained(folder, strict=False)  # loads, with a warning
+
+
+def test_pickle_checkpoints_only_load_as_plain_tensors(tiny, tmp_path):
+    model, folder = tiny
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text((folder / "config.json").read_text())
+    torch.save(model.state_dict(), plain / "pytorch_model.bin")
+    with pytest.warns(UserWarning, match="weights_only=True"):
+        Toto.from_pretrained(plain)
+
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "config.json").write_text((folder / "config.json").read_text())
+    torch.save({"state_dict": model.state_dict(), "payload": subprocess.Popen}, evil / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="pickle code is never executed"), pytest.warns(UserWarning):
+        Toto.from_pretrained(evil)
+
+
+def test_hub_repo_loads_from_the_huggingface_cache_offline(tiny, tmp_path):
+    """The real hf_hub_download path, fed from a local cache laid out as the Hub client writes it."""
+    _, folder = tiny
+    repo = tmp_path / "cache" / "models--Datadog--Toto-Open-Base-1.0"
+    commit = "0" * 40
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for name in ("config.json", "model.safetensors"):
+        (snapshot / name).write_bytes((folder / name).read_bytes())
+    model = Toto.from_pretrained("Datadog/Toto-Open-Base-1.0", cache_dir=tmp_path / "cache", local_files_only=True)
+    assert model.config == TotoConfig.tiny()
+
+
+def test_unreachable_hub_error_names_repo_and_local_folder_workaround(tmp_path):
+    code = ("from toto import Toto\n"
+            "try:\n    Toto.from_pretrained('Datadog/Toto-Open-Base-1.0')\n"
+            "except OSError as e:\n    print(e)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stdout
+    assert "Datadog/Toto-Open-Base-1.0" in out and "--local-dir" in out and "from_pretrained('DIR')" in out
+
+
+def test_unknown_name_and_bad_config_get_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="embedded model name"):
+        Toto.from_pretrained("./does-not-exist")
+    with pytest.raises(ValueError, match="unknown Toto config keys"):
+        TotoConfig.from_dict({"patch_size": 16, "patchsize": 16})
+
+
+def test_embedded_model_loads_offline_by_name():
+    assert "toto-tiny" in embedded_models()
+    model = Toto.from_pretrained("toto-tiny")
+    assert model.name_or_path == "toto-tiny" and not model.training

@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+import torch
+
+from toto import MaskedTimeseries, Toto, TotoConfig, TotoForecaster
+from toto.inference.forecaster import row_seeds
+
+
+@pytest.fixture(scope="module")
+def forecaster():
+    torch.manual_seed(0)
+    return TotoForecaster(Toto(TotoConfig.tiny()).model)
+
+
+def seasonal(length: int, variates: int = 2, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    rows = [10 + 3 * np.sin(2 * np.pi * t / 24 + v) + rng.normal(0, 0.3, length) for v in range(variates)]
+    return torch.tensor(np.stack(rows), dtype=torch.float32)
+
+
+def test_shapes_quantiles_and_statistics(forecaster):
+    inputs = MaskedTimeseries.from_series(torch.stack([seasonal(100), seasonal(100, seed=1)]))
+    forecast = forecaster.forecast(inputs, prediction_length=30, num_samples=37, samples_per_batch=10, seed=0)
+    assert forecast.samples.shape == (2, 2, 30, 37)
+    assert forecast.mean.shape == forecast.median.shape == forecast.std.shape == (2, 2, 30)
+    q = forecast.quantile([0.1, 0.5, 0.9])
+    assert q.shape == (3, 2, 2, 30) and bool((q[0] <= q[1]).all() and (q[1] <= q[2]).all())
+    assert torch.allclose(forecast.mean, forecast.samples.mean(-1))
+    assert bool(torch.isfinite(forecast.samples).all())
+
+
+def test_seed_reproduces_and_rows_are_batch_invariant(forecaster):
+    short, long = seasonal(70, seed=2), seasonal(130, seed=3)
+    ragged = torch.full((2, 2, 130), float("nan"))
+    ragged[0, :, -70:] = short  # left-padded with NaN
+    ragged[1] = long
+    seeds = [11, 22]
+    batch = forecaster.forecast(MaskedTimeseries.from_series(ragged), 20, num_samples=16, seed=seeds)
+    again = forecaster.forecast(MaskedTimeseries.from_series(ragged), 20, num_samples=16, seed=seeds)
+    assert torch.equal(batch.samples, again.samples)
+    alone = forecaster.forecast(MaskedTimeseries.from_series(short), 20, num_samples=16, seed=[11])
+    assert torch.allclose(batch.samples[0], alone.samples[0], rtol=1e-4, atol=1e-4)
+    other = forecaster.forecast(MaskedTimeseries.from_series(short), 20, num_samples=16, seed=[12])
+    assert not torch.allclose(other.samples, alone.samples)
+    # An integer seed is shorthand for the per-row seeds row_seeds() derives.
+    by_int = forecaster.forecast(MaskedTimeseries.from_series(ragged), 20, num_samples=16, seed=5)
+    by_list = forecaster.forecast(MaskedTimeseries.from_series(ragged), 20, num_samples=16, seed=row_seeds(5, 2))
+    assert torch.equal(by_int.samples, by_list.samples)
+
+
+def test_missing_values_are_masked_not_zero(forecaster):
+    series = seasonal(96) + 100.0
+    gappy = series.clone()
+    gappy[:, 40:50] = float("nan")
+    zeros = series.clone()
+    zeros[:, 40:50] = 0.0
+    mask = torch.ones_like(series, dtype=torch.bool)
+    mask[:, 40:50] = False
+    with_nan = forecaster.forecast(MaskedTimeseries.from_series(gappy), 24).mean
+    with_mask = forecaster.forecast(MaskedTimeseries(zeros, mask, torch.zeros_like(mask, dtype=torch.long),
+                                                     torch.zeros_like(mask, dtype=torch.long),
+                                                     torch.ones(2, dtype=torch.long)), 24).mean
+    as_zero = forecaster.forecast(MaskedTimeseries.from_series(zeros), 24).mean
+    assert bool(torch.isfinite(with_nan).all())
+    assert torch.allclose(with_nan, with_mask)  # NaN and padding_mask=False mean the same thing
+    assert not torch.allclose(with_nan, as_zero, atol=1e-2)  # and differ from reading the gap as zeros
+
+
+def test_mean_forecast_has_no_quantiles(forecaster):
+    forecast = forecaster.forecast(MaskedTimeseries.from_series(seasonal(64)), 5)
+    assert forecast.mean.shape == (1, 2, 5) and forecast.samples is None
+    with pytest.raises(ValueError, match="num_samples"):
+        _ = forecast.median
+
+
+def test_future_exogenous_values_are_used_as_given(forecaster):
+    series = torch.stack([seasonal(80, 1)[0], torch.arange(80, dtype=torch.float32)])
+    inputs = MaskedTimeseries.from_series(series, num_exogenous_variables=1)
+    future = torch.arange(80, 100, dtype=torch.float32).view(1, 1, 20)
+    forecast = forecaster.forecast(inputs, 20, num_samples=8, future_exogenous_variables=future, seed=0)
+    assert torch.equal(forecast.samples[0, 1], future[0, 0, :, None].expand(20, 8))
+    with pytest.raises(ValueError, match="future_exogenous_variables"):
+        forecaster.forecast(inputs, 20)
+
+
+@pytest.mark.parametrize(
+    "series, horizon, samples, message",
+    [
+        (torch.zeros(0, 10), 5, None, "empty"),
+        (torch.zeros(2, 0), 5, None, "empty"),
+        (torch.full((1, 10), float("nan")), 5, None, "no finite observed value"),
+        (torch.zeros(10), 5, None, "series must be"),
+        (torch.zeros(1, 10), 0, None, "prediction_length"),
+        (torch.zeros(1, 10), 2.5, None, "prediction_length"),
+        (torch.zeros(1, 10), 5, 0, "num_samples"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(forecaster, series, horizon, samples, message):
+    with pytest.raises(ValueError, match=message):
+        forecaster.forecast(MaskedTimeseries(series, torch.ones_like(series, dtype=torch.bool) & series.isfinite(),
+                                             torch.zeros_like(series, dtype=torch.long),
+                                             torch.zeros_like(series, dtype=torch.long),
+                                             torch.ones(series.shape[:-1], dtype=torch.long)),
+                            horizon, num_samples=samples)
+
+
+def test_official_style_batched_forward_with_kv_cache_matches_full_forward():
+    """Toto 1.0's calling convention: the same series grows by a patch, only the new patch runs with a cache."""
+    torch.manual_seed(0)
+    model = Toto(TotoConfig.tiny()).model.eval()
+    x = torch.randn(1, 2, 64)
+    mask = torch.ones_like(x, dtype=torch.bool)
+    ids = torch.zeros_like(x, dtype=torch.long)
+    cache = model.allocate_kv_cache(1, 2, 80, x.device, x.dtype)
+    with torch.no_grad():
+        first = model(x[..., :48], mask[..., :48], ids[..., :48], cache, scaling_prefix_length=48)
+        second = model(x, mask, ids, cache, scaling_prefix_length=48)
+        full = model(x, mask, ids, None, scaling_prefix_length=48)
+    assert first.distribution.mean.shape == (1, 2, 48) and second.distribution.mean.shape == (1, 2, 16)
+    assert torch.allclose(second.distribution.mean, full.distribution.mean[..., -16:], rtol=1e-3, atol=1e-3)

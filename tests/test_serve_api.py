@@ -1,0 +1,259 @@
+"""`POST /forecast` over real HTTP: shapes, quantile order, timestamps, equality with TotoForecaster, missing
+values, and a 4xx with a message for every kind of bad input, after which the server is still healthy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from serve_fixtures import LIMITS, Server, co2_weekly, start_server, us_macro_quarterly, values
+from toto.data.util.dataset import MaskedTimeseries
+from toto.inference.forecaster import TotoForecaster
+from toto.model.toto import Toto
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with start_server(tmp_path_factory.mktemp("serve-api")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def forecaster(server: Server) -> TotoForecaster:
+    """The served checkpoint, loaded in the test process."""
+    return TotoForecaster(Toto.from_pretrained(server.checkpoint).model)
+
+
+def _check_quantiles_ordered(variate: dict, levels: list[float]) -> None:
+    stacked = np.array([variate["quantiles"][str(level)] for level in levels])
+    assert np.all(np.diff(stacked, axis=0) >= 0), "quantiles must not cross"
+    assert np.all(np.isfinite(stacked))
+
+
+def test_univariate_forecast_with_timestamps_and_missing_weeks(client: httpx.Client, server: Server) -> None:
+    co2 = co2_weekly().iloc[:260]
+    assert co2.isna().sum() > 0  # the real record has unmeasured weeks: they travel as null
+    body = {
+        "series": [{"id": "mauna-loa", "variates": {"co2": values(co2)},
+                    "timestamps": [t.isoformat() for t in co2.index]}],
+        "prediction_length": 12,
+        "num_samples": 64,
+        "quantile_levels": [0.1, 0.5, 0.9],
+        "seed": 1,
+    }
+    response = client.post("/forecast", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["model_id"] == str(server.checkpoint)
+    assert (answer["seed"], answer["prediction_length"], answer["num_samples"]) == (1, 12, 64)
+    [forecast] = answer["forecasts"]
+    assert forecast["id"] == "mauna-loa"
+    expected = pd.date_range(co2.index[-1] + pd.offsets.Week(weekday=5), periods=12, freq="W-SAT")
+    assert pd.DatetimeIndex(forecast["timestamps"]).equals(expected)
+    variate = forecast["variates"]["co2"]
+    assert list(forecast["variates"]) == ["co2"]
+    assert all(len(variate[key]) == 12 for key in ("mean", "median"))
+    assert set(variate["quantiles"]) == {"0.1", "0.5", "0.9"}
+    _check_quantiles_ordered(variate, [0.1, 0.5, 0.9])
+    assert variate["median"] == variate["quantiles"]["0.5"]
+    assert variate["samples"] is None
+
+
+def test_multivariate_forecast_returns_samples_per_variate(client: httpx.Client) -> None:
+    macro = us_macro_quarterly()[["realgdp", "realcons", "realinv"]].iloc[-120:]
+    body = {
+        "series": [{"variates": {name: values(macro[name]) for name in macro},
+                    "start": macro.index[0].isoformat(), "freq": "QS"}],
+        "prediction_length": 8,
+        "num_samples": 16,
+        "quantile_levels": [0.05, 0.25, 0.5, 0.75, 0.95],
+        "return_samples": True,
+    }
+    response = client.post("/forecast", json=body)
+    assert response.status_code == 200, response.text
+    [forecast] = response.json()["forecasts"]
+    assert list(forecast["variates"]) == ["realgdp", "realcons", "realinv"]
+    expected = pd.date_range(macro.index[-1] + pd.offsets.QuarterBegin(startingMonth=1), periods=8, freq="QS")
+    assert pd.DatetimeIndex(forecast["timestamps"]).tz_localize(None).equals(expected)
+    for variate in forecast["variates"].values():
+        assert np.array(variate["samples"]).shape == (16, 8)
+        assert np.allclose(variate["mean"], np.mean(variate["samples"], axis=0), rtol=1e-5)
+        _check_quantiles_ordered(variate, [0.05, 0.25, 0.5, 0.75, 0.95])
+
+
+def test_response_equals_toto_forecaster_on_same_input_and_seed(
+    client: httpx.Client, forecaster: TotoForecaster
+) -> None:
+    co2 = co2_weekly()
+    windows = [co2.iloc[start:start + 200] for start in (0, 700, 1400)]  # the first holds missing weeks
+    body = {
+        "series": [{"variates": {"co2": values(w)}} for w in windows],
+        "prediction_length": 20,  # not a multiple of the patch size
+        "num_samples": 48,
+        "quantile_levels": [0.1, 0.9],
+        "seed": 123,
+        "return_samples": True,
+    }
+    response = client.post("/forecast", json=body)
+    assert response.status_code == 200, response.text
+    stacked = np.stack([w.to_numpy()[None] for w in windows])  # (series, variates=1, time), NaN where missing
+    expected = forecaster.forecast(
+        MaskedTimeseries.from_series(stacked), 20, num_samples=48,
+        samples_per_batch=LIMITS["TOTO_SERVE_SAMPLES_PER_BATCH"], seed=123,
+    )
+    quantiles = expected.quantile([0.1, 0.9])
+    for row, forecast in enumerate(response.json()["forecasts"]):
+        got = forecast["variates"]["co2"]
+        close = {"rtol": 1e-5, "atol": 1e-4}
+        np.testing.assert_allclose(got["samples"], expected.samples[row, 0].T.numpy(), **close)
+        np.testing.assert_allclose(got["mean"], expected.mean[row, 0].numpy(), **close)
+        np.testing.assert_allclose(got["median"], expected.median[row, 0].numpy(), **close)
+        np.testing.assert_allclose(got["quantiles"]["0.1"], quantiles[0, row, 0].numpy(), **close)
+        np.testing.assert_allclose(got["quantiles"]["0.9"], quantiles[1, row, 0].numpy(), **close)
+
+
+def test_future_exogenous_values_drive_the_forecast_like_toto_forecaster(
+    client: httpx.Client, forecaster: TotoForecaster
+) -> None:
+    macro = us_macro_quarterly()
+    past, future = macro.iloc[-100:-6], macro.iloc[-6:]
+    body = {
+        "series": [{"variates": {"realcons": values(past["realcons"])},
+                    "exogenous": {"realdpi": values(past["realdpi"])},
+                    "future_exogenous": {"realdpi": values(future["realdpi"])}}],
+        "prediction_length": 6,
+        "num_samples": 32,
+        "seed": 7,
+    }
+    response = client.post("/forecast", json=body)
+    assert response.status_code == 200, response.text
+    [forecast] = response.json()["forecasts"]
+    assert list(forecast["variates"]) == ["realcons"]  # exogenous variables are given, not forecast
+    expected = forecaster.forecast(
+        MaskedTimeseries.from_series(past[["realcons", "realdpi"]].to_numpy().T[None], num_exogenous_variables=1),
+        6, num_samples=32, samples_per_batch=LIMITS["TOTO_SERVE_SAMPLES_PER_BATCH"], seed=7,
+        future_exogenous_variables=torch.tensor(future[["realdpi"]].to_numpy().T[None], dtype=torch.float32),
+    )
+    np.testing.assert_allclose(forecast["variates"]["realcons"]["median"], expected.median[0, 0], rtol=1e-5)
+
+
+def test_missing_values_anywhere_are_accepted(client: httpx.Client) -> None:
+    cpu = [None, None, 0.4, 0.45, None, 0.5, 0.52, None, 0.49, 0.51, 0.5, None]
+    body = {"series": [{"variates": {"cpu": cpu, "memory": [0.6] * 11 + [None]}}], "prediction_length": 4,
+            "num_samples": 8}
+    response = client.post("/forecast", json=body)
+    assert response.status_code == 200, response.text
+    for variate in response.json()["forecasts"][0]["variates"].values():
+        assert len(variate["median"]) == 4 and np.all(np.isfinite(variate["median"]))
+
+
+def _body(**overrides: object) -> dict:
+    series = {"variates": {"cpu": [0.4, 0.5, 0.45, 0.6, 0.55]}}
+    return {"series": [series], "prediction_length": 3, "num_samples": 8, **overrides}
+
+
+def _raw(text: str) -> bytes:
+    return text.encode()
+
+
+BAD_INPUTS = {
+    # name: (body as JSON-able value or raw bytes, expected status, a phrase the message must contain)
+    "malformed JSON": (_raw('{"series": [{"variates": '), 400, "Invalid JSON"),
+    "empty body": (b"", 400, "series"),
+    "not an object": ([1, 2, 3], 400, "Input should be an object"),
+    "horizon as string": (_body(prediction_length="12"), 400, "prediction_length"),
+    "values as strings": (_body(series=[{"variates": {"cpu": ["0.4", "0.5"]}}]), 400, "valid number"),
+    "boolean samples": (_body(num_samples=True), 400, "num_samples"),
+    "unknown field": (_body(horizon=3), 400, "horizon"),
+    "ragged variates": (_body(series=[{"variates": {"a": [1, 2, 3], "b": [1, 2]}}]), 400, "same length"),
+    "NaN literal": (_raw('{"series": [{"variates": {"a": [1, NaN, 2]}}], "prediction_length": 3}'), 400, "finite"),
+    "Infinity literal": (_raw('{"series": [{"variates": {"a": [Infinity, 2]}}], "prediction_length": 3}'), 400,
+                         "finite"),
+    "-Infinity literal": (_raw('{"series": [{"variates": {"a": [1, -Infinity]}}], "prediction_length": 3}'), 400,
+                          "finite"),
+    "value too large": (_body(series=[{"variates": {"a": [1e31, 2.0]}}]), 400, "less than or equal"),
+    "no series": (_body(series=[]), 400, "series"),
+    "no variates": (_body(series=[{"variates": {}}]), 400, "variates"),
+    "empty arrays": (_body(series=[{"variates": {"a": [], "b": []}}]), 400, "empty"),
+    "all-null variate": (_body(series=[{"variates": {"a": [None, None]}}]), 400, "no observed value"),
+    "horizon zero": (_body(prediction_length=0), 400, "prediction_length"),
+    "horizon negative": (_body(prediction_length=-5), 400, "prediction_length"),
+    "horizon over limit": (_body(prediction_length=65), 422, "max_prediction_length=64"),
+    "huge horizon": (_body(prediction_length=10**18), 422, "max_prediction_length=64"),
+    "zero samples": (_body(num_samples=0), 400, "num_samples"),
+    "too many samples": (_body(num_samples=257), 422, "max_num_samples=256"),
+    "context over limit": (_body(series=[{"variates": {"a": [1.0] * 513}}]), 422, "max_context_length=512"),
+    "too many variates": (_body(series=[{"variates": {f"v{i}": [1.0, 2.0] for i in range(9)}}]), 422,
+                          "max_variates=8"),
+    "too many series": (_body(series=[{"variates": {"a": [1.0, 2.0]}}] * 41), 422, "max_series=40"),
+    "too many quantiles": (_body(quantile_levels=[i / 20 for i in range(1, 11)]), 422, "max_quantile_levels=9"),
+    "quantile level 1.5": (_body(quantile_levels=[0.5, 1.5]), 400, "quantile_levels"),
+    "duplicate quantiles": (_body(quantile_levels=[0.5, 0.5]), 400, "duplicates"),
+    "negative seed": (_body(seed=-1), 400, "seed"),
+    "start without freq": (_body(series=[{"variates": {"a": [1.0, 2.0]}, "start": "2024-01-01T00:00:00"}]), 400,
+                           "needs freq"),
+    "unknown freq": (_body(series=[{"variates": {"a": [1.0, 2.0]}, "start": "2024-01-01", "freq": "fortnight"}]),
+                     422, "Invalid frequency"),
+    "timestamps past 2262": (_body(series=[{"variates": {"a": [1.0, 2.0]}, "start": "2262-04-01", "freq": "D"}],
+                                   prediction_length=60), 422, "timestamps"),
+    "wrong number of timestamps": (_body(series=[{"variates": {"a": [1.0, 2.0]}, "timestamps": [0]}]), 400,
+                                   "1 timestamps for 2 values"),
+    "future exogenous of wrong length": (
+        _body(series=[{"variates": {"a": [1.0, 2.0]}, "exogenous": {"x": [0.0, 1.0]},
+                       "future_exogenous": {"x": [1.0]}}]), 400, "prediction_length=3"),
+    "exogenous without future values": (_body(series=[{"variates": {"a": [1.0, 2.0]}, "exogenous": {"x": [0.0, 1.0]}}]),
+                                        400, "future_exogenous"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_gets_4xx_with_a_message_and_server_stays_healthy(client: httpx.Client, name: str) -> None:
+    body, status, phrase = BAD_INPUTS[name]
+    if isinstance(body, bytes):
+        response = client.post("/forecast", content=body, headers={"content-type": "application/json"})
+    else:
+        response = client.post("/forecast", json=body)
+    assert response.status_code == status, response.text
+    assert phrase in response.text
+    assert response.json()["error"]
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").status_code == 200
+
+
+def test_oversize_body_gets_413_whether_or_not_its_length_is_declared(client: httpx.Client) -> None:
+    body = json.dumps(_body(series=[{"variates": {"a": [316.123456] * 30_000}}])).encode()
+    assert len(body) > LIMITS["TOTO_SERVE_MAX_BODY_BYTES"]
+    declared = client.post("/forecast", content=body, headers={"content-type": "application/json"})
+    chunks = (body[i:i + 16_384] for i in range(0, len(body), 16_384))  # no Content-Length: chunked transfer
+    streamed = client.post("/forecast", content=chunks, headers={"content-type": "application/json"})
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        assert "max_body_bytes=200000" in response.json()["error"]
+
+
+def test_non_json_media_type_gets_415(client: httpx.Client) -> None:
+    response = client.post("/forecast", content=b"--x\r\n", headers={"content-type": "multipart/form-data"})
+    assert response.status_code == 415
+    assert "application/json" in response.json()["error"]
+
+
+def test_still_serving_and_probes_metrics_and_openapi_are_up(client: httpx.Client) -> None:
+    assert client.post("/forecast", json=_body()).status_code == 200
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and "request_total" in metrics.text
+    spec = client.get("/docs.json").json()
+    assert {"/forecast", "/forecast_batch"} <= set(spec["paths"])

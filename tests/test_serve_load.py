@@ -1,0 +1,97 @@
+"""The forecasting service under load: 32 concurrent clients are merged into batches and each gets its own
+answer, and a schema-driven fuzz run (schemathesis against /docs.json) finds no 5xx."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from serve_fixtures import LIMITS, Server, co2_weekly, start_server, values
+
+from toto.data.util.dataset import MaskedTimeseries
+from toto.inference.forecaster import TotoForecaster
+from toto.model.toto import Toto
+
+CLIENTS = 32
+HORIZON, SAMPLES, CONTEXT = 16, 32, 128
+FUZZ_EXAMPLES = 30  # per operation and run: bounded so the suite stays fast
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with start_server(tmp_path_factory.mktemp("serve-load")) as running:
+        yield running
+
+
+def _request(window: int) -> dict:
+    """Client `window`'s question: its own stretch of the CO2 record and its own seed."""
+    co2 = co2_weekly().interpolate().iloc[window * 40:][:CONTEXT]
+    return {"series": [{"id": f"client-{window}", "variates": {"co2": values(co2)}}],
+            "prediction_length": HORIZON, "num_samples": SAMPLES, "quantile_levels": [0.1, 0.9], "seed": window}
+
+
+def _batch_histogram(url: str) -> tuple[float, float]:
+    """(batches, batches of exactly one series) that went through /forecast_batch, from BentoML's Prometheus
+    adaptive batch size histogram."""
+    text = httpx.get(f"{url}/metrics").text
+    def total(pattern: str) -> float:
+        return sum(float(v) for v in re.findall(pattern + r'[^\n]*method_name="forecast_batch"[^\n]*\} (\S+)', text))
+    count = total(r"adaptive_batch_size_count\{")
+    single = total(r'adaptive_batch_size_bucket\{le="1\.0",')
+    return count, single
+
+
+def test_32_concurrent_clients_are_batched_and_each_gets_its_own_answer(server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        # BentoML's dispatcher first times a dozen single calls before it starts merging.
+        for window in range(12):
+            assert client.post("/forecast", json=_request(window)).status_code == 200
+    batches_before, _ = _batch_histogram(server.url)
+
+    with ThreadPoolExecutor(CLIENTS) as pool, httpx.Client(base_url=server.url, timeout=120,
+                                                           limits=httpx.Limits(max_connections=CLIENTS)) as client:
+        responses = list(pool.map(lambda w: client.post("/forecast", json=_request(w)), range(CLIENTS)))
+
+    assert [r.status_code for r in responses] == [200] * CLIENTS, [r.text for r in responses if r.status_code != 200]
+    batches, single = _batch_histogram(server.url)
+    assert batches - batches_before < CLIENTS, "concurrent requests must share forward passes"
+    assert batches > single, "the adaptive batch size histogram must show batches larger than one"
+
+    forecaster = TotoForecaster(Toto.from_pretrained(server.checkpoint).model)
+    for window, response in enumerate(responses):
+        [forecast] = response.json()["forecasts"]
+        assert forecast["id"] == f"client-{window}"
+        series = np.array(_request(window)["series"][0]["variates"]["co2"])[None, None]
+        alone = forecaster.forecast(MaskedTimeseries.from_series(series), HORIZON, num_samples=SAMPLES,
+                                    samples_per_batch=LIMITS["TOTO_SERVE_SAMPLES_PER_BATCH"], seed=window)
+        got = forecast["variates"]["co2"]
+        # Merged batches differ from a batch of one only by float rounding in the matrix products.
+        np.testing.assert_allclose(got["median"], alone.median[0, 0], rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(got["quantiles"]["0.9"], alone.quantile(0.9)[0, 0], rtol=1e-4, atol=1e-3)
+
+
+def test_schema_driven_fuzzing_finds_no_server_error(server: Server) -> None:
+    """Valid and invalid bodies generated from the OpenAPI schema, for every operation it lists."""
+    schema = schemathesis.openapi.from_url(f"{server.url}/docs.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {"/forecast", "/forecast_batch"} <= {operation.path for operation in operations}
+    for operation in operations:
+        modes = list(GenerationMode) if operation.method.upper() == "POST" else [GenerationMode.POSITIVE]
+        strategy = st.one_of(*(operation.as_strategy(mode) for mode in modes))
+
+        @given(case=strategy)
+        @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def no_server_error(case: schemathesis.Case) -> None:
+            response = case.call(timeout=60)
+            assert response.status_code < 500, f"{case.as_curl_command()}\n-> {response.status_code} {response.text[:300]}"
+
+        no_server_error()

@@ -1,0 +1,43 @@
+"""A training process killed with SIGKILL resumes from its last checkpoint at the same step (`--ckpt_path last`)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from train_fixtures import REPO, single_torch_thread, table_source, tiny_fit_args, write_co2_csv  # noqa: F401
+
+from train.cli import run_cli
+
+
+def test_killed_run_resumes_from_last_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    sources = [table_source(write_co2_csv(tmp_path / "co2.csv"))]
+    every = ["--checkpoint.every_n_train_steps", "5", "--checkpoint.monitor", "null",
+             "--trainer.val_check_interval", "1000"]
+    args = tiny_fit_args(run, sources, steps=100_000, extra=every)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "train.cli", *args], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
+    saved_step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    assert saved_step > 0 and saved_step % 5 == 0
+
+    resumed = tiny_fit_args(run, sources, steps=saved_step + 5, extra=every)
+    resumed[resumed.index("--model.stable_steps") + 1] = "100000"  # same schedule as the killed run
+    cli = run_cli([*resumed, "--ckpt_path", "last"])
+    assert cli.trainer.global_step == saved_step + 5
+    assert cli.trainer.lr_scheduler_configs[0].scheduler.last_epoch == saved_step + 5
+    steps = [int(r["step"]) for r in csv.DictReader(open(run / "loss_curve.csv")) if r["train_loss"] != "nan"]
+    assert steps == list(range(1, saved_step + 6)), "the loss curve continues the killed run without a restart"
