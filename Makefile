@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: venv
-	$(VENV)/bin/toto forecast examples/cpu_utilization.csv --prediction-length 48 \
+	$(VENV)/bin/toto forecast examples/electricity_demand.csv --prediction-length 48 \
 		--output demo_forecast.csv --plot demo_forecast.png
 
 test: venv

@@ -1,5 +1,6 @@
 """`toto forecast` end to end: the console script, wide and long files, outputs, plots, bad files."""
 
+import io
 import json
 import os
 import subprocess
@@ -33,6 +34,7 @@ def test_console_script_forecasts_a_wide_csv_and_draws_a_png(tmp_path):
             "--plot",
             plot,
         ],
+        check=False,
         capture_output=True,
         text=True,
         timeout=120,
@@ -96,7 +98,7 @@ def test_without_output_the_forecast_goes_to_stdout(tmp_path, capsys):
     assert main(["forecast", str(tmp_path / "two.csv"), "-p", "3", *FAST]) == 0
 
     printed = capsys.readouterr()
-    forecast = pd.read_csv(pd.io.common.StringIO(printed.out))
+    forecast = pd.read_csv(io.StringIO(printed.out))
     assert forecast.groupby("variate").size().to_dict() == {"demand_gw": 3, "demand_mw": 3}
     assert "wrote" not in printed.err
 

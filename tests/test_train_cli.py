@@ -6,8 +6,15 @@ from __future__ import annotations
 import csv
 
 import pytest
+from train_fixtures import (  # noqa: F401
+    CONFIGS,
+    single_torch_thread,
+    table_source,
+    tiny_fit_args,
+    write_co2_csv,
+    write_real_series_folder,
+)
 
-from train_fixtures import CONFIGS, single_torch_thread, table_source, tiny_fit_args, write_co2_csv, write_real_series_folder  # noqa: F401
 from train.cli import main, run_cli
 
 
@@ -19,7 +26,7 @@ def test_fit_lowers_validation_loss_on_seasonal_series(tmp_path):
     after = cli.trainer.callback_metrics["val_loss"].item()
     assert cli.trainer.global_step == 60
     assert after < before - 0.3, (before, after)
-    rows = list(csv.DictReader(open(tmp_path / "run" / "loss_curve.csv")))
+    rows = list(csv.DictReader((tmp_path / "run" / "loss_curve.csv").read_text().splitlines()))
     assert [int(r["step"]) for r in rows if r["train_loss"] != "nan"] == list(range(1, 61))
     assert float(rows[-1]["val_loss"]) == pytest.approx(after, rel=1e-5)
     assert (tmp_path / "run" / "loss_curve.png").stat().st_size > 1000
@@ -74,6 +81,6 @@ def test_fsdp_wraps_transformer_layers():
 
     parser = ArgumentParser()
     parser.add_class_arguments(FSDPStrategy, "strategy")
-    init_args = yaml.safe_load(open(CONFIGS / "strategy" / "fsdp.yaml"))["trainer"]["strategy"]["init_args"]
+    init_args = yaml.safe_load((CONFIGS / "strategy" / "fsdp.yaml").read_text())["trainer"]["strategy"]["init_args"]
     strategy = parser.instantiate(parser.parse_object({"strategy": init_args})).strategy
     assert strategy.kwargs["auto_wrap_policy"]._module_classes == {TransformerLayer}

@@ -7,7 +7,14 @@ import json
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from train_fixtures import TINY_MODEL, co2_frame, single_torch_thread, table_source, tiny_fit_args, write_co2_csv  # noqa: F401
+from train_fixtures import (  # noqa: F401
+    TINY_MODEL,
+    co2_frame,
+    single_torch_thread,
+    table_source,
+    tiny_fit_args,
+    write_co2_csv,
+)
 
 from toto.data.util.dataset import MaskedTimeseries
 from toto.inference.forecaster import TotoForecaster
@@ -42,7 +49,7 @@ def test_finetune_from_pretrained_folder_then_export_and_forecast(tmp_path):
     assert _mae(tuned, values, context=64, horizon=16) < _mae(original, values, context=64, horizon=16)
 
     # The `export` command gives the same weights as the automatic export of the best checkpoint.
-    main(["export", "--checkpoint", str(tmp_path / "run"), "--output_dir", str(tmp_path / "again")])
+    main(["export", str(tmp_path / "run"), "--output_dir", str(tmp_path / "again")])
     automatic, manual = load_file(export / "model.safetensors"), load_file(tmp_path / "again" / "model.safetensors")
     assert automatic.keys() == manual.keys()
     assert all(torch.equal(automatic[k], manual[k]) for k in automatic)

@@ -39,5 +39,5 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     cli = run_cli([*resumed, "--ckpt_path", "last"])
     assert cli.trainer.global_step == saved_step + 5
     assert cli.trainer.lr_scheduler_configs[0].scheduler.last_epoch == saved_step + 5
-    steps = [int(r["step"]) for r in csv.DictReader(open(run / "loss_curve.csv")) if r["train_loss"] != "nan"]
+    steps = [int(r["step"]) for r in csv.DictReader((run / "loss_curve.csv").read_text().splitlines()) if r["train_loss"] != "nan"]
     assert steps == list(range(1, saved_step + 6)), "the loss curve continues the killed run without a restart"

@@ -1,6 +1,6 @@
 """Compare our implementation with reference outputs written by tools/make_reference.py (official toto-ts).
 
-    .venv/bin/python tools/compare_reference.py tests/fixtures/toto_ts_small
+    .venv/bin/python -m tools.compare_reference tests/fixtures/toto_ts_small [--record small]
 
 Prints the largest relative error of every compared output; tests/test_parity.py asserts on the same numbers.
 """
@@ -57,9 +57,26 @@ def compare(folder: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
+    parser.add_argument("--record", metavar="TITLE", help="also write the figures to docs/benchmarks.md under TITLE")
     args = parser.parse_args()
-    for name, error in compare(args.folder).items():
+    errors = compare(args.folder)
+    for name, error in errors.items():
         print(f"{name:20s} max relative error {error:.2e}")
+    if args.record:
+        from benchmarks.report import command_line, markdown_table, write_section
+
+        config = Toto.from_pretrained(args.folder).config
+        table = markdown_table(["output", "max relative error vs toto-ts 0.2.0"],
+                               [[name, f"{error:.1e}"] for name, error in errors.items()])
+        write_section(f"parity-{args.record}", "\n".join([
+            f"## Parity with toto-ts 0.2.0: {args.record} ({config.num_layers} layers, embed {config.embed_dim}, "
+            f"patch {config.patch_size}), float32 on CPU",
+            "",
+            f"Reference written by `tools/make_reference.py` in the toto-ts venv; compared with `{command_line()}`. "
+            "Relative error is max |ours - ref| / max(|ref|, 1). Forecasts are mean forecasts (num_samples=None).",
+            "",
+            table,
+        ]))
 
 
 if __name__ == "__main__":

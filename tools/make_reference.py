@@ -8,7 +8,7 @@ Run it with the python of a SEPARATE venv holding toto-ts (its import name `toto
 
 It writes a from_pretrained folder (config.json + model.safetensors, random weights with a fixed seed) and
 reference.safetensors: the inputs, the forward outputs (scaler loc/scale, mixture df/loc/scale/probs, mean,
-log-prob of the next values) and mean forecasts with and without KV cache. `tools/compare_reference.py` and
+log-prob of the next values) and mean forecasts with and without KV cache. `python -m tools.compare_reference` and
 tests/test_parity.py load the folder with our `Toto.from_pretrained` and compare.
 """
 

@@ -25,12 +25,13 @@ import torch
 from pandas.tseries.frequencies import to_offset
 from tqdm.auto import tqdm
 
-from toto.data.util.dataset import MaskedTimeseries
+from toto.data.util.dataset import MaskedTimeseries, stack_ragged
 from toto.inference.forecaster import TotoForecaster
 from toto.model.toto import Toto
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-# Official Toto evaluations use 4096 steps of context; longer histories are cut to their most recent part.
+# Longer histories are cut to their most recent part, which keeps CPU forecasts to seconds (Toto 1.0's own
+# evaluation scripts use 1024 to 2048 steps).
 DEFAULT_CONTEXT_LENGTH = 4096
 # pandas needs three timestamps to infer a frequency.
 MIN_TIME_STEPS = 3
@@ -221,8 +222,6 @@ def quantile_columns(forecast: pd.DataFrame) -> list[str]:
 def _masked_timeseries(batch: list[Series], context_length: int) -> MaskedTimeseries:
     """Cut each series to its last `context_length` steps, left-pad them with NaN (unobserved) to a common
     length and stack them for the model."""
-    if len({len(s.variates) for s in batch}) > 1:
-        raise ValueError("series forecast in one batch must have the same number of variates")
     values = [s.values[:, -context_length:] for s in batch]
     for series, window in zip(batch, values, strict=True):
         empty = [name for name, row in zip(series.variates, window, strict=True) if np.isnan(row).all()]
@@ -232,14 +231,10 @@ def _masked_timeseries(batch: list[Series], context_length: int) -> MaskedTimese
                 f"{where}{empty} have no values in the last {context_length} steps: raise the context length"
                 " or drop them"
             )
-    length = max(v.shape[1] for v in values)
-    stacked = np.full((len(batch), values[0].shape[0], length), np.nan, dtype=np.float32)
-    for row, window in enumerate(values):
-        stacked[row, :, length - window.shape[1] :] = window
-    intervals = np.array([[s.interval_seconds] for s in batch])
-    starts = np.array([[int(s.index[-1].timestamp())] for s in batch]) - (length - 1) * intervals
-    return MaskedTimeseries.from_series(
-        stacked, time_interval_seconds=intervals, start_timestamp_seconds=starts
+    return stack_ragged(
+        values,
+        time_interval_seconds=[s.interval_seconds for s in batch],
+        end_timestamp_seconds=[int(s.index[-1].timestamp()) for s in batch],
     )
 
 

@@ -65,12 +65,12 @@ def forecast(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(checkpoint: str, device: str | None) -> Toto:
+def _load_model(name: str, device: str | None) -> Toto:
     try:
-        return api.load_model(checkpoint, device)
+        return api.load_model(name, device)
     except (OSError, ValueError) as error:  # a missing folder, an unreachable hub, a malformed config.json
         raise api.InputError(
-            f"cannot load the checkpoint {checkpoint!r} ({error}); give a local folder holding config.json"
+            f"cannot load the checkpoint {name!r} ({error}); give a local folder holding config.json"
             " and model.safetensors, a Hugging Face hub id, or leave out --checkpoint for the embedded model"
         ) from error
 
@@ -88,12 +88,16 @@ def _summary(
     embedded = "embedded, " if str(args.checkpoint) in checkpoint.embedded_models() else ""
     lines = [
         f"model     {args.checkpoint} ({embedded}{parameters / 1e6:.2f}M parameters) on {model.device}",
-        f"input     {args.input}: {panel.form} table, {len(panel.series)} series x"
-        f" {len(first.variates)} variate(s) ({', '.join(first.variates)}), {steps} steps every"
-        f" {first.index.freqstr}, {missing or 'no'} missing values",
-        f"forecast  {args.prediction_length} steps, {future[0]} to {future[-1]}"
-        f"{' for the first series' if len(panel.series) > 1 else ''}, {args.num_samples} sample paths,"
-        f" {seconds:.1f} s",
+        (
+            f"input     {args.input}: {panel.form} table, {len(panel.series)} series x"
+            f" {len(first.variates)} variate(s) ({', '.join(first.variates)}), {steps} steps every"
+            f" {first.index.freqstr}, {missing or 'no'} missing values"
+        ),
+        (
+            f"forecast  {args.prediction_length} steps, {future[0]} to {future[-1]}"
+            f"{' for the first series' if len(panel.series) > 1 else ''}, {args.num_samples} sample paths,"
+            f" {seconds:.1f} s"
+        ),
     ]
     note = _random_weights_note(args.checkpoint)
     if note:
@@ -130,12 +134,9 @@ def _number(value: float) -> str:
 def _random_weights_note(name: str) -> str | None:
     """The note of a checkpoint whose training_summary.json marks its weights as untrained ("random-init")."""
     try:
-        summary_path = checkpoint.resolve(name, local_files_only=True) / TRAINING_SUMMARY
-    except OSError:
+        summary = json.loads((checkpoint.resolve(name, local_files_only=True) / TRAINING_SUMMARY).read_text())
+    except (OSError, ValueError):  # no such file (most checkpoints), or not JSON: nothing to warn about
         return None
-    if not summary_path.is_file():
-        return None
-    summary = json.loads(summary_path.read_text())
     if summary.get("status") != "random-init":
         return None
     return summary.get("note", "the model is not trained yet")

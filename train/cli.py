@@ -3,7 +3,7 @@
     toto-train fit --config configs/finetune.yaml [--data.batch_size 32 ...] [--ckpt_path last]
     toto-train fit --config configs/pretrain-base.yaml --config configs/strategy/ddp.yaml
     toto-train validate --config ... ; toto-train fit --config ... --print_config
-    toto-train export --checkpoint runs/finetune [--which best|last] [--output_dir DIR]
+    toto-train export runs/finetune [--which best|last] [--output_dir DIR]   (a run folder or a .ckpt file)
 
 Everything lives under `trainer.default_root_dir` (the run folder): checkpoints/ (with last.ckpt, so
 `--ckpt_path last` resumes a killed run), loss_curve.csv/.png, the logger's metrics, and export/, the

@@ -88,7 +88,7 @@ class TotoDataModule(L.LightningDataModule):
         loaded = self._load()
         everything = [r for records in loaded for r in records]
         picks = np.unique(np.linspace(0, len(everything) - 1, min(len(everything), self.max_val_series)).astype(int))
-        common = dict(context_length=self.context_length, patch_size=self.patch_size, val_length=self.val_length)
+        common = {"context_length": self.context_length, "patch_size": self.patch_size, "val_length": self.val_length}
         self.train_dataset = WindowDataset(
             loaded, [s.weight for s in self.sources], train=True, num_windows=self.train_windows_per_epoch,
             max_variates=self.max_variates, seed=self.seed, **common,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -55,6 +56,33 @@ class MaskedTimeseries(NamedTuple):
             time_interval_seconds=interval.clone(),
             num_exogenous_variables=num_exogenous_variables,
         )
+
+
+def stack_ragged(
+    series: Sequence[np.ndarray | Tensor],
+    context_length: int | None = None,
+    time_interval_seconds: Sequence[int] | int = 1,
+    end_timestamp_seconds: Sequence[int] | int = 0,
+) -> MaskedTimeseries:
+    """Batch series of different lengths, each (variates, time) with the same number of variates.
+
+    Each is cut to its last `context_length` steps and left-padded with NaN (unobserved) to the longest; the
+    forecaster treats that padding as absent, so every series forecasts as it would alone.
+    `end_timestamp_seconds` is the timestamp of each series' last step.
+    """
+    windows = [np.atleast_2d(np.asarray(s, dtype=np.float32)) for s in series]
+    if context_length is not None:
+        windows = [w[:, -context_length:] for w in windows]
+    if len({w.shape[0] for w in windows}) > 1:
+        raise ValueError(f"series in one batch need the same number of variates, got {[w.shape[0] for w in windows]}")
+    length = max(w.shape[1] for w in windows)
+    stacked = np.full((len(windows), windows[0].shape[0], length), np.nan, dtype=np.float32)
+    for row, window in enumerate(windows):
+        stacked[row, :, length - window.shape[1]:] = window
+    intervals = np.broadcast_to(np.asarray(time_interval_seconds, dtype=np.int64), (len(windows),))[:, None].copy()
+    ends = np.broadcast_to(np.asarray(end_timestamp_seconds, dtype=np.int64), (len(windows),))[:, None].copy()
+    return MaskedTimeseries.from_series(stacked, time_interval_seconds=intervals,
+                                        start_timestamp_seconds=ends - (length - 1) * intervals)
 
 
 def left_pad(values: Tensor, multiple: int, value: float | bool | int = 0) -> Tensor:

@@ -1,0 +1,168 @@
+"""Throughput and latency of the forecasting service, with BentoML adaptive batching on and off.
+
+    .venv/bin/python benchmarks/bench_serve.py            # full run (the lead reruns it on a quiet machine)
+    .venv/bin/python benchmarks/bench_serve.py --quick    # smoke run
+
+For each setting of TOTO_SERVE_BATCHING a real server is started on 127.0.0.1 (`serve.local`), warmed up (BentoML's
+dispatcher times a dozen calls before it merges freely), then 1, 8 and 32 concurrent clients each send
+`--rounds` requests one after the other: one weekly CO2 series (statsmodels) per request, each client its own
+stretch and seed. Reported: requests per second, p50 and p99 latency, and the peak resident memory of the server's
+processes (arbiter and worker, sampled every 0.1 s). Goal: with batching, 32 clients get at least 4x the requests
+per second of one client calling sequentially. Results go to docs/benchmarks.md and docs/serve_benchmark.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import matplotlib
+import numpy as np
+import psutil
+from statsmodels.datasets import co2
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script, still import benchmarks.report
+from benchmarks.report import command_line, markdown_table, write_section  # noqa: E402
+from serve.local import local_server  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+CLIENTS = (1, 8, 32)
+GOAL = 4.0
+PLOT = Path(__file__).resolve().parents[1] / "docs" / "serve_benchmark.png"
+
+
+class PeakMemory:
+    """Largest summed RSS of a process and its descendants, sampled in a background thread."""
+
+    def __init__(self, pid: int, every_s: float = 0.1) -> None:
+        self.root, self.every_s, self.peak = psutil.Process(pid), every_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            processes = [self.root, *self.root.children(recursive=True)]
+            rss = 0
+            for process in processes:
+                try:
+                    rss += process.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            self.peak = max(self.peak, rss)
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def make_request(series: np.ndarray, client: int, args: argparse.Namespace) -> dict:
+    start = (client * 97) % (len(series) - args.context)
+    window = series[start:start + args.context]
+    return {"series": [{"variates": {"co2": [None if np.isnan(v) else float(v) for v in window]}}],
+            "prediction_length": args.horizon, "num_samples": args.num_samples, "seed": client}
+
+
+async def load(url: str, clients: int, rounds: int, series: np.ndarray, args: argparse.Namespace
+               ) -> tuple[float, list[float]]:
+    """`clients` concurrent clients, each sending `rounds` requests in turn; returns (wall seconds, latencies)."""
+    latencies: list[float] = []
+
+    async def one_client(http: httpx.AsyncClient, client: int) -> None:
+        body = make_request(series, client, args)
+        for _ in range(rounds):
+            start = time.perf_counter()
+            response = await http.post("/forecast", json=body)
+            response.raise_for_status()
+            latencies.append(time.perf_counter() - start)
+
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(one_client(http, c) for c in range(clients)))
+        return time.perf_counter() - start, latencies
+
+
+def run_setting(batching: bool, series: np.ndarray, args: argparse.Namespace, workdir: Path) -> list[dict]:
+    env = {"TOTO_SERVE_CHECKPOINT": args.checkpoint, "TOTO_SERVE_BATCHING": batching}
+    rows = []
+    with local_server(workdir / f"batching-{batching}", env) as server, PeakMemory(server.pid) as memory:
+        asyncio.run(load(server.url, 4, 4, series, args))  # warm-up: the dispatcher's timing calls
+        for clients in tqdm(CLIENTS, desc=f"batching {'on' if batching else 'off'}", unit="setting"):
+            wall, latencies = asyncio.run(load(server.url, clients, args.rounds, series, args))
+            rows.append({"batching": batching, "clients": clients, "requests": len(latencies),
+                         "rps": len(latencies) / wall, "p50": 1e3 * float(np.percentile(latencies, 50)),
+                         "p99": 1e3 * float(np.percentile(latencies, 99))})
+        for row in rows:
+            row["peak_mib"] = memory.peak / 2**20
+    return rows
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for batching, style in ((True, "o-"), (False, "s--")):
+        mine = [r for r in rows if r["batching"] is batching]
+        label = f"batching {'on' if batching else 'off'}"
+        left.plot([r["clients"] for r in mine], [r["rps"] for r in mine], style, label=label)
+        right.plot([r["clients"] for r in mine], [r["p99"] for r in mine], style, label=label)
+    for axis, title in ((left, "requests per second"), (right, "p99 latency (ms)")):
+        axis.set(xscale="log", xticks=CLIENTS, xticklabels=CLIENTS, xlabel="concurrent clients", title=title)
+        axis.legend()
+    figure.suptitle("POST /forecast, one series per request")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="toto-tiny", help="TOTO_SERVE_CHECKPOINT for the server")
+    parser.add_argument("--rounds", type=int, default=8, help="requests per client")
+    parser.add_argument("--context", type=int, default=512)
+    parser.add_argument("--horizon", type=int, default=64)
+    parser.add_argument("--num-samples", type=int, default=100)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, short context and horizon")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.context, args.horizon, args.num_samples = 2, 256, 32, 32
+
+    series = co2.load_pandas().data["co2"].to_numpy(dtype=float)
+    with tempfile.TemporaryDirectory() as workdir:
+        rows = [row for batching in (True, False) for row in run_setting(batching, series, args, Path(workdir))]
+
+    rps = {(r["batching"], r["clients"]): r["rps"] for r in rows}
+    speedup = rps[True, 32] / rps[True, 1]
+    table = markdown_table(
+        ["batching", "clients", "requests", "requests/s", "p50 ms", "p99 ms", "server peak RSS MiB"],
+        [["on" if r["batching"] else "off", r["clients"], r["requests"], f"{r['rps']:.1f}", f"{r['p50']:.0f}",
+          f"{r['p99']:.0f}", f"{r['peak_mib']:.0f}"] for r in rows],
+    )
+    plot(rows, PLOT)
+    verdict = "met" if speedup >= GOAL else "NOT met"
+    markdown = (
+        "## Forecasting service: throughput and latency\n\n"
+        f"Command: `{command_line()}`. Checkpoint `{args.checkpoint}`, one weekly CO2 series per request "
+        f"(context {args.context}, horizon {args.horizon}, {args.num_samples} samples), clients and server on the "
+        f"same machine. Plot: [serve_benchmark.png](serve_benchmark.png).\n\n{table}\n\n"
+        f"Batching at 32 clients serves **{speedup:.1f}x** the requests per second of sequential calls "
+        f"(goal {GOAL:.0f}x: {verdict}); without batching, 32 clients get "
+        f"{rps[False, 32] / rps[False, 1]:.1f}x.\n"
+    )
+    write_section("serve", markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
