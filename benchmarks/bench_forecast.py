@@ -33,6 +33,7 @@ WORKLOADS = {
 def worker(args: argparse.Namespace) -> None:
     import torch
     from safetensors.torch import save_file
+
     from toto.data.util.dataset import MaskedTimeseries
     from toto.inference.forecaster import TotoForecaster
     from toto.model.toto import Toto

@@ -87,10 +87,10 @@ class TotoForecaster:
         batch * variates * samples_per_batch <= 4096).
         """
         series, padding_mask, id_mask, num_exogenous = self._validate(inputs, prediction_length, num_samples)
-        batch, variates, context_length = series.shape
+        batch, variates, _ = series.shape
         patch = self.model.patch_size
         steps = math.ceil(prediction_length / patch)
-        exogenous = self._future_exogenous(future_exogenous_variables, batch, num_exogenous, prediction_length, steps)
+        exogenous = self._future_exogenous(future_exogenous_variables, batch, num_exogenous, prediction_length)
         seeds = self._seeds(seed, batch)
 
         series = left_pad(series, patch, 0.0)
@@ -107,8 +107,8 @@ class TotoForecaster:
         context = _Paths(series, padding_mask, id_mask, loc[..., -patch:], scale[..., -patch:], cache)
 
         if num_samples is None:
-            mean = self._decode(context, hidden, 1, steps, prefix, num_exogenous, exogenous, False, None, 0)
-            return Forecast(mean=mean[..., :prediction_length])
+            mean = self._decode(context, hidden, 1, prediction_length, prefix, num_exogenous, exogenous, False, None, 0)
+            return Forecast(mean=mean)
 
         per_chunk = samples_per_batch or max(1, DEFAULT_ROWS_PER_CHUNK // (batch * variates))
         if per_chunk <= 0:
@@ -116,29 +116,33 @@ class TotoForecaster:
         chunks = []
         for index, start in enumerate(range(0, num_samples, per_chunk)):
             size = min(per_chunk, num_samples - start)
-            values = self._decode(context, hidden, size, steps, prefix, num_exogenous, exogenous, True, seeds, index)
+            values = self._decode(context, hidden, size, prediction_length, prefix, num_exogenous, exogenous, True,
+                                  seeds, index)
             chunks.append(rearrange(values, "(s b) v t -> b v t s", s=size))
-        samples = torch.cat(chunks, dim=-1)[:, :, :prediction_length]
+        samples = torch.cat(chunks, dim=-1)
         return Forecast(mean=samples.mean(dim=-1), samples=samples)
 
-    def _decode(self, context: "_Paths", hidden: Tensor, paths_per_series: int, steps: int, prefix: int,
+    def _decode(self, context: _Paths, hidden: Tensor, paths_per_series: int, horizon: int, prefix: int,
                 num_exogenous: int, exogenous: Tensor | None, sample: bool, seeds: list[int] | None,
                 chunk: int) -> Tensor:
-        """Decode `paths_per_series` paths per series for `steps` patches; returns (paths*batch, variates, time).
+        """Decode `paths_per_series` paths per series over `horizon` steps; returns (paths*batch, variates, horizon).
 
         `hidden` is the context's last state, one row per series: the first patch of every path is drawn from the
         same distribution, so the output head runs once per series for it.
         """
         patch = self.model.patch_size
+        steps = math.ceil(horizon / patch)
         paths = context.repeat(paths_per_series)
         if exogenous is not None:
             exogenous = exogenous.repeat(paths_per_series, 1, 1)
         draws_per_row = paths_per_series
         for step in range(steps):
-            normalised = self._draw(hidden, draws_per_row, sample, seeds, chunk, step)
-            values = _replace_non_finite(normalised * paths.scale + paths.loc)
+            # The last patch is only computed as far as the horizon reaches.
+            width = min(patch, horizon - step * patch)
+            normalised = self._draw(hidden, width, draws_per_row, sample, seeds, chunk, step)
+            values = _replace_non_finite(normalised * paths.scale[..., :width] + paths.loc[..., :width])
             if exogenous is not None:
-                values[:, -num_exogenous:] = exogenous[:, :, step * patch:(step + 1) * patch]
+                values[:, -num_exogenous:] = exogenous[:, :, step * patch:step * patch + width]
             paths.append(values)
             if step + 1 < steps:
                 scaled, loc, scale = self.model.scale(paths.series, paths.padding_mask, prefix)
@@ -150,25 +154,25 @@ class TotoForecaster:
                 draws_per_row = 1
         return paths.series[..., prefix:]
 
-    def _draw(self, hidden: Tensor, draws_per_row: int, sample: bool, seeds: list[int] | None, chunk: int,
-              step: int) -> Tensor:
-        """Next patch in normalised space, `draws_per_row` per hidden row, rows ordered (draw, row).
+    def _draw(self, hidden: Tensor, width: int, draws_per_row: int, sample: bool, seeds: list[int] | None,
+              chunk: int, step: int) -> Tensor:
+        """The next `width` values in normalised space, `draws_per_row` per hidden row, rows ordered (draw, row).
 
         The mean, a free sample, or samples from each series' own random stream (rows of series b are b::batch).
         """
         rows, variates = hidden.shape[:2]
         if not sample:
-            return self.model.head(hidden).mean.repeat(draws_per_row, 1, 1)
+            return self.model.head(hidden, width).mean.repeat(draws_per_row, 1, 1)
         if seeds is None:
-            return self.model.head(hidden).sample((draws_per_row,)).reshape(draws_per_row * rows, variates, -1)
+            return self.model.head(hidden, width).sample((draws_per_row,)).reshape(draws_per_row * rows, variates, width)
         batch = len(seeds)
-        out = hidden.new_empty((draws_per_row * rows, variates, self.model.patch_size))
+        out = hidden.new_empty((draws_per_row * rows, variates, width))
         devices = [hidden.device] if hidden.device.type == "cuda" else []
         for row, seed in enumerate(seeds):
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(int(np.random.SeedSequence([seed, chunk, step]).generate_state(1)[0]))
-                draws = self.model.head(hidden[row::batch]).sample((draws_per_row,))
-            out[row::batch] = draws.reshape(-1, variates, self.model.patch_size)
+                draws = self.model.head(hidden[row::batch], width).sample((draws_per_row,))
+            out[row::batch] = draws.reshape(-1, variates, width)
         return out
 
     @staticmethod
@@ -216,8 +220,8 @@ class TotoForecaster:
             raise ValueError(f"num_exogenous_variables={num_exogenous} must leave at least one target variate")
         return series, padding_mask, id_mask, num_exogenous
 
-    def _future_exogenous(self, values: Tensor | None, batch: int, num_exogenous: int, prediction_length: int,
-                          steps: int) -> Tensor | None:
+    def _future_exogenous(self, values: Tensor | None, batch: int, num_exogenous: int,
+                          prediction_length: int) -> Tensor | None:
         if values is None:
             if num_exogenous:
                 raise ValueError(f"inputs declare {num_exogenous} exogenous variables: pass their future values "
@@ -232,7 +236,7 @@ class TotoForecaster:
                              f"prediction_length), got {tuple(values.shape)}")
         if not bool(torch.isfinite(values).all()):
             raise ValueError("future_exogenous_variables must be finite: known future values cannot be missing")
-        return torch.nn.functional.pad(values, (0, steps * self.model.patch_size - prediction_length))
+        return values
 
 
 @dataclass
@@ -246,7 +250,7 @@ class _Paths:
     scale: Tensor
     cache: KVCache | None
 
-    def repeat(self, times: int) -> "_Paths":
+    def repeat(self, times: int) -> _Paths:
         """`times` independent copies of these paths, sharing nothing mutable with the original."""
         def rep(t: Tensor) -> Tensor:
             return t.repeat(times, *([1] * (t.ndim - 1)))

@@ -56,7 +56,8 @@ class TotoPredictor(Predictor):
         prediction_length: steps to forecast after each entry's target.
         context_length: most recent steps of history fed to the model (Toto 1.0 used 2048 on BOOM).
         num_samples: samples drawn per forecast; quantiles and sample-based metrics come from them.
-        samples_per_batch: samples drawn per model pass; lower it to save memory.
+        samples_per_batch: sample paths decoded together; lower it to save memory (None: the forecaster's
+            default memory bound).
         batch_size: entries forecast together; entries with different variate counts never share a batch.
         seed: makes every entry's samples reproducible and independent of what else is in its batch;
             None draws fresh randomness.
@@ -69,7 +70,7 @@ class TotoPredictor(Predictor):
         prediction_length: int,
         context_length: int = 2048,
         num_samples: int = 256,
-        samples_per_batch: int = 256,
+        samples_per_batch: int | None = None,
         batch_size: int = 16,
         seed: int | None = 0,
         use_kv_cache: bool = True,

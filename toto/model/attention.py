@@ -46,9 +46,8 @@ def time_attention_mask(key_valid: Tensor, num_queries: int, offset: int) -> tup
     common all-observed case no tensor is built and the kernel's own causal path is used.
     """
     num_keys = key_valid.shape[-1]
-    if bool(key_valid.all()):
-        if offset == 0 or num_queries == 1:
-            return None, offset == 0 and num_queries > 1
+    if (offset == 0 or num_queries == 1) and bool(key_valid.all()):
+        return None, offset == 0 and num_queries > 1
     query_pos = torch.arange(offset, offset + num_queries, device=key_valid.device)[:, None]
     key_pos = torch.arange(num_keys, device=key_valid.device)[None, :]
     causal = key_pos <= query_pos  # (n, Tk)

@@ -109,9 +109,17 @@ class TotoBackbone(torch.nn.Module):
         hidden = self.transformer(tokens, patch_ids, patch_valid, kv_cache)
         return hidden[:, :, 1:] if prepend else hidden
 
-    def head(self, hidden: Tensor) -> Distribution:
-        """Hidden states (batch, variate, patch, embed) -> distribution over the next values, (batch, variate, patch*P)."""
-        flat = rearrange(self.unembed(hidden), "b v n (p d) -> b v (n p) d", d=self.embed_dim)
+    def head(self, hidden: Tensor, num_positions: int | None = None) -> Distribution:
+        """Hidden states (batch, variate, patch, embed) -> distribution over the next values, (batch, variate, patch*P).
+
+        `num_positions` keeps only the first positions of each next patch: the unembedding's output features are
+        laid out (position, embed), so a prefix of its rows computes just those (the last patch of a forecast
+        often needs only part of its values).
+        """
+        weight, bias = self.unembed.weight, self.unembed.bias
+        if num_positions is not None:
+            weight, bias = weight[: num_positions * self.embed_dim], bias[: num_positions * self.embed_dim]
+        flat = rearrange(F.linear(hidden, weight, bias), "b v n (p d) -> b v (n p) d", d=self.embed_dim)
         return self.output_distribution(flat)
 
     def forward(self, inputs: Tensor, input_padding_mask: Tensor, id_mask: Tensor, kv_cache: KVCache | None = None,

@@ -53,7 +53,7 @@ class TotoConfig:
             raise ValueError("num_layers must be a multiple of spacewise_every_n_layers (or set it to -1)")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TotoConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TotoConfig:
         """Build from a `config.json` dict; unknown keys are an error so that typos do not go unnoticed."""
         known = {f.name for f in dataclasses.fields(cls)}
         # Keys that older official checkpoints carry but that do not change the architecture.
@@ -80,16 +80,15 @@ class TotoConfig:
         return int((self.output_distribution_kwargs or {}).get("k_components", 1))
 
     @classmethod
-    def base(cls) -> "TotoConfig":
+    def base(cls) -> TotoConfig:
         """The 151M-parameter Toto-Open-Base-1.0 configuration."""
         return cls()
 
     @classmethod
-    def tiny(cls, **overrides: Any) -> "TotoConfig":
+    def tiny(cls, **overrides: Any) -> TotoConfig:
         """A small configuration (about 0.3M parameters) for tests and CPU experiments."""
-        values: dict[str, Any] = dict(
-            patch_size=16, stride=16, embed_dim=64, num_layers=4, num_heads=4, mlp_hidden_dim=128, dropout=0.0,
-            spacewise_every_n_layers=2, output_distribution_kwargs={"k_components": 4},
-        )
-        values.update(overrides)
-        return cls(**values)
+        values: dict[str, Any] = {
+            "patch_size": 16, "stride": 16, "embed_dim": 64, "num_layers": 4, "num_heads": 4, "mlp_hidden_dim": 128,
+            "dropout": 0.0, "spacewise_every_n_layers": 2, "output_distribution_kwargs": {"k_components": 4},
+        }
+        return cls(**{**values, **overrides})

@@ -55,7 +55,7 @@ class KVCache:
         """Position of the next token for this layer."""
         return self._lengths[slot]
 
-    def repeat(self, times: int, max_patches: int | None = None) -> "KVCache":
+    def repeat(self, times: int, max_patches: int | None = None) -> KVCache:
         """A new cache holding this cache's content `times` over (rows ordered (times, rows)), with room to grow.
 
         This is how one encoded context is shared by many sample paths without encoding it again.

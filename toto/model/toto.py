@@ -30,7 +30,7 @@ class Toto(torch.nn.Module):
         self.name_or_path: str | None = None  # set by from_pretrained
 
     @classmethod
-    def from_config(cls, config: TotoConfig) -> "Toto":
+    def from_config(cls, config: TotoConfig) -> Toto:
         return cls(config)
 
     @classmethod
@@ -44,7 +44,7 @@ class Toto(torch.nn.Module):
         token: str | bool | None = None,
         local_files_only: bool = False,
         **config_overrides: Any,
-    ) -> "Toto":
+    ) -> Toto:
         """Load an embedded model ("toto-tiny"), a local folder, or a Hub repo ("Datadog/Toto-Open-Base-1.0").
 
         `config_overrides` replace config.json values (for example `use_memory_efficient_attention=False`).
@@ -58,7 +58,7 @@ class Toto(torch.nn.Module):
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: str = "cpu", strict: bool = True,
-                             **config_overrides: Any) -> "Toto":
+                             **config_overrides: Any) -> Toto:
         """Toto 1.0's name for loading a local folder or model.safetensors file."""
         return cls.from_pretrained(checkpoint_path, map_location=map_location, strict=strict, **config_overrides)
 

@@ -24,7 +24,7 @@ class MaskedTimeseries(NamedTuple):
     num_exogenous_variables: int = 0
     """The last `num_exogenous_variables` variates are known-future covariates, not forecast targets."""
 
-    def to(self, device: torch.device | str) -> "MaskedTimeseries":
+    def to(self, device: torch.device | str) -> MaskedTimeseries:
         return self._replace(**{name: getattr(self, name).to(device) for name in self._fields[:5]})
 
     @classmethod
@@ -35,7 +35,7 @@ class MaskedTimeseries(NamedTuple):
         start_timestamp_seconds: int | Tensor | np.ndarray = 0,
         id_mask: Tensor | np.ndarray | None = None,
         num_exogenous_variables: int = 0,
-    ) -> "MaskedTimeseries":
+    ) -> MaskedTimeseries:
         """Build all fields from values shaped (variates, time) or (batch, variates, time); NaN = missing.
 
         Shorter series in a batch are left-padded with NaN by the caller. Intervals and start times are scalars or
@@ -85,7 +85,7 @@ def stack_ragged(
                                         start_timestamp_seconds=ends - (length - 1) * intervals)
 
 
-def left_pad(values: Tensor, multiple: int, value: float | bool | int = 0) -> Tensor:
+def left_pad(values: Tensor, multiple: int, value: float | bool = 0) -> Tensor:
     """Left-pad the last axis to a multiple of `multiple` with `value`."""
     pad = -values.shape[-1] % multiple
     if pad == 0:
