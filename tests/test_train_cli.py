@@ -8,7 +8,6 @@ import csv
 import pytest
 from train_fixtures import (  # noqa: F401
     CONFIGS,
-    single_torch_thread,
     table_source,
     tiny_fit_args,
     write_co2_csv,

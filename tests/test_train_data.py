@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 from torch.utils.data import DataLoader
-from train_fixtures import co2_frame, single_torch_thread, write_co2_csv  # noqa: F401
+from train_fixtures import co2_frame, write_co2_csv  # noqa: F401
 
 from train.datamodule import TotoDataModule
 from train.sources import DataSourceError, HFDatasetSource, SyntheticSource, TableSource

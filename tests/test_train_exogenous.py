@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from train_fixtures import TINY_MODEL, exogenous_frame, single_torch_thread, table_source, tiny_fit_args  # noqa: F401
+from train_fixtures import TINY_MODEL, exogenous_frame, table_source, tiny_fit_args  # noqa: F401
 
 from toto.inference.forecaster import TotoForecaster
 from toto.model.toto import Toto

@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 from train_fixtures import (  # noqa: F401
     TINY_MODEL,
     co2_frame,
-    single_torch_thread,
     table_source,
     tiny_fit_args,
     write_co2_csv,

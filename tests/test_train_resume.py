@@ -10,7 +10,7 @@ import sys
 import time
 
 import torch
-from train_fixtures import REPO, single_torch_thread, table_source, tiny_fit_args, write_co2_csv  # noqa: F401
+from train_fixtures import REPO, table_source, tiny_fit_args, write_co2_csv  # noqa: F401
 
 from train.cli import run_cli
 
@@ -21,7 +21,7 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     every = ["--checkpoint.every_n_train_steps", "5", "--checkpoint.monitor", "null",
              "--trainer.val_check_interval", "1000"]
     args = tiny_fit_args(run, sources, steps=100_000, extra=every)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = dict(os.environ)
     process = subprocess.Popen([sys.executable, "-m", "train.cli", *args], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last = run / "checkpoints" / "last.ckpt"

@@ -7,20 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-
-@pytest.fixture(autouse=True)
-def single_torch_thread():
-    """Tiny models run fastest on one thread, above all on a shared CPU; restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # A model small enough for a few CPU seconds per run (TotoConfig.tiny() shrunk further).
 TINY_MODEL = {

@@ -69,7 +69,7 @@ class TotoForecaster:
     def __init__(self, model: TotoBackbone) -> None:
         self.model = model.eval()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def forecast(
         self,
         inputs: MaskedTimeseries,
