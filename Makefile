@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test serve pretrain-tiny bench lint clean
+.PHONY: venv demo test serve embedded-data pretrain-tiny lint clean
 
 venv: $(STAMP)
 
@@ -25,7 +25,11 @@ test: venv
 serve: venv
 	$(VENV)/bin/bentoml serve serve.service:TotoService --host 127.0.0.1 --port 3000
 
-pretrain-tiny: venv
+# The embedded model: export its real training/held-out series, then pretrain (see docs/embedded-model.md).
+embedded-data: venv
+	$(PY) tools/prepare_embedded_data.py --config configs/embedded-data.yaml --out data/embedded
+
+pretrain-tiny: embedded-data
 	$(VENV)/bin/toto-train fit --config configs/pretrain-tiny.yaml
 
 lint: venv
