@@ -54,7 +54,7 @@ def test_pretrain_tiny_mixes_synthetic_and_real_series(tmp_path):
         (["finetune.yaml"], ["pretrained: Datadog/Toto-Open-Base-1.0", "nll_weight: 0.575", "robust_delta: 0.1",
                              "eps: 1.0e-07", "weight_decay: 0.01", "- 0.999"]),
         (["finetune-exogenous.yaml"], ["use_variate_labels: true", "- deploys"]),
-        (["pretrain-tiny.yaml"], ["embed_dim: 64", "class_path: train.sources.SyntheticSource"]),
+        (["pretrain-tiny.yaml"], ["embed_dim: 128", "class_path: train.sources.SyntheticSource"]),
         (["pretrain-base.yaml", "strategy/ddp.yaml"], ["embed_dim: 768", "strategy: ddp", "precision: bf16-mixed"]),
         (["pretrain-base.yaml", "strategy/fsdp.yaml"],
          ["FSDPStrategy", "- toto.model.transformer.TransformerLayer", "state_dict_type: full", "bf16-mixed"]),

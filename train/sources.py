@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -60,7 +61,7 @@ def as_variates_first(values: object, what: str) -> np.ndarray:
     return array.astype(np.float32)
 
 
-class SeriesSource:
+class SeriesSource(ABC):
     """Base class of data sources. `weight` is the share of training windows drawn from this source."""
 
     def __init__(self, weight: float = 1.0) -> None:
@@ -68,8 +69,9 @@ class SeriesSource:
             raise ValueError(f"source weight must be positive, got {weight}")
         self.weight = weight
 
+    @abstractmethod
     def load(self) -> list[SeriesRecord]:
-        raise NotImplementedError
+        """All series of this source."""
 
 
 class SyntheticSource(SeriesSource):
