@@ -39,10 +39,11 @@ DATA_ENV_VAR = "BOOM_PATH"
 TEST_SPLIT = 0.1
 MAX_WINDOWS = 20
 # Base prediction length per frequency unit (GIFT-Eval's PRED_LENGTH_MAP, which BOOM adopts).
-PREDICTION_LENGTHS = {"S": 60, "T": 48, "H": 48, "D": 30, "W": 8, "M": 12}
+PREDICTION_LENGTHS = {"S": 60, "T": 48, "H": 48, "D": 30, "W": 8, "M": 12,
+                      "Q": 8}  # Q is not in GIFT-Eval's table outside M4; M4's value
 M4_PREDICTION_LENGTHS = {"A": 6, "Q": 8, "M": 18, "W": 13, "D": 14, "H": 48}
 # pandas offset names (old and new aliases) -> the unit letters of the tables above.
-_UNITS = {"s": "S", "S": "S", "min": "T", "T": "T", "h": "H", "H": "H", "D": "D", "W": "W",
+_UNITS = {"s": "S", "S": "S", "min": "T", "T": "T", "h": "H", "H": "H", "D": "D", "B": "D", "W": "W",
           "ME": "M", "M": "M", "MS": "M", "QE": "Q", "Q": "Q", "YE": "A", "Y": "A", "A": "A"}
 
 
@@ -58,9 +59,16 @@ class Term(str, Enum):
         return {"short": 1, "medium": 10, "long": 15}[self.value]
 
 
+def to_offset(freq: str) -> pd.DateOffset:
+    """pandas' offset for `freq`, accepting the deprecated aliases ('T', 'H', '10S') that BOOM's data uses."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return pd.tseries.frequencies.to_offset(freq)
+
+
 def frequency_unit(freq: str) -> str:
     """The unit letter (S, T, H, D, W, M, Q, A) of a pandas frequency string such as '10S', '5min' or 'H'."""
-    name = norm_freq_str(pd.tseries.frequencies.to_offset(freq).name)
+    name = norm_freq_str(to_offset(freq).name)
     if name not in _UNITS:
         raise ValueError(f"Unsupported frequency {freq!r}: BOOM/GIFT-Eval define prediction lengths for "
                          f"{sorted(set(_UNITS.values()))} units only.")
@@ -125,10 +133,16 @@ class SeriesDataset:
 
     @cached_property
     def freq(self) -> str:
-        """The series' frequency in today's pandas spelling ('T' -> 'min', 'H' -> 'h', '10S' -> '10s')."""
-        with warnings.catch_warnings():  # the hub's data uses the deprecated aliases; convert them once
-            warnings.simplefilter("ignore", FutureWarning)
-            return pd.tseries.frequencies.to_offset(str(self.hf_dataset[0]["freq"])).freqstr
+        """The series' period frequency in today's pandas spelling ('T' -> 'min', '10S' -> '10s', 'M' -> 'M').
+
+        GluonTS indexes time with `pd.Period`, so the spelling is the Period one ('M', not the offset 'ME').
+        """
+        raw = str(self.hf_dataset[0]["freq"])
+        try:
+            return pd.Period("2000-01-01", freq=to_offset(raw)).freqstr
+        except ValueError as error:
+            raise ValueError(f"{self.path}: freq {raw!r} is not a period frequency; write period aliases such as "
+                             "'M', 'Q', 'Y' in the `freq` field (GIFT-Eval's convention)") from error
 
     @cached_property
     def target_dim(self) -> int:

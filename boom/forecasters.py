@@ -84,7 +84,7 @@ def classical(name: str, predictor_cls: type[StatsForecastPredictor],
 
 
 def toto(checkpoint: str | Path = DEFAULT_TOTO_CHECKPOINT, context_length: int = DEFAULT_CONTEXT_LENGTH,
-         num_samples: int = DEFAULT_NUM_SAMPLES, samples_per_batch: int = 256, batch_size: int = 16,
+         num_samples: int = DEFAULT_NUM_SAMPLES, samples_per_batch: int | None = None, batch_size: int = 16,
          seed: int | None = 0, device: str = "cpu", name: str = "toto") -> Forecaster:
     """Toto from a checkpoint folder, an embedded name ("toto-tiny") or a hub id, loaded once for all configs."""
     from toto.inference.gluonts_predictor import TotoPredictor

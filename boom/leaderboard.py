@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from boom.data import load_properties, low_variance_series
+from boom.data import Term, load_properties, low_variance_series
 
 BASELINE = "seasonalnaive"
 MASE = "eval_metrics/MASE[0.5]"
@@ -156,8 +156,9 @@ def breakdown(scores: pd.DataFrame, by: str, properties: dict[str, dict] | None 
         scaled[by] = scaled["series"].map(lambda name: properties[name][by])
         scaled = scaled.explode(by)
     table = _aggregate(scaled, ["model", by])["crps"].unstack(by)
+    columns = [t.value for t in Term if t.value in table.columns] if by == "term" else sorted(table.columns)
     order = _aggregate(scaled.drop_duplicates(["config", "model"]), ["model"])["rank"].sort_values().index
-    return table.loc[order]
+    return table.loc[order, columns]
 
 
 def format_number(value: object) -> object:

@@ -5,9 +5,8 @@
 
 Entries are GluonTS data entries: `target` is 1-D (time) or 2-D (variates x time) with NaN for missing values,
 `start` a `pd.Period`. Each entry's last `context_length` steps are forecast together with the other entries of
-its batch (shorter histories are left-padded with NaN, which Toto treats as unobserved). Forecasts are
-`TotoSampleForecast`s: GluonTS `SampleForecast`s shaped (samples, time) or (samples, time, variates) like
-the target, whose `mean` is Toto's predictive mean instead of the noisier sample average.
+its batch (shorter histories are left-padded with NaN, which Toto treats as unobserved). Forecasts are GluonTS
+`SampleForecast`s with samples shaped (samples, time) or (samples, time, variates), like the target.
 """
 
 from __future__ import annotations
@@ -25,22 +24,9 @@ from gluonts.itertools import batcher
 from gluonts.model.forecast import SampleForecast
 from gluonts.model.predictor import Predictor
 
-from toto.data.util.dataset import MaskedTimeseries
+from toto.data.util.dataset import MaskedTimeseries, stack_ragged
 from toto.inference.forecaster import TotoForecaster
 from toto.model.toto import Toto
-
-
-class TotoSampleForecast(SampleForecast):
-    """A `SampleForecast` whose `mean` is the model's predictive mean (as Toto 1.0's evaluation reports it)."""
-
-    def __init__(self, samples: np.ndarray, mean: np.ndarray, start_date: pd.Period, item_id: str | None = None,
-                 info: dict | None = None) -> None:
-        super().__init__(samples=samples, start_date=start_date, item_id=item_id, info=info)
-        self.predictive_mean = mean
-
-    @property
-    def mean(self) -> np.ndarray:
-        return self.predictive_mean
 
 
 def _interval_seconds(period: pd.Period) -> int:
@@ -92,7 +78,7 @@ class TotoPredictor(Predictor):
         self.seed = seed
         self.use_kv_cache = use_kv_cache
 
-    def predict(self, dataset: Iterable[DataEntry], **kwargs) -> Iterator[TotoSampleForecast]:
+    def predict(self, dataset: Iterable[DataEntry], **kwargs) -> Iterator[SampleForecast]:
         """One forecast per entry, in the order of `dataset`."""
         for batch in batcher(dataset, self.batch_size):
             # Consecutive entries with equal variate counts form one model batch.
@@ -101,18 +87,14 @@ class TotoPredictor(Predictor):
 
     def _inputs(self, entries: list[DataEntry], starts: list[pd.Period]) -> MaskedTimeseries:
         """Stack the entries' recent history into (batch, variates, time), left-padding shorter ones with NaN."""
-        targets = [np.atleast_2d(np.asarray(entry["target"], dtype=np.float32))[:, -self.context_length:]
-                   for entry in entries]
-        length = max(target.shape[-1] for target in targets)
-        series = np.full((len(targets), targets[0].shape[0], length), np.nan, dtype=np.float32)
-        for row, target in enumerate(targets):
-            series[row, :, length - target.shape[-1]:] = target
-        intervals = np.array([[_interval_seconds(start)] for start in starts])
-        first_steps = np.array([[int((start - length).start_time.timestamp())] for start in starts])
-        return MaskedTimeseries.from_series(series, time_interval_seconds=intervals,
-                                            start_timestamp_seconds=first_steps)
+        return stack_ragged(
+            [entry["target"] for entry in entries],
+            context_length=self.context_length,
+            time_interval_seconds=[_interval_seconds(start) for start in starts],
+            end_timestamp_seconds=[int((start - 1).start_time.timestamp()) for start in starts],
+        )
 
-    def _predict_batch(self, entries: list[DataEntry]) -> Iterator[TotoSampleForecast]:
+    def _predict_batch(self, entries: list[DataEntry]) -> Iterator[SampleForecast]:
         starts = [forecast_start(entry) for entry in entries]
         inputs = self._inputs(entries, starts).to(self.model.device)
         seeds = None if self.seed is None else [self.seed] * len(entries)
@@ -121,9 +103,8 @@ class TotoPredictor(Predictor):
                 inputs, prediction_length=self.prediction_length, num_samples=self.num_samples,
                 samples_per_batch=self.samples_per_batch, use_kv_cache=self.use_kv_cache, seed=seeds)
         samples = forecast.samples.float().cpu().numpy()  # (batch, variates, time, samples)
-        means = forecast.mean.float().cpu().numpy()  # (batch, variates, time)
         for row, (entry, start) in enumerate(zip(entries, starts)):
-            row_samples, row_mean = samples[row].transpose(2, 1, 0), means[row].T  # (samples, time, variates)
+            row_samples = samples[row].transpose(2, 1, 0)  # (samples, time, variates)
             if np.ndim(entry["target"]) == 1:
-                row_samples, row_mean = row_samples[..., 0], row_mean[..., 0]
-            yield TotoSampleForecast(row_samples, row_mean, start, item_id=entry.get("item_id"))
+                row_samples = row_samples[..., 0]
+            yield SampleForecast(row_samples, start_date=start, item_id=entry.get("item_id"))

@@ -1,0 +1,101 @@
+"""`boom eval` and `boom leaderboard` end to end on the sample dataset, including resuming an interrupted run."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from boom_fixtures import SHARED_BOOM
+
+from boom import forecasters
+from boom.cli import main
+from boom.data import configurations, load_properties
+from boom.evaluate import RESULTS_FILE, run
+
+pytest_plugins = ["boom_fixtures"]  # the sample dataset and tiny checkpoint fixtures
+
+PUBLISHED_HEADER = (SHARED_BOOM / "results" / "toto" / "all_results.csv").read_text().splitlines()[0].split(",")
+CONFIGS = ["ds-0-30T/Short/short", "ds-1-D/Long/short", "ds-1-D/Long/medium", "ds-1-D/Long/long"]
+
+
+def test_eval_then_leaderboard(boom_data, tiny_toto_checkpoint, tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["eval", "--model", "seasonalnaive", "--data", str(boom_data), "--out", str(out)]) == 0
+    assert main(["eval", "--model", "toto", "--checkpoint", str(tiny_toto_checkpoint), "--num-samples", "4",
+                 "--context-length", "512", "--data", str(boom_data), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "boom eval toto" in captured.err and "4/4" in captured.err  # the progress bar
+    assert "4 configurations evaluated, 0 already done, 0 failed" in captured.out
+
+    toto = pd.read_csv(out / "toto" / RESULTS_FILE)
+    assert list(toto.columns) == PUBLISHED_HEADER
+    assert list(toto["dataset"]) == CONFIGS and list(toto["num_variates"]) == [2, 1, 1, 1]
+    assert set(toto["checkpoint"]) == {str(tiny_toto_checkpoint)}
+    assert set(toto["context_length"]) == {512} and set(toto["num_samples"]) == {4}
+    assert toto.filter(like="eval_metrics/").map(math.isfinite).all().all()
+
+    boom = Path(sys.executable).with_name("boom")  # the installed console script
+    done = subprocess.run([str(boom), "leaderboard", str(out), "--by", "term", "domain", "--data", str(boom_data)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "MASE-4-scaled" in done.stdout and "Scaled CRPS by term" in done.stdout
+    table = pd.read_csv(out / "leaderboard.csv", index_col="model")
+    assert sorted(table.index) == ["seasonalnaive", "toto"]
+    assert table.loc["seasonalnaive", "CRPS-4-scaled"] == 1.0
+    assert (out / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_interrupted_run_resumes_without_redoing_finished_configurations(boom_data, tmp_path, capsys):
+    out = tmp_path / "results"
+    naive = forecasters.classical("seasonalnaive", forecasters.CLASSICAL["seasonalnaive"])
+    built: list[int] = []
+
+    def build_then_interrupt(prediction_length: int, freq: str):
+        built.append(prediction_length)
+        if len(built) == 3:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the middle of the third configuration
+        return naive.build(prediction_length, freq)
+
+    interrupted = forecasters.Forecaster("seasonalnaive", build_then_interrupt, context_length=naive.context_length)
+    configs = configurations(load_properties(boom_data))
+    with pytest.raises(KeyboardInterrupt):
+        run(interrupted, boom_data, configs, out, progress=False)
+    results_file = out / "seasonalnaive" / RESULTS_FILE
+    before = results_file.read_text()
+    assert list(pd.read_csv(results_file)["dataset"]) == CONFIGS[:2]
+
+    assert main(["eval", "--model", "seasonalnaive", "--data", str(boom_data), "--out", str(out)]) == 0
+    assert "2 configurations evaluated, 2 already done, 0 failed" in capsys.readouterr().out
+    after = results_file.read_text()
+    assert after.startswith(before)  # finished rows untouched, the rest appended
+    assert list(pd.read_csv(results_file)["dataset"]) == CONFIGS
+
+    resumed: list[int] = []
+    counting = forecasters.Forecaster("seasonalnaive", lambda h, f: resumed.append(h) or naive.build(h, f),
+                                      context_length=naive.context_length)
+    summary = run(counting, boom_data, configs, out, progress=False)
+    assert resumed == [] and summary.skipped == CONFIGS and results_file.read_text() == after
+
+
+def test_resume_refuses_results_of_other_settings(boom_data, tmp_path, capsys):
+    args = ["eval", "--model", "seasonalnaive", "--data", str(boom_data), "--out", str(tmp_path), "--series",
+            "ds-0-30T"]
+    assert main(args) == 0
+    assert main([*args, "--context-length", "96"]) == 2
+    assert "Use another --out folder or --name" in capsys.readouterr().err
+    assert main([*args, "--context-length", "96", "--name", "naive-96"]) == 0
+    assert (tmp_path / "naive-96" / RESULTS_FILE).exists()
+
+
+def test_failed_configurations_are_reported(tmp_path, capsys):
+    (tmp_path / "boom_properties.json").write_text(json.dumps(
+        {"ds-5-H": {"domain": ["Database"], "frequency": "Medium", "num_variates": 1, "term": "short"}}))
+    assert main(["eval", "--model", "seasonalnaive", "--data", str(tmp_path), "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "failed ds-5-H/Medium/short: FileNotFoundError" in err and "ds-5-H is missing" in err
