@@ -30,9 +30,9 @@ from gluonts.time_feature import get_seasonality
 from gluonts.transform.feature import LastValueImputation
 
 from boom.metrics import QUANTILE_LEVELS
+from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH
 
 DEFAULT_TOTO_CHECKPOINT = "Datadog/Toto-Open-Base-1.0"
-DEFAULT_CONTEXT_LENGTH = 2048
 DEFAULT_NUM_SAMPLES = 256
 
 

@@ -26,13 +26,10 @@ from pandas.tseries.frequencies import to_offset
 from tqdm.auto import tqdm
 
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged
-from toto.inference.forecaster import TotoForecaster
+from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, TotoForecaster
 from toto.model.toto import Toto
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-# Longer histories are cut to their most recent part, which keeps CPU forecasts to seconds (Toto 1.0's own
-# evaluation scripts use 1024 to 2048 steps).
-DEFAULT_CONTEXT_LENGTH = 4096
 # pandas needs three timestamps to infer a frequency.
 MIN_TIME_STEPS = 3
 # A grid this many times longer than its rows is mostly holes: more likely a wrong frequency or a stray

@@ -25,7 +25,7 @@ from gluonts.model.forecast import SampleForecast
 from gluonts.model.predictor import Predictor
 
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged
-from toto.inference.forecaster import TotoForecaster
+from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, TotoForecaster
 from toto.model.toto import Toto
 
 
@@ -54,7 +54,7 @@ class TotoPredictor(Predictor):
         self,
         model_or_checkpoint: Toto | str | Path,
         prediction_length: int,
-        context_length: int = 2048,
+        context_length: int = DEFAULT_CONTEXT_LENGTH,
         num_samples: int = 256,
         samples_per_batch: int | None = None,
         batch_size: int = 16,
