@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_serve.py            # full run (the lead reruns it on a quiet machine)
     .venv/bin/python benchmarks/bench_serve.py --quick    # smoke run
 
-For each setting of TOTO_SERVE_BATCHING a real server is started on 127.0.0.1 (`serve.local`), warmed up (BentoML's
-dispatcher times a dozen calls before it merges freely), then 1, 8 and 32 concurrent clients each send
+For each setting of TOTO_SERVE_BATCHING a real server is started on 127.0.0.1 (`serve.local`) and warmed up with a
+few requests, then 1, 8 and 32 concurrent clients each send
 `--rounds` requests one after the other: one weekly CO2 series (statsmodels) per request, each client its own
 stretch and seed. Reported: requests per second, p50 and p99 latency, and the peak resident memory of the server's
 processes (arbiter and worker, sampled every 0.1 s). Goal: with batching, 32 clients get at least 4x the requests
@@ -100,7 +100,7 @@ def run_setting(batching: bool, series: np.ndarray, args: argparse.Namespace, wo
     env = {"TOTO_SERVE_CHECKPOINT": args.checkpoint, "TOTO_SERVE_BATCHING": batching}
     rows = []
     with local_server(workdir / f"batching-{batching}", env) as server, PeakMemory(server.pid) as memory:
-        asyncio.run(load(server.url, 4, 4, series, args))  # warm-up: the dispatcher's timing calls
+        asyncio.run(load(server.url, 4, 2, series, args))  # warm-up: first calls pay for lazy initialisation
         for clients in tqdm(CLIENTS, desc=f"batching {'on' if batching else 'off'}", unit="setting"):
             wall, latencies = asyncio.run(load(server.url, clients, args.rounds, series, args))
             rows.append({"batching": batching, "clients": clients, "requests": len(latencies),

@@ -1,0 +1,1 @@
+"""The forecasting HTTP service: `bentoml serve serve.service:TotoService`; see docs/serving.md."""

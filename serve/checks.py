@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import Field, model_validator
-
-from serve.schemas import ForecastRequest, SeriesInput, TimestampError
-from serve.settings import ServeSettings, get_settings
+from serve.schemas import ForecastRequest, TimestampError
+from serve.settings import ServeSettings
 
 
 @dataclass(frozen=True)
@@ -68,26 +66,3 @@ def find_problems(request: ForecastRequest, settings: ServeSettings) -> list[Pro
             problems.append(Problem(("series", i, "timestamps" if series.timestamps else "freq"), str(error)))
     return problems
 
-
-class SeriesTask(ForecastRequest):
-    """One series of a /forecast request, as queued for adaptive batching on `/forecast_batch`.
-
-    `series_index` is the series' position in its original request: series i of a request with seed s is sampled
-    with `row_seeds(s, n)[i]`, exactly as `TotoForecaster.forecast(<the request's series>, seed=s)` would. The
-    endpoint is public, so the task re-runs every check at parse time: a batch must only ever hold servable tasks,
-    because one failing task would fail the whole merged forward pass.
-    """
-
-    series: list[SeriesInput] = Field(min_length=1, max_length=1, description="Exactly one series.")
-    seed: int = Field(ge=0, le=2**32 - 1, description="The seed of the original request.")
-    series_index: int = Field(0, ge=0, description="Position of the series in the original request.")
-
-    @model_validator(mode="after")
-    def _check_servable(self) -> SeriesTask:
-        settings = get_settings()
-        problems = find_problems(self, settings)
-        if self.series_index >= settings.max_series:
-            problems.append(_over(("series_index",), "series_index", self.series_index, settings, "max_series"))
-        if problems:
-            raise ValueError("; ".join(p.msg for p in problems))
-        return self

@@ -1,29 +1,51 @@
-"""Turn a batch of queued series tasks into as few forward passes as possible, and the forecasts into JSON bodies.
+"""Turn a batch of series tasks into as few forward passes as possible, and the forecasts into JSON bodies.
 
-Adaptive batching hands `forecast` the series of every request that arrived together. Tasks that share a tensor
-shape and decoding settings (variates, exogenous variables, horizon, samples, context patches) run as one
-`TotoForecaster.forecast` call. Each task keeps its own random stream (one seed per batch row), and tasks are only
-stacked when their contexts span the same number of patches (the NaN padding then stays inside the first patch,
-where it changes nothing), so a series gets the same numbers whether it is served alone or merged with others.
+Adaptive batching hands `forecast` the series of every request that arrived together. Tasks that share a width and
+decoding settings (variates, exogenous variables, horizon, samples) run as one `TotoForecaster.forecast` call, with
+shorter contexts left-padded with NaN. Each task keeps its own random stream (one seed per batch row), and the
+forecaster is invariant to left-padding, so a series gets the same numbers whether it is served alone or merged
+with others.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from serve.checks import SeriesTask
-from serve.schemas import SeriesForecast, VariateForecast
-from toto.data.util.dataset import MaskedTimeseries
+from serve.schemas import ForecastRequest, SeriesForecast, SeriesInput, VariateForecast
+from toto.data.util.dataset import stack_ragged
 from toto.inference.forecaster import Forecast, TotoForecaster, row_seeds
 from toto.model.toto import Toto
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SeriesTask:
+    """One series of a request, with the request's decoding settings and the series' own random stream."""
+
+    series: SeriesInput
+    prediction_length: int
+    num_samples: int
+    quantile_levels: list[float]
+    return_samples: bool
+    row_seed: int
+
+    @classmethod
+    def split(cls, request: ForecastRequest, seed: int) -> list[SeriesTask]:
+        """Series i gets `row_seeds(seed, n)[i]`: the stream `TotoForecaster.forecast(<all n series>, seed=seed)`
+        gives it, so the service answers exactly what the forecaster would for the same input and seed."""
+        seeds = row_seeds(seed, len(request.series))
+        return [
+            cls(series, request.prediction_length, request.num_samples, request.quantile_levels,
+                request.return_samples, row_seed)
+            for series, row_seed in zip(request.series, seeds)
+        ]
 
 
 class ForecastEngine:
@@ -48,32 +70,29 @@ class ForecastEngine:
         log.debug("forecast %d series in %d forward pass(es)", len(tasks), len(groups))
         return results
 
-    def _shape_key(self, task: SeriesTask) -> tuple[int, ...]:
-        series = task.series[0]
+    @staticmethod
+    def _shape_key(task: SeriesTask) -> tuple[int, ...]:
+        series = task.series
         width = len(series.variates) + len(series.exogenous)
-        patches = math.ceil(series.length / self.patch_size)
-        return width, len(series.exogenous), task.prediction_length, task.num_samples, patches
+        return width, len(series.exogenous), task.prediction_length, task.num_samples
 
     def _forecast_group(self, tasks: list[SeriesTask]) -> list[SeriesForecast]:
         """One forward pass over tasks of equal shape key; contexts are left-padded with NaN (missing)."""
-        series = [task.series[0] for task in tasks]
+        series = [task.series for task in tasks]
         first = tasks[0]
-        length = max(s.length for s in series)
-        values = np.full((len(series), len(series[0].variates) + len(series[0].exogenous), length), np.nan)
-        for row, s in enumerate(series):
-            values[row, :, length - s.length:] = np.array([*s.variates.values(), *s.exogenous.values()], dtype=float)
+        inputs = stack_ragged([np.array([*s.variates.values(), *s.exogenous.values()], dtype=float) for s in series])
         num_exogenous = len(series[0].exogenous)
         future = None
         if num_exogenous:
             future = torch.tensor([list(s.future_exogenous.values()) for s in series], dtype=torch.float32)
         with torch.inference_mode():
             forecast = self.forecaster.forecast(
-                MaskedTimeseries.from_series(values, num_exogenous_variables=num_exogenous),
+                inputs._replace(num_exogenous_variables=num_exogenous),
                 first.prediction_length,
                 num_samples=first.num_samples,
                 samples_per_batch=self.samples_per_batch,
                 future_exogenous_variables=future,
-                seed=[row_seeds(task.seed, task.series_index + 1)[task.series_index] for task in tasks],
+                seed=[task.row_seed for task in tasks],
             )
         return self._summarise(forecast, tasks)
 
@@ -87,7 +106,7 @@ class ForecastEngine:
         stats = {key: value.cpu().numpy() for key, value in stats.items()}
         results = []
         for row, task in enumerate(tasks):
-            series = task.series[0]
+            series = task.series
             variates = {}
             for v, name in enumerate(series.variates):  # targets come first; exogenous variates are not reported
                 samples = forecast.samples[row, v].T.cpu().numpy().tolist() if task.return_samples else None

@@ -17,15 +17,11 @@ JSON_MEDIA_TYPE = "application/json"
 
 
 class RequestGuard:
-    """Refuse non-JSON POST bodies (415) and bodies over `max_body_bytes` (413) with a JSON message.
+    """Refuse non-JSON POST bodies (415) and bodies over `max_body_bytes` (413) with a JSON message."""
 
-    `limits` gives other byte limits for particular paths (an exact path -> bytes).
-    """
-
-    def __init__(self, app: ASGIApp, max_body_bytes: int, limits: dict[str, int] | None = None) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.limits = limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -36,7 +32,7 @@ class RequestGuard:
         if media_type != JSON_MEDIA_TYPE:
             await _refuse(send, 415, f"the body must be JSON: send Content-Type: {JSON_MEDIA_TYPE}, not {media_type!r}")
             return
-        limit = self.limits.get(scope["path"], self.max_body_bytes)
+        limit = self.max_body_bytes
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _refuse(send, 413, _too_large(limit))

@@ -35,9 +35,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_server(workdir: Path, env: Mapping[str, object] | None = None, timeout_s: float = 180) -> Iterator[LocalServer]:
+def local_server(
+    workdir: Path, env: Mapping[str, object] | None = None, timeout_s: float = 180, probe: str = "/readyz"
+) -> Iterator[LocalServer]:
     """`bentoml serve serve.service:TotoService` with `TOTO_SERVE_*` settings from `env`, BentoML's home and the
-    server log in `workdir`; yields once the model is loaded."""
+    server log in `workdir`; yields once `probe` answers 200 (by default: once the model is loaded)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     full_env = {
@@ -55,22 +57,22 @@ def local_server(workdir: Path, env: Mapping[str, object] | None = None, timeout
         )
     server = LocalServer(f"http://127.0.0.1:{port}", process.pid, log_path)
     try:
-        _wait_ready(server, process, timeout_s)
+        _wait_for(server, process, probe, timeout_s)
         yield server
     finally:
         _stop(process)
 
 
-def _wait_ready(server: LocalServer, process: subprocess.Popen, timeout_s: float) -> None:
+def _wait_for(server: LocalServer, process: subprocess.Popen, probe: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with {process.returncode}:\n{_tail(server.log_path)}")
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{server.url}{probe}", timeout=2).status_code == 200:
                 return
         time.sleep(0.5)
-    raise TimeoutError(f"the server was not ready after {timeout_s} s:\n{_tail(server.log_path)}")
+    raise TimeoutError(f"{probe} did not answer 200 within {timeout_s} s:\n{_tail(server.log_path)}")
 
 
 def _tail(path: Path, chars: int = 3000) -> str:

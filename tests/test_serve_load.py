@@ -39,14 +39,11 @@ def _request(window: int) -> dict:
 
 
 def _batch_histogram(url: str) -> tuple[float, float]:
-    """(batches, batches of exactly one series) that went through /forecast_batch, from BentoML's Prometheus
-    adaptive batch size histogram."""
+    """(forward passes, forward passes over exactly one series) from the service's Prometheus histogram."""
     text = httpx.get(f"{url}/metrics").text
-    def total(pattern: str) -> float:
-        return sum(float(v) for v in re.findall(pattern + r'[^\n]*method_name="forecast_batch"[^\n]*\} (\S+)', text))
-    count = total(r"adaptive_batch_size_count\{")
-    single = total(r'adaptive_batch_size_bucket\{le="1\.0",')
-    return count, single
+    count = re.search(r"^toto_forecast_batch_series_count(?:\{[^}]*\})? (\S+)$", text, re.M)
+    single = re.search(r'^toto_forecast_batch_series_bucket\{[^}]*le="1\.0"[^}]*\} (\S+)$', text, re.M)
+    return float(count.group(1)), float(single.group(1))
 
 
 def _post_concurrently(url: str, windows: range) -> list[httpx.Response]:
@@ -57,8 +54,7 @@ def _post_concurrently(url: str, windows: range) -> list[httpx.Response]:
 
 
 def test_32_concurrent_clients_are_batched_and_each_gets_its_own_answer(server: Server) -> None:
-    # BentoML's dispatcher first times a dozen calls of one to three tasks before it merges freely.
-    assert all(r.status_code == 200 for r in _post_concurrently(server.url, range(12)))
+    # No warm-up here: the server times the dispatcher on synthetic tasks before it reports ready.
     batches_before, _ = _batch_histogram(server.url)
 
     responses = _post_concurrently(server.url, range(CLIENTS))
@@ -66,7 +62,7 @@ def test_32_concurrent_clients_are_batched_and_each_gets_its_own_answer(server: 
     assert [r.status_code for r in responses] == [200] * CLIENTS, [r.text for r in responses if r.status_code != 200]
     batches, single = _batch_histogram(server.url)
     assert batches - batches_before < CLIENTS, "concurrent requests must share forward passes"
-    assert batches > single, "the adaptive batch size histogram must show batches larger than one"
+    assert batches > single, "the batch size histogram must show forward passes over more than one series"
 
     # What each client would get alone: its series with its own seed (row_seeds(seed, 1)[0] is the stream
     # TotoForecaster gives a one-series batch), computed here in one independent forward pass.
@@ -89,7 +85,7 @@ def test_schema_driven_fuzzing_finds_no_server_error(server: Server) -> None:
     """Valid and invalid bodies generated from the OpenAPI schema, for every operation it lists."""
     schema = schemathesis.openapi.from_url(f"{server.url}/docs.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {"/forecast", "/forecast_batch"} <= {operation.path for operation in operations}
+    assert "/forecast" in {operation.path for operation in operations}
     for operation in operations:
         modes = list(GenerationMode) if operation.method.upper() == "POST" else [GenerationMode.POSITIVE]
         strategy = st.one_of(*(operation.as_strategy(mode) for mode in modes))

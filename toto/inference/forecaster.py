@@ -30,6 +30,8 @@ from ..model.kv_cache import KVCache
 # History the high-level entry points (pandas API, CLI, GluonTS predictor, BOOM) feed to the model by default:
 # Toto 1.0 was evaluated on BOOM with 2048 steps.
 DEFAULT_CONTEXT_LENGTH = 2048
+# Larger magnitudes overflow float32 once scaled and sampled; such series must be rescaled by the caller.
+MAX_ABS_VALUE = 1e30
 # Sample paths decoded together by default: batch * variates * samples_per_batch rows at most this many.
 DEFAULT_ROWS_PER_CHUNK = 4096
 
@@ -210,6 +212,9 @@ class TotoForecaster:
         dtype = next(self.model.parameters()).dtype
         series = series.to(device=device, dtype=dtype)
         padding_mask = padding_mask.to(device).bool() & torch.isfinite(series)
+        if bool(((series.abs() > MAX_ABS_VALUE) & padding_mask).any()):
+            raise ValueError(f"series holds values beyond +-{MAX_ABS_VALUE:g}, which overflow float32 forecasting: "
+                             "divide the series by a constant and multiply the forecast back")
         observed = padding_mask.any(dim=-1)
         if not bool(observed.all()):
             b, v = (int(i) for i in (~observed).nonzero()[0])

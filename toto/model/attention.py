@@ -102,8 +102,9 @@ class MultiHeadAttention(torch.nn.Module):
         # Index of this layer's slot in the KV cache (time-wise layers only); set by the Transformer.
         self.cache_slot: int | None = None
 
-    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool, kv_cache: KVCache | None) -> Tensor:
-        """x: (batch, variate, patch, embed) -> same shape."""
+    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool, kv_cache: KVCache | None,
+                positions: int | Tensor = 0) -> Tensor:
+        """x: (batch, variate, patch, embed) -> same shape. `positions`: rotary position of the first patch (per row)."""
         batch, variates, patches, _ = x.shape
         if self.axis is AttentionAxis.TIME:
             rows = rearrange(x, "b v n d -> (b v) n d")
@@ -114,8 +115,7 @@ class MultiHeadAttention(torch.nn.Module):
         ).unbind(0)  # each (rows, heads, seq, head_dim)
 
         if self.axis is AttentionAxis.TIME:
-            offset = kv_cache.offset(self.cache_slot) if kv_cache is not None else 0
-            q, k = self.rotary(q, k, offset)
+            q, k = self.rotary(q, k, positions)
             if kv_cache is not None:
                 k, v = kv_cache.append(self.cache_slot, k, v)
 

@@ -2,7 +2,8 @@
 
 Space-wise layers attend across variates at one time step, so they never need the past and keep no cache.
 Besides keys and values the cache remembers which cached patches hold at least one observed value, so that fully
-missing patches stay masked out as keys while decoding (see `attention.time_attention_mask`).
+missing patches stay masked out as keys while decoding (see `attention.time_attention_mask`), and how many such
+patches lead each row, from which the row's positions count (see `Transformer.forward`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class KVCache:
         self.key_valid = torch.ones(rows, max_patches, device=device, dtype=torch.bool)
         self._lengths = [0] * num_time_layers
         self._valid_length = 0
+        # Per row, how many patches at the start hold no observed value (set by the first forward).
+        self.leading_invalid: Tensor | None = None
 
     @property
     def max_patches(self) -> int:
@@ -51,10 +54,6 @@ class KVCache:
         self._lengths[slot] = end
         return self.keys[slot, :, :, :end], self.values[slot, :, :, :end]
 
-    def offset(self, slot: int) -> int:
-        """Position of the next token for this layer."""
-        return self._lengths[slot]
-
     def repeat(self, times: int, max_patches: int | None = None) -> KVCache:
         """A new cache holding this cache's content `times` over (rows ordered (times, rows)), with room to grow.
 
@@ -74,11 +73,13 @@ class KVCache:
         new.key_valid[:, :length] = self.key_valid[:, :length].repeat(times, 1)
         new._lengths = list(self._lengths)
         new._valid_length = length
+        new.leading_invalid = None if self.leading_invalid is None else self.leading_invalid.repeat(times)
         return new
 
     def reset(self) -> None:
         self._lengths = [0] * len(self._lengths)
         self._valid_length = 0
+        self.leading_invalid = None
         self.key_valid.fill_(True)
 
     def _check_room(self, end: int) -> None:

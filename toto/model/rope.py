@@ -31,13 +31,20 @@ class XposRotaryEmbedding(torch.nn.Module):
         self.register_buffer("xpos_scale", (torch.arange(0, head_dim, 2) + 0.4 * head_dim) / (1.4 * head_dim),
                              persistent=False)
 
-    def forward(self, q: Tensor, k: Tensor, offset: int = 0) -> tuple[Tensor, Tensor]:
-        """Rotate q and k of shape (..., seq, head_dim) whose first position is `offset`."""
+    def forward(self, q: Tensor, k: Tensor, offset: int | Tensor = 0) -> tuple[Tensor, Tensor]:
+        """Rotate q and k of shape (rows, heads, seq, head_dim) whose first position is `offset`.
+
+        `offset` is an int, or a (rows,) tensor giving each row its own first position.
+        """
         seq_len = q.shape[-2]
-        positions = torch.arange(seq_len, device=q.device, dtype=q.dtype) + offset
-        angles = repeat(torch.outer(positions.float(), self.freqs), "n f -> n (f r)", r=2)
-        power = (positions - positions.max() // 2) / self.scale_base
-        scale = self.xpos_scale ** rearrange(power, "n -> n 1")
+        positions = torch.arange(seq_len, device=q.device, dtype=q.dtype)
+        if isinstance(offset, Tensor):
+            positions = rearrange(positions + offset.to(q.dtype)[:, None], "rows n -> rows 1 n")
+        else:
+            positions = positions + offset
+        angles = repeat(positions[..., None].float() * self.freqs, "... n f -> ... n (f r)", r=2)
+        power = (positions - positions.amax(-1, keepdim=True) // 2) / self.scale_base
+        scale = self.xpos_scale ** power[..., None]
         scale = torch.cat((scale, scale), dim=-1).to(q.dtype)
         cos, sin = angles.cos(), angles.sin()
         rotated_q = (q * cos * scale) + (rotate_half(q) * sin * scale)

@@ -54,8 +54,9 @@ class TransformerLayer(torch.nn.Module):
             torch.nn.Dropout(config.dropout),
         )
 
-    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool, kv_cache: KVCache | None) -> Tensor:
-        x = x + self.attention(self.norm1(x), mask, is_causal, kv_cache)
+    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool, kv_cache: KVCache | None,
+                positions: int | Tensor = 0) -> Tensor:
+        x = x + self.attention(self.norm1(x), mask, is_causal, kv_cache, positions)
         return x + self.mlp(self.norm2(x))
 
 
@@ -86,14 +87,27 @@ class Transformer(torch.nn.Module):
         num_new = x.shape[2]
         key_valid = patch_valid.flatten(0, 1)  # (batch*variate, patch)
         offset = 0
-        if kv_cache is not None:
+        if kv_cache is None:
+            leading_invalid = _leading_invalid(key_valid)
+        else:
             offset = len(kv_cache)
+            if offset == 0:
+                kv_cache.leading_invalid = _leading_invalid(key_valid)
+            leading_invalid = kv_cache.leading_invalid
             key_valid = kv_cache.append_validity(key_valid)
+        # Positions count from each row's first observed patch, so that left-padding moves nothing: with the masks
+        # below, a series gives the same outputs alone or padded inside a batch.
+        positions = offset - leading_invalid if bool(leading_invalid.any()) else offset
         time_mask, is_causal = time_attention_mask(key_valid, num_new, offset)
         space_mask = space_attention_mask(patch_ids)
         for layer in self.layers:
             if layer.axis is AttentionAxis.TIME:
-                x = layer(x, time_mask, is_causal, kv_cache)
+                x = layer(x, time_mask, is_causal, kv_cache, positions)
             else:
                 x = layer(x, space_mask, False, None)
         return x
+
+
+def _leading_invalid(valid: Tensor) -> Tensor:
+    """(rows, patches) -> (rows,) number of patches before each row's first valid one."""
+    return (torch.cumsum(valid, dim=-1) == 0).sum(-1)
