@@ -26,7 +26,7 @@ from pandas.tseries.frequencies import to_offset
 from tqdm.auto import tqdm
 
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged
-from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, TotoForecaster
+from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, TotoForecaster, row_seeds
 from toto.model.toto import Toto
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -150,8 +150,8 @@ def forecast_panel(
 ) -> pd.DataFrame:
     """Forecast every series of `panel`; returns the tidy table described in `predict_df`.
 
-    Series are forecast `batch_size` at a time, each with the same `seed`: a series gets the same numbers
-    whether it is forecast alone or with others.
+    Series are forecast `batch_size` at a time; series i samples from its own stream `row_seeds(seed, ...)[i]`
+    (see `toto.inference.forecaster.row_seeds`), whatever the batching.
     """
     _check_settings(prediction_length, quantiles, num_samples, context_length, batch_size)
     model = model if isinstance(model, Toto) else load_model(model)
@@ -159,13 +159,15 @@ def forecast_panel(
     device = next(model.parameters()).device
     names = [str(float(q)) for q in sorted(set(quantiles))]  # column names as the user wrote the levels
     levels = torch.tensor([float(q) for q in names])
-    batches = [panel.series[i : i + batch_size] for i in range(0, len(panel.series), batch_size)]
+    starts = range(0, len(panel.series), batch_size)
     frames = []
-    for batch in tqdm(batches, desc="forecasting", unit="batch", disable=not progress or len(batches) < 2):
+    for start in tqdm(starts, desc="forecasting", unit="batch", disable=not progress or len(starts) < 2):
+        batch = panel.series[start : start + batch_size]
         inputs = _masked_timeseries(batch, context_length)
         with torch.inference_mode():
             forecast = forecaster.forecast(
-                inputs.to(device), prediction_length, num_samples=num_samples, seed=[seed] * len(batch)
+                inputs.to(device), prediction_length, num_samples=num_samples,
+                seed=row_seeds(seed, len(batch), first=start),
             )
         stats = {
             "mean": forecast.mean,

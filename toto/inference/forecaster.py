@@ -65,9 +65,14 @@ class Forecast:
         return self.samples
 
 
-def row_seeds(seed: int, batch_size: int) -> list[int]:
-    """The per-row seeds that `forecast(seed=seed)` uses for a batch of `batch_size` rows."""
-    return [int(child.generate_state(1)[0]) for child in np.random.SeedSequence(seed).spawn(batch_size)]
+def row_seeds(seed: int, count: int, first: int = 0) -> list[int]:
+    """Independent per-series seeds derived from one seed: those of series first, ..., first + count - 1.
+
+    `forecast(seed=seed)` gives batch row i the seed `row_seeds(seed, batch)[i]`; the pandas API, the GluonTS
+    predictor and the service give the i-th series of a panel, dataset or request the same one, so all of them
+    return the same numbers for the same series, seed and position.
+    """
+    return [int(np.random.SeedSequence(seed, spawn_key=(i,)).generate_state(1)[0]) for i in range(first, first + count)]
 
 
 class TotoForecaster:

@@ -25,7 +25,7 @@ from gluonts.model.forecast import SampleForecast
 from gluonts.model.predictor import Predictor
 
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged
-from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, TotoForecaster
+from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, TotoForecaster, row_seeds
 from toto.model.toto import Toto
 
 
@@ -80,10 +80,13 @@ class TotoPredictor(Predictor):
 
     def predict(self, dataset: Iterable[DataEntry], **kwargs) -> Iterator[SampleForecast]:
         """One forecast per entry, in the order of `dataset`."""
+        index = 0  # position of the next entry in `dataset`: it selects the entry's random stream
         for batch in batcher(dataset, self.batch_size):
             # Consecutive entries with equal variate counts form one model batch.
             for _, group in itertools.groupby(batch, key=lambda entry: np.shape(entry["target"])[:-1]):
-                yield from self._predict_batch(list(group))
+                entries = list(group)
+                yield from self._predict_batch(entries, index)
+                index += len(entries)
 
     def _inputs(self, entries: list[DataEntry], starts: list[pd.Period]) -> MaskedTimeseries:
         """Stack the entries' recent history into (batch, variates, time), left-padding shorter ones with NaN."""
@@ -94,10 +97,10 @@ class TotoPredictor(Predictor):
             end_timestamp_seconds=[int((start - 1).start_time.timestamp()) for start in starts],
         )
 
-    def _predict_batch(self, entries: list[DataEntry]) -> Iterator[SampleForecast]:
+    def _predict_batch(self, entries: list[DataEntry], first_index: int) -> Iterator[SampleForecast]:
         starts = [forecast_start(entry) for entry in entries]
         inputs = self._inputs(entries, starts).to(self.model.device)
-        seeds = None if self.seed is None else [self.seed] * len(entries)
+        seeds = None if self.seed is None else row_seeds(self.seed, len(entries), first=first_index)
         with torch.inference_mode():
             forecast = self.forecaster.forecast(
                 inputs, prediction_length=self.prediction_length, num_samples=self.num_samples,
