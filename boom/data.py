@@ -283,3 +283,21 @@ def series_dataset(data_dir: Path, config: Configuration, to_univariate: bool = 
         raise FileNotFoundError(f"Series folder {path} is missing: {data_dir} must hold one folder per series "
                                 f"(ds-<id>-<freq>), as downloaded from {HUB_REPO}.")
     return SeriesDataset(path, config.term, to_univariate=to_univariate)
+
+
+def write_hub_folder(folder: Path, rows: list[dict[str, Any]]) -> None:
+    """Series rows (item_id, start, freq, target) as one `save_to_disk` folder with the hub's field types.
+
+    The writer twin of `SeriesDataset`: BOOM folders hold one (possibly multivariate, variates x time) series,
+    GIFT-Eval folders hold many. `freq` must be a period alias ('M', not 'MS').
+    """
+    inner = datasets.Value("float32")
+    multivariate = np.ndim(rows[0]["target"]) == 2
+    target_feature = datasets.Sequence(datasets.Sequence(inner)) if multivariate else datasets.Sequence(inner)
+    features = datasets.Features({"item_id": datasets.Value("string"), "start": datasets.Value("timestamp[s]"),
+                                  "freq": datasets.Value("string"), "target": target_feature})
+    columns = {"item_id": [row["item_id"] for row in rows],
+               "start": [pd.Timestamp(row["start"]).to_pydatetime() for row in rows],
+               "freq": [row["freq"] for row in rows],
+               "target": [np.asarray(row["target"], dtype=np.float32).tolist() for row in rows]}
+    datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(folder))

