@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test serve embedded-data pretrain-tiny lint clean
+.PHONY: venv demo test serve embedded-data pretrain-tiny eval-embedded lint clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,14 @@ embedded-data: venv
 
 pretrain-tiny: embedded-data
 	$(VENV)/bin/toto-train fit --config configs/pretrain-tiny.yaml
+
+# Zero-shot scores of the embedded model on the held-out real series, next to seasonal naive and AutoETS.
+EVAL_DIR := runs/heldout-eval
+eval-embedded: embedded-data
+	$(VENV)/bin/boom eval --model seasonalnaive --data data/embedded/heldout --out $(EVAL_DIR)
+	$(VENV)/bin/boom eval --model autoets --data data/embedded/heldout --out $(EVAL_DIR)
+	$(VENV)/bin/boom eval --model toto --checkpoint toto-tiny --name toto-tiny --data data/embedded/heldout --out $(EVAL_DIR)
+	$(VENV)/bin/boom leaderboard $(EVAL_DIR) --data data/embedded/heldout --by frequency
 
 lint: venv
 	$(VENV)/bin/ruff check toto boom train serve tests benchmarks tools
