@@ -11,13 +11,21 @@ import shlex
 import sys
 from pathlib import Path
 
-BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS_MD = REPO / "docs" / "benchmarks.md"
 HEADER = "# Benchmarks\n\nEach section is written by the script named in it; rerun that command to refresh it.\n"
 
 
 def command_line() -> str:
-    """The command that produced the current results, as a user would type it."""
-    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    """The command that produced the current results, as a user would type it from the repository root."""
+    args = " ".join(shlex.quote(a) for a in sys.argv[1:])
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is not None and spec.name:  # run as `python -m package.module`
+        return f"python -m {spec.name} {args}".strip()
+    script = Path(sys.argv[0]).resolve()
+    if script.is_relative_to(REPO):
+        script = script.relative_to(REPO)
+    return f"python {script} {args}".strip()
 
 
 def write_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:
