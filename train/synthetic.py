@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-# Periods (in steps) common in metrics: minutes in an hour, 5-min steps in a day, hours in a day/week, days in a
-# week, months in a year, weeks in a year; a random period is mixed in too.
-COMMON_PERIODS = (60, 288, 24, 168, 7, 12, 52)
+# Periods (in steps) common in metrics: minutes in an hour, 5-min / 15-min / 30-min steps in a day, 30-min steps
+# and hours in a week, hours in a day, days in a week, months and quarters in a year, weeks in a year; a random
+# period is mixed in too.
+COMMON_PERIODS = (60, 288, 96, 48, 336, 24, 168, 7, 12, 4, 52)
+# Share of series whose seasonality dominates trend, level shifts and walks: daily and weekly cycles are what most
+# observability (and most real) series repeat, and forecasting them well means learning to repeat them.
+SEASONAL_DOMINANT_SHARE = 0.5
 
 
 def _trend(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
@@ -118,7 +122,9 @@ class SyntheticSeriesGenerator:
         rng = np.random.default_rng([self.seed, index])
         t = np.arange(self.length, dtype=np.float64)
         num_variates = int(rng.integers(1, self.max_variates + 1))
-        shared = _trend(rng, t) + _seasonality(rng, t) + _level_shifts(rng, self.length) + _random_walk(rng, self.length)
+        seasonal_gain = rng.uniform(2.0, 5.0) if rng.random() < SEASONAL_DOMINANT_SHARE else 1.0
+        shared = (_trend(rng, t) + seasonal_gain * _seasonality(rng, t) + _level_shifts(rng, self.length)
+                  + _random_walk(rng, self.length))
         variates = []
         for _ in range(num_variates):
             gain = rng.uniform(0.3, 1.5) * rng.choice([-1, 1, 1])
