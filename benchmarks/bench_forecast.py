@@ -139,6 +139,10 @@ def main() -> None:
         f"Machine: {cpu}-core CPU, torch {torch.__version__}, float32. Command: `{command_line()}`",
         "",
         markdown_table(headers, rows),
+        "",
+        "Same distribution: the mean forecasts (num_samples=None) agree to float precision, and the gap between the "
+        "two implementations' sample means is what independent sampling gives (about sqrt(2 / samples) sample "
+        "standard deviations: 0.18 for 64 samples, 0.09 for 256, 0.25 for 32).",
     ]))
     print(markdown_table(headers, rows))
 
