@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ..data.util.dataset import MaskedTimeseries, left_pad, left_pad_edge
 from ..model.backbone import TotoBackbone
+from ..model.distribution import select_rows
 from ..model.kv_cache import KVCache
 
 # History the high-level entry points (pandas API, CLI, GluonTS predictor, BOOM) feed to the model by default:
@@ -176,12 +177,13 @@ class TotoForecaster:
         if seeds is None:
             return self.model.head(hidden, width).sample((draws_per_row,)).reshape(draws_per_row * rows, variates, width)
         batch = len(seeds)
+        distribution = self.model.head(hidden, width)
         out = hidden.new_empty((draws_per_row * rows, variates, width))
         devices = [hidden.device] if hidden.device.type == "cuda" else []
         for row, seed in enumerate(seeds):
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(int(np.random.SeedSequence([seed, chunk, step]).generate_state(1)[0]))
-                draws = self.model.head(hidden[row::batch], width).sample((draws_per_row,))
+                draws = select_rows(distribution, slice(row, None, batch)).sample((draws_per_row,))
             out[row::batch] = draws.reshape(-1, variates, width)
         return out
 

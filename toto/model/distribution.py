@@ -45,6 +45,18 @@ class StudentTOutput(torch.nn.Module):
         return StudentT(df, self.loc_proj(hidden).squeeze(-1), scale, validate_args=False)
 
 
+def select_rows(dist: Distribution, rows: slice | Tensor) -> Distribution:
+    """The same kind of distribution restricted to some entries of its first batch dimension."""
+    if isinstance(dist, MixtureSameFamily):
+        components = dist.component_distribution
+        return MixtureSameFamily(
+            Categorical(probs=dist.mixture_distribution.probs[rows], validate_args=False),
+            StudentT(components.df[rows], components.loc[rows], components.scale[rows], validate_args=False),
+            validate_args=False,
+        )
+    return StudentT(dist.df[rows], dist.loc[rows], dist.scale[rows], validate_args=False)
+
+
 OUTPUT_DISTRIBUTIONS = {
     "<class 'model.distribution.MixtureOfStudentTsOutput'>": MixtureOfStudentTsOutput,
     "<class 'model.distribution.StudentTOutput'>": StudentTOutput,
