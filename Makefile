@@ -38,7 +38,7 @@ eval-embedded: embedded-data
 	$(VENV)/bin/boom eval --model seasonalnaive --data data/embedded/heldout --out $(EVAL_DIR)
 	$(VENV)/bin/boom eval --model autoets --data data/embedded/heldout --out $(EVAL_DIR)
 	$(VENV)/bin/boom eval --model toto --checkpoint toto-tiny --name toto-tiny --data data/embedded/heldout --out $(EVAL_DIR)
-	$(VENV)/bin/boom leaderboard $(EVAL_DIR) --data data/embedded/heldout --by frequency
+	$(VENV)/bin/boom leaderboard $(EVAL_DIR) --data data/embedded/heldout --by series
 
 lint: venv
 	$(VENV)/bin/ruff check toto boom train serve tests benchmarks tools

@@ -28,7 +28,7 @@ MASE = "eval_metrics/MASE[0.5]"
 MAE = "eval_metrics/MAE[0.5]"
 CRPS = "eval_metrics/mean_weighted_sum_quantile_loss"
 EPSILON = 1e-5
-GROUPINGS = ("domain", "frequency", "term", "type")
+GROUPINGS = ("domain", "frequency", "term", "type", "series")
 PUBLISHED_ORDER = (
     "autoarima", "toto_2.0_4m", "timer", "autoets", "toto_2.0_2.5b", "chronos_2", "moirai_2_small", "time_moe_50M",
     "autotheta", "toto_2.0_313m", "timesfm_2_5_200m", "chronos_bolt_small", "toto_2.0_1b", "chronos_bolt_base",
@@ -139,7 +139,7 @@ def leaderboard(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def breakdown(scores: pd.DataFrame, by: str, properties: dict[str, dict] | None = None) -> pd.DataFrame:
-    """Scaled CRPS (shifted geometric mean) of each model per domain, frequency label, term or series type.
+    """Scaled CRPS (shifted geometric mean) of each model per domain, frequency label, term, series type or series.
 
     A series with several domains counts in each. Rows are models (best overall first), columns the groups.
     """
@@ -149,6 +149,8 @@ def breakdown(scores: pd.DataFrame, by: str, properties: dict[str, dict] | None 
     scaled = scores[scores["part"] == "scaled"].copy()
     if by == "term":
         scaled[by] = scaled["config"].str.split("/").str[-1]
+    elif by == "series":
+        scaled[by] = scaled["series"]
     else:
         missing = sorted(set(scaled["series"]) - set(properties))
         if missing:
