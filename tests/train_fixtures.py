@@ -48,7 +48,10 @@ def write_real_series_folder(folder: Path) -> Path:
 
 
 def table_source(path: Path, **init_args) -> dict:
-    return {"class_path": "train.sources.TableSource", "init_args": {"path": str(path), **init_args}}
+    """A TableSource entry. Its id column is named (None by default) because jsonargparse merges the init_args of
+    an overriding list entry with those of the config's entry of the same class."""
+    return {"class_path": "train.sources.TableSource",
+            "init_args": {"path": str(path), "id_column": None, **init_args}}
 
 
 def tiny_fit_args(run_dir: Path, sources: list[dict], *, steps: int, model: dict | None = None,
