@@ -24,7 +24,7 @@ from einops import rearrange
 from torch import Tensor
 
 from ..data.util.dataset import MaskedTimeseries, left_pad, left_pad_edge
-from ..model.backbone import TotoBackbone
+from ..model.backbone import ScalerState, TotoBackbone
 from ..model.distribution import select_rows
 from ..model.kv_cache import KVCache
 
@@ -110,12 +110,13 @@ class TotoForecaster:
         prefix = series.shape[-1]
 
         # Encode the context once; every sample path starts from this cache and last hidden state.
-        scaled, loc, scale = self.model.scale(series, padding_mask, prefix)
+        scaled, loc, scale, scaler_state = self.model.scale(series, padding_mask, prefix)
         cache = None
         if use_kv_cache:
             cache = self.model.allocate_kv_cache(batch, variates, prefix + steps * patch, series.device, series.dtype)
         hidden = self.model.encode(scaled, padding_mask, id_mask, cache, num_exogenous)[:, :, -1:]
-        context = _Paths(series, padding_mask, id_mask, loc[..., -patch:], scale[..., -patch:], cache)
+        context = _Paths(series, padding_mask, id_mask, scaled, loc[..., -patch:], scale[..., -patch:], cache,
+                         scaler_state)
 
         if num_samples is None:
             mean = self._decode(context, hidden, 1, prediction_length, prefix, num_exogenous, exogenous, False, None, 0)
@@ -156,12 +157,14 @@ class TotoForecaster:
                 values[:, -num_exogenous:] = exogenous[:, :, step * patch:step * patch + width]
             paths.append(values)
             if step + 1 < steps:
-                scaled, loc, scale = self.model.scale(paths.series, paths.padding_mask, prefix)
+                # The scaler continues from its state: only the new patch is scaled, the history is not rescanned.
+                scaled, paths.loc, paths.scale, paths.scaler_state = self.model.scale(
+                    values, torch.ones_like(values, dtype=torch.bool), None, paths.scaler_state)
+                paths.scaled = torch.cat([paths.scaled, scaled], dim=-1)
                 # With a cache only the new patch runs through the model; without one, the whole series again.
                 new = slice(None) if paths.cache is None else slice(-patch, None)
-                hidden = self.model.encode(scaled[..., new], paths.padding_mask[..., new], paths.id_mask[..., new],
-                                           paths.cache, num_exogenous)[:, :, -1:]
-                paths.loc, paths.scale = loc[..., -patch:], scale[..., -patch:]
+                hidden = self.model.encode(paths.scaled[..., new], paths.padding_mask[..., new],
+                                           paths.id_mask[..., new], paths.cache, num_exogenous)[:, :, -1:]
                 draws_per_row = 1
         return paths.series[..., prefix:]
 
@@ -261,9 +264,11 @@ class _Paths:
     series: Tensor
     padding_mask: Tensor
     id_mask: Tensor
+    scaled: Tensor  # the series in normalised space
     loc: Tensor  # (rows, variates, patch): scaler statistics of the last fed patch
     scale: Tensor
     cache: KVCache | None
+    scaler_state: ScalerState
 
     def repeat(self, times: int) -> _Paths:
         """`times` independent copies of these paths, sharing nothing mutable with the original."""
@@ -271,8 +276,8 @@ class _Paths:
             return t.repeat(times, *([1] * (t.ndim - 1)))
 
         cache = self.cache.repeat(times) if self.cache is not None else None
-        return _Paths(rep(self.series), rep(self.padding_mask), rep(self.id_mask), rep(self.loc), rep(self.scale),
-                      cache)
+        return _Paths(rep(self.series), rep(self.padding_mask), rep(self.id_mask), rep(self.scaled), rep(self.loc),
+                      rep(self.scale), cache, self.scaler_state.repeat(times))
 
     def append(self, values: Tensor) -> None:
         """Append one generated patch (observed, same series ids as the last step)."""

@@ -17,8 +17,10 @@ from torch.distributions import Distribution
 from .config import TotoConfig
 from .distribution import build_output_distribution
 from .kv_cache import KVCache
-from .scaler import build_scaler
+from .scaler import CausalState, FixedState, build_scaler
 from .transformer import Transformer
+
+ScalerState = CausalState | FixedState
 
 
 class TotoOutput(NamedTuple):
@@ -72,19 +74,23 @@ class TotoBackbone(torch.nn.Module):
         return KVCache(self.transformer.num_time_layers, batch_size * num_variates, self.config.num_heads,
                        self.config.head_dim, max_patches, device, dtype)
 
-    def scale(self, inputs: Tensor, padding_mask: Tensor, prefix_length: int | None = None
-              ) -> tuple[Tensor, Tensor, Tensor]:
-        """Normalise; returns (scaled, loc, scale), each (batch, variate, time).
+    def scale(self, inputs: Tensor, padding_mask: Tensor, prefix_length: int | None = None,
+              state: ScalerState | None = None) -> tuple[Tensor, Tensor, Tensor, ScalerState]:
+        """Normalise; returns (scaled, loc, scale), each (batch, variate, time), and the scaler's state at the end.
+
+        With `state` the inputs continue the series that state ends (decoding), and the history is not rescanned.
 
         Unobserved values before a variate's first observation are left-padding and enter as raw zeros, as in
         Toto 1.0 (and its training). Unobserved values after it are missing data and enter as 0 in normalised
         space, i.e. at the running mean, whatever their raw value (NaN included).
         """
         raw = torch.where(padding_mask, inputs, torch.zeros((), dtype=inputs.dtype, device=inputs.device))
-        scaled, loc, scale = self.scaler(raw, padding_mask, prefix_length)
+        scaled, loc, scale, end = self.scaler(raw, padding_mask, prefix_length, state)
         started = torch.cumsum(padding_mask, dim=-1) > 0
+        if state is not None:
+            started = started | (state.weight > 0) if isinstance(state, CausalState) else torch.ones_like(started)
         missing = started & ~padding_mask
-        return scaled.masked_fill(missing, 0.0), loc, scale
+        return scaled.masked_fill(missing, 0.0), loc, scale, end
 
     def encode(self, scaled: Tensor, padding_mask: Tensor, id_mask: Tensor, kv_cache: KVCache | None = None,
                num_exogenous_variables: int = 0) -> Tensor:
@@ -125,7 +131,7 @@ class TotoBackbone(torch.nn.Module):
     def forward(self, inputs: Tensor, input_padding_mask: Tensor, id_mask: Tensor, kv_cache: KVCache | None = None,
                 scaling_prefix_length: int | None = None, num_exogenous_variables: int = 0) -> TotoOutput:
         """Toto 1.0's forward. With a KV cache, only the patches after the cached ones are run through the model."""
-        scaled, loc, scale = self.scale(inputs, input_padding_mask.bool(), scaling_prefix_length)
+        scaled, loc, scale, _ = self.scale(inputs, input_padding_mask.bool(), scaling_prefix_length)
         padding_mask, id_mask = input_padding_mask.bool(), id_mask.expand_as(inputs)
         if kv_cache is not None and len(kv_cache):
             start = (len(kv_cache) - self.num_prepended_tokens) * self.patch_size

@@ -10,6 +10,9 @@ Missing values carry weight 0. Their raw values are never read (NaN is allowed t
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 from einops import repeat
 from torch import Tensor
@@ -37,6 +40,25 @@ def global_statistics(data: Tensor, weights: Tensor, minimum_scale: float) -> tu
     return mean, torch.sqrt(variance + minimum_scale)
 
 
+@dataclass
+class CausalState:
+    """Where a causal scaler stands after the last step of a series: running sums per variate, (..., 1) float64,
+    and the clamp bounds of global stabilisation (fixed by the context). Continuing from it gives the statistics
+    a whole-series recomputation would, so decoding never rescans the history."""
+
+    weight: Tensor
+    total: Tensor
+    m2: Tensor
+    mean: Tensor
+    lower: Tensor | None = None
+    upper: Tensor | None = None
+
+    def repeat(self, times: int) -> CausalState:
+        """The state of `times` copies of the batch, rows ordered (copy, row)."""
+        return CausalState(*(None if t is None else t.repeat(times, *([1] * (t.ndim - 1)))
+                             for t in dataclasses.astuple(self)))
+
+
 def causal_statistics(
     data: Tensor,
     weights: Tensor,
@@ -45,29 +67,37 @@ def causal_statistics(
     stabilize_with_global: bool = False,
     scale_factor_exponent: float = 10.0,
     prefix_length: int | None = None,
-) -> tuple[Tensor, Tensor]:
+    state: CausalState | None = None,
+) -> tuple[Tensor, Tensor, CausalState]:
     """Running mean and std at every time step, using only observed values up to that step.
 
     Welford's update written with cumulative sums, in float64 for values of very different magnitudes.
     `prefix_length` restricts the global statistics used for stabilisation to the first steps (the context), so
-    that generated values never move the clamp bounds during decoding.
+    that generated values never move the clamp bounds during decoding. With `state`, `data` continues the series
+    that state ends; the returned state ends `data`.
     """
     x = _masked(data.double(), weights)
     w = weights.double()
-    cum_weights = torch.cumsum(w, dim=-1)
+    zero = torch.zeros_like(x[..., :1])
+    start = state or CausalState(zero, zero, zero, zero)
+    cum_weights = start.weight + torch.cumsum(w, dim=-1)
     denominator = cum_weights.clamp_min(1.0)
-    means = torch.cumsum(w * x, dim=-1) / denominator
-    previous_means = torch.nn.functional.pad(means[..., :-1], (1, 0))
-    m2 = torch.cumsum((x - previous_means) * (x - means) * w, dim=-1)
+    totals = start.total + torch.cumsum(w * x, dim=-1)
+    means = totals / denominator
+    previous_means = torch.cat([start.mean, means[..., :-1]], dim=-1)
+    m2 = start.m2 + torch.cumsum((x - previous_means) * (x - means) * w, dim=-1)
     variance = m2 / ((denominator - 1.0).clamp_min(1.0) if use_bessel_correction else denominator)
     scale = torch.sqrt(variance + minimum_scale)
 
-    if stabilize_with_global:
+    lower, upper = start.lower, start.upper
+    if state is None and stabilize_with_global:
         _, global_scale = global_statistics(data, _prefix_weights(weights, prefix_length), minimum_scale)
         factor = 10.0**scale_factor_exponent
-        lower = torch.clamp_min(global_scale / factor, minimum_scale)
-        scale = torch.clamp(scale, min=lower, max=global_scale * factor)
-    return means.to(data.dtype), scale.to(data.dtype)
+        lower, upper = torch.clamp_min(global_scale / factor, minimum_scale), global_scale * factor
+    if lower is not None:
+        scale = torch.clamp(scale, min=lower, max=upper)
+    end = CausalState(cum_weights[..., -1:], totals[..., -1:], m2[..., -1:], means[..., -1:], lower, upper)
+    return means.to(data.dtype), scale.to(data.dtype), end
 
 
 class CausalPatchStdMeanScaler(torch.nn.Module):
@@ -90,19 +120,22 @@ class CausalPatchStdMeanScaler(torch.nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, data: Tensor, padding_mask: Tensor, prefix_length: int | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """(batch, variates, time) -> scaled data, loc, scale, all (batch, variates, time)."""
+        self, data: Tensor, padding_mask: Tensor, prefix_length: int | None = None, state: CausalState | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, CausalState]:
+        """(batch, variates, time) -> scaled data, loc, scale, all (batch, variates, time), and the state at its end.
+
+        With `state`, `data` continues the series that state ends (whole patches, during decoding).
+        """
         if data.shape[-1] % self.patch_size:
             raise ValueError(f"series length {data.shape[-1]} is not a multiple of the patch size {self.patch_size}")
-        means, scales = causal_statistics(
+        means, scales, end = causal_statistics(
             data, padding_mask.to(data.dtype), self.minimum_scale, self.use_bessel_correction,
-            self.stabilize_with_global, self.scale_factor_exponent, prefix_length,
+            self.stabilize_with_global, self.scale_factor_exponent, prefix_length, state,
         )
         # The statistic at the last step of each patch holds for the whole patch.
         loc = repeat(means[..., self.patch_size - 1 :: self.patch_size], "b v p -> b v (p s)", s=self.patch_size)
         scale = repeat(scales[..., self.patch_size - 1 :: self.patch_size], "b v p -> b v (p s)", s=self.patch_size)
-        return (data - loc) / scale, loc, scale
+        return (data - loc) / scale, loc, scale, end
 
 
 class CausalStdMeanScaler(CausalPatchStdMeanScaler):
@@ -121,12 +154,26 @@ class StdMeanScaler(torch.nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, data: Tensor, padding_mask: Tensor, prefix_length: int | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        weights = _prefix_weights(padding_mask.to(data.dtype), prefix_length)
-        mean, scale = global_statistics(data, weights, self.minimum_scale)
-        loc, scale = mean.to(data.dtype), scale.to(data.dtype)
-        return (data - loc) / scale, loc.expand_as(data), scale.expand_as(data)
+        self, data: Tensor, padding_mask: Tensor, prefix_length: int | None = None, state: FixedState | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, FixedState]:
+        """Like the causal scalers; a continuation keeps the statistics of the series its `state` ends."""
+        if state is None:
+            weights = _prefix_weights(padding_mask.to(data.dtype), prefix_length)
+            mean, scale = global_statistics(data, weights, self.minimum_scale)
+            state = FixedState(mean.to(data.dtype), scale.to(data.dtype))
+        loc, scale = state.loc, state.scale
+        return (data - loc) / scale, loc.expand_as(data), scale.expand_as(data), state
+
+
+@dataclass
+class FixedState:
+    """StdMeanScaler's statistics, which stay those of the context however the series continues."""
+
+    loc: Tensor
+    scale: Tensor
+
+    def repeat(self, times: int) -> FixedState:
+        return FixedState(self.loc.repeat(times, 1, 1), self.scale.repeat(times, 1, 1))
 
 
 SCALERS: dict[str, type[torch.nn.Module]] = {
