@@ -23,8 +23,7 @@ class KVCache:
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
         self.key_valid = torch.ones(rows, max_patches, device=device, dtype=torch.bool)
-        self._lengths = [0] * num_time_layers
-        self._valid_length = 0
+        self._length = 0
         # Per row, how many patches at the start hold no observed value (set by the first forward).
         self.leading_invalid: Tensor | None = None
 
@@ -34,24 +33,23 @@ class KVCache:
 
     def __len__(self) -> int:
         """Number of patches (tokens) already cached."""
-        return self._valid_length
+        return self._length
 
     def append_validity(self, valid: Tensor) -> Tensor:
-        """Record which new patches are observed; returns validity of all cached + new patches (rows, length)."""
-        start, end = self._valid_length, self._valid_length + valid.shape[-1]
+        """Open room for new patches (once per forward, before the layers append their keys) and record which are
+        observed; returns the validity of all cached + new patches (rows, length)."""
+        start, end = self._length, self._length + valid.shape[-1]
         self._check_room(end)
         self.key_valid[:, start:end] = valid
-        self._valid_length = end
+        self._length = end
         return self.key_valid[:, :end]
 
     def append(self, slot: int, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-        """Append this layer's new keys/values (rows, heads, new, head_dim) and return all of them so far."""
-        start = self._lengths[slot]
-        end = start + keys.shape[2]
-        self._check_room(end)
+        """Store this layer's keys/values (rows, heads, new, head_dim) of the new patches; return all so far."""
+        end = self._length
+        start = end - keys.shape[2]
         self.keys[slot, :, :, start:end] = keys
         self.values[slot, :, :, start:end] = values
-        self._lengths[slot] = end
         return self.keys[slot, :, :, :end], self.values[slot, :, :, :end]
 
     def repeat(self, times: int, max_patches: int | None = None) -> KVCache:
@@ -71,14 +69,12 @@ class KVCache:
         new.keys, new.values = new.keys.flatten(1, 2), new.values.flatten(1, 2)
         new.key_valid = self.key_valid.new_ones((rows * times, capacity))
         new.key_valid[:, :length] = self.key_valid[:, :length].repeat(times, 1)
-        new._lengths = list(self._lengths)
-        new._valid_length = length
+        new._length = length
         new.leading_invalid = None if self.leading_invalid is None else self.leading_invalid.repeat(times)
         return new
 
     def reset(self) -> None:
-        self._lengths = [0] * len(self._lengths)
-        self._valid_length = 0
+        self._length = 0
         self.leading_invalid = None
         self.key_valid.fill_(True)
 
