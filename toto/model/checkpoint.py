@@ -65,12 +65,45 @@ def _download(repo_id: str, revision: str | None, cache_dir: str | Path | None, 
         hf_hub_download(repo_id, WEIGHTS_FILE, revision=revision, cache_dir=cache_dir, token=token,
                         local_files_only=local_files_only)
     except Exception as error:  # the hub raises many types: offline, HTTP, missing repo, missing file
-        raise OSError(
-            f"could not get {repo_id!r} from the Hugging Face Hub ({type(error).__name__}: {error}). "
-            f"On a machine without Hub access, download it elsewhere with `hf download {repo_id} --local-dir DIR` "
-            f"(or `huggingface-cli download`), copy DIR here and pass the folder: Toto.from_pretrained('DIR')."
-        ) from error
+        raise OSError(hub_error_message(repo_id, error)) from error
     return Path(config_path).parent
+
+
+def hub_error_message(repo_id: str, error: Exception) -> str:
+    """What to do when a checkpoint cannot be fetched from the Hub (shared by Toto 1.0 and 2.0 loading)."""
+    return (
+        f"could not get {repo_id!r} from the Hugging Face Hub ({type(error).__name__}: {error}). "
+        f"On a machine without Hub access, download it elsewhere with `hf download {repo_id} --local-dir DIR` "
+        f"(or `huggingface-cli download`), copy DIR here and pass the folder: from_pretrained('DIR')."
+    )
+
+
+def check_state_dict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str,
+                     strict: bool = True) -> None:
+    """Refuse weights that would load wrongly or silently give garbage: missing or unexpected names (when
+    `strict`), other shapes, non-floating dtypes (e.g. int8) and NaN or infinite values. Names the key."""
+    expected = module.state_dict()
+    if strict:
+        missing = sorted(set(expected) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(expected))
+        if missing or unexpected:
+            raise ValueError(
+                f"{source}: checkpoint does not match the model config; missing keys: {missing[:8]}"
+                f"{' ...' if len(missing) > 8 else ''}; unexpected keys: {unexpected[:8]}"
+                f"{' ...' if len(unexpected) > 8 else ''} (pass strict=False to load anyway)"
+            )
+    for key, tensor in state_dict.items():
+        if key not in expected:
+            continue
+        if tensor.shape != expected[key].shape:
+            raise ValueError(
+                f"{source}: weight {key!r} has shape {tuple(tensor.shape)} but the config needs "
+                f"{tuple(expected[key].shape)}: config.json does not describe these weights"
+            )
+        if not tensor.is_floating_point():
+            raise ValueError(f"{source}: weight {key!r} has dtype {tensor.dtype}; Toto weights are floating point")
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{source}: weight {key!r} holds NaN or infinite values: the file is corrupt")
 
 
 def read_config(folder: Path) -> dict:
