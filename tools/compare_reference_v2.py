@@ -1,0 +1,60 @@
+"""Compare our Toto 2.0 with reference outputs written by tools/make_reference_v2.py (official toto-2).
+
+    .venv/bin/python -m tools.compare_reference_v2 tests/fixtures/toto2/gqa [--dtype bfloat16]
+
+Prints, per case, max |ours - official| / max |official| (the issue's relative error); tests/test_v2_parity.py
+asserts on the same numbers. The cases' inputs are rebuilt by the same functions that built them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from tools.make_reference_v2 import case_inputs, forecast_kwargs
+from toto.v2 import Toto2Model
+
+
+def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((ours.float() - reference).abs().max() / reference.abs().max())
+
+
+def compare(folder: Path, dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    reference = load_file(folder / "reference.safetensors")
+    with safe_open(folder / "reference.safetensors", "pt") as f:
+        metadata = f.metadata()
+    cases, pad = json.loads(metadata["cases"]), int(metadata["ragged_pad"])
+    model = Toto2Model.from_pretrained(folder).to(dtype)
+    patch = model.config.patch_size
+    errors = {}
+    for name, case in cases.items():
+        ours = model.forecast(case_inputs(case, reference), case["horizon"], **forecast_kwargs(case, patch))
+        errors[name] = relative_error(ours, reference[f"{name}/quantiles"])
+    plain = case_inputs({}, reference)
+    ragged = {"target": plain["target"][..., pad:], "target_mask": plain["target_mask"][..., pad:],
+              "series_ids": plain["series_ids"]}
+    errors["ragged_context"] = relative_error(model.forecast(ragged, 24), reference["ragged_context/quantiles"])
+    with torch.no_grad():
+        out = model(reference["target"], reference["missing_observed"], reference["forward/cpm_mask"],
+                    reference["series_ids"])
+    for field in ("quantiles", "loc", "scale"):
+        errors[f"forward_{field}"] = relative_error(getattr(out, field), reference[f"forward/{field}"])
+    return errors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    args = parser.parse_args()
+    for name, error in compare(args.folder, getattr(torch, args.dtype)).items():
+        print(f"{name:20s} {error:.2e}")
+
+
+if __name__ == "__main__":
+    main()
