@@ -1,7 +1,7 @@
 """Checks that need the server's configuration: request limits, then whether timestamps can be continued.
 
 A request can be well formed and still unprocessable here: a horizon beyond `max_prediction_length`, more samples
-than `max_num_samples`, a frequency that runs past the year 2262. `find_problems` lists every such problem with
+than `max_num_samples`, timestamps off their grid or beyond the year 9999. `find_problems` lists every such problem with
 the field it concerns, and `/forecast` answers them with a 422 before any work is queued.
 """
 
@@ -56,13 +56,19 @@ def limit_problems(request: ForecastRequest, settings: ServeSettings) -> list[Pr
 
 
 def find_problems(request: ForecastRequest, settings: ServeSettings) -> list[Problem]:
-    """Limit problems; when there are none (so sizes are bounded), timestamps that cannot be continued."""
+    """Limit problems; when there are none (so sizes are bounded), timestamps that cannot be placed on a regular
+    grid or continued, and grids (gaps filled in) longer than the context limit."""
     if problems := limit_problems(request, settings):
         return problems
     for i, series in enumerate(request.series):
+        loc = ("series", i, "timestamps" if series.timestamps else "freq")
         try:
-            series.future_timestamps(request.prediction_length)
+            grid = series.time_grid()
+            series.future_timestamps(grid, request.prediction_length)
         except TimestampError as error:
-            problems.append(Problem(("series", i, "timestamps" if series.timestamps else "freq"), str(error)))
+            problems.append(Problem(loc, str(error)))
+            continue
+        if grid is not None and len(grid) > settings.max_context_length:
+            problems.append(_over(loc, f"series {i}'s context length with its gaps filled in", len(grid), settings,
+                                  "max_context_length"))
     return problems
-

@@ -4,7 +4,7 @@ Adaptive batching hands `forecast` the series of every request that arrived toge
 decoding settings (variates, exogenous variables, horizon, samples) run as one `TotoForecaster.forecast` call, with
 shorter contexts left-padded with NaN. Each task keeps its own random stream (one seed per batch row), and the
 forecaster is invariant to left-padding, so a series gets the same numbers whether it is served alone or merged
-with others.
+with others, up to float32 rounding in the batched matrix products (docs/serving.md states and tests the bound).
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import numpy as np
 import torch
+from pydantic import BaseModel, Field, model_validator
 
-from serve.schemas import ForecastRequest, SeriesForecast, SeriesInput, VariateForecast
+from serve.checks import find_problems
+from serve.schemas import STRICT, ForecastRequest, QuantileLevel, SeriesForecast, SeriesInput, VariateForecast
+from serve.settings import get_settings
+from toto.api import load_model
 from toto.data.util.dataset import stack_ragged
 from toto.inference.forecaster import Forecast, TotoForecaster, row_seeds
 from toto.model.toto import Toto
@@ -25,27 +27,50 @@ from toto.model.toto import Toto
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class SeriesTask:
-    """One series of a request, with the request's decoding settings and the series' own random stream."""
+class SeriesTask(BaseModel):
+    """One series of a request, with the request's decoding settings and the series' own random stream.
+
+    Tasks are what the batchable endpoint receives, so they are validated like a one-series request (the same
+    limits, answered 400 before the task joins a batch): a task sent to that endpoint directly cannot get past
+    the limits that `/forecast` enforces.
+    """
+
+    model_config = STRICT
 
     series: SeriesInput
-    prediction_length: int
-    num_samples: int
-    quantile_levels: list[float]
+    prediction_length: int = Field(ge=1)
+    num_samples: int = Field(ge=1)
+    quantile_levels: list[QuantileLevel]
     return_samples: bool
-    row_seed: int
+    row_seed: int = Field(ge=0, lt=2**32)
+
+    @model_validator(mode="after")
+    def _within_limits(self) -> SeriesTask:
+        request = ForecastRequest.model_construct(
+            series=[self.series], prediction_length=self.prediction_length, num_samples=self.num_samples,
+            quantile_levels=self.quantile_levels, return_samples=self.return_samples, seed=None,
+        )
+        if problems := find_problems(request, get_settings()):
+            raise ValueError("; ".join(problem.msg for problem in problems))
+        return self
 
     @classmethod
     def split(cls, request: ForecastRequest, seed: int) -> list[SeriesTask]:
         """Series i gets `row_seeds(seed, n)[i]`: the stream `TotoForecaster.forecast(<all n series>, seed=seed)`
-        gives it, so the service answers exactly what the forecaster would for the same input and seed."""
+        gives it, so the service answers what the forecaster would for the same input and seed."""
         seeds = row_seeds(seed, len(request.series))
         return [
-            cls(series, request.prediction_length, request.num_samples, request.quantile_levels,
-                request.return_samples, row_seed)
+            cls.model_construct(  # the request was validated; its series need no second pass here
+                series=series, prediction_length=request.prediction_length, num_samples=request.num_samples,
+                quantile_levels=request.quantile_levels, return_samples=request.return_samples, row_seed=row_seed,
+            )
             for series, row_seed in zip(request.series, seeds)
         ]
+
+
+def load_engine(checkpoint: str, device: str | None, samples_per_batch: int) -> ForecastEngine:
+    """The model behind the service: the one place that says how a checkpoint becomes a forecaster."""
+    return ForecastEngine(load_model(checkpoint, device), samples_per_batch)
 
 
 class ForecastEngine:
@@ -80,7 +105,7 @@ class ForecastEngine:
         """One forward pass over tasks of equal shape key; contexts are left-padded with NaN (missing)."""
         series = [task.series for task in tasks]
         first = tasks[0]
-        inputs = stack_ragged([np.array([*s.variates.values(), *s.exogenous.values()], dtype=float) for s in series])
+        inputs = stack_ragged([s.context(s.time_grid()) for s in series])
         num_exogenous = len(series[0].exogenous)
         future = None
         if num_exogenous:
@@ -116,6 +141,6 @@ class ForecastEngine:
                     quantiles={str(level): stats[level][row, v].tolist() for level in task.quantile_levels},
                     samples=samples,
                 )
-            timestamps = series.future_timestamps(task.prediction_length)
+            timestamps = series.future_timestamps(series.time_grid(), task.prediction_length)
             results.append(SeriesForecast(id=series.id, timestamps=timestamps, variates=variates))
         return results

@@ -1,9 +1,12 @@
 """An ASGI middleware that refuses request bodies the API cannot or should not parse.
 
-BentoML 1.4 reads whole bodies into memory with no size limit, and sends bodies of any other media type to parsers
+BentoML reads whole bodies into memory with no size limit, and sends bodies of any other media type to parsers
 (multipart, form) that this JSON API does not use and that fail with a 500 on garbage. So before BentoML sees a
-POST, the guard checks its media type (JSON only: 415 otherwise) and reads its body up to a byte limit (413 past it),
-then replays the body it read.
+POST, the guard checks its framing (a request with both Content-Length and Transfer-Encoding is refused with 400:
+a proxy and this server could disagree on where it ends, the root of request smuggling), its media type (JSON
+only: 415 otherwise), reads its body up to a byte limit (413 past it) and refuses JSON objects that repeat a key
+(400: the JSON parser would silently keep the last one), then replays the body it read. Malformed JSON is left to
+BentoML, whose 400 says where it breaks.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        if "content-length" in headers and "transfer-encoding" in headers:
+            await _refuse(send, 400, "the request has both Content-Length and Transfer-Encoding: send only one")
+            return
         media_type = headers.get("content-type", JSON_MEDIA_TYPE).split(";")[0].strip().lower()
         if media_type != JSON_MEDIA_TYPE:
             await _refuse(send, 415, f"the body must be JSON: send Content-Type: {JSON_MEDIA_TYPE}, not {media_type!r}")
@@ -48,7 +54,34 @@ class RequestGuard:
                 return
             if not message.get("more_body", False):
                 break
+        if repeated := _repeated_key(bytes(body)):
+            await _refuse(send, 400, f"the JSON body gives the key {repeated!r} more than once in one object: give it once")
+            return
         await self.app(scope, _replay(bytes(body), receive), send)
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    seen: dict[str, object] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _RepeatedKey(key)
+        seen[key] = value
+    return seen
+
+
+def _repeated_key(body: bytes) -> str | None:
+    """The first key that a JSON object in `body` repeats; None when there is none or the body is not JSON."""
+    try:
+        json.loads(body, object_pairs_hook=_unique_keys)
+    except _RepeatedKey as repeated:
+        return str(repeated)
+    except ValueError:  # malformed JSON: BentoML answers it with its own 400
+        return None
+    return None
 
 
 def _too_large(limit: int) -> str:

@@ -4,7 +4,8 @@ The models are strict (no "1" for 1, no true for 1, no unknown fields, no NaN or
 sends the wrong thing gets a 400 that names the field, instead of a forecast of something it did not mean.
 What a field-by-field schema cannot say (variates of unequal length, timestamps that do not match the values)
 is checked by the model validators below, also answered 400. Limits that depend on the server's configuration
-live in `serve.checks` and are answered 422.
+live in `serve.checks` and are answered 422. Timestamps follow the rules of `toto.tables` (the ones the CLI and
+training use): the frequency is `freq` or inferred, and gaps in the timestamps become missing values.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+import numpy as np
 import pandas as pd
-from pandas.tseries.frequencies import to_offset
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from toto.api import DEFAULT_NUM_SAMPLES
+from toto.tables import MAX_ABS_VALUE, InputError, parse_frequency, regular_grid
 
 STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
-# The model computes in float32 (largest 3.4e38) and its scaler squares values: keep inputs far from overflow.
-MAX_ABS_VALUE = 1e30
 Value = Annotated[float, Field(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
 Values = list[Value | None]
 QuantileLevel = Annotated[float, Field(ge=0, le=1)]
@@ -98,41 +100,44 @@ class SeriesInput(BaseModel):
             raise ValueError("start needs freq (e.g. '5min') to place the following values")
         return self
 
-    def future_timestamps(self, prediction_length: int) -> list[datetime] | None:
-        """The forecast's timestamps, continuing the input's; None when the input has none.
+    def time_grid(self) -> pd.DatetimeIndex | None:
+        """The regular time grid of the values (`toto.tables.regular_grid`), None when the series has no time.
 
-        Raises TimestampError when pandas cannot continue them (unknown or non-positive frequency, timestamps
-        without a regular step, dates beyond what pandas can represent).
+        Raises TimestampError when the timestamps cannot be put on a grid (unknown frequency, duplicates,
+        timestamps off the grid, dates beyond what pandas can represent).
         """
         if self.start is None and self.timestamps is None:
             return None
         try:
-            offset = to_offset(self.freq) if self.freq else None
-            if offset is not None and offset.n <= 0:
-                raise TimestampError(f"freq {self.freq!r} must step forward in time, e.g. '5min'")
             if self.timestamps is None:
-                last = pd.date_range(self.start, periods=self.length, freq=offset)[-1]
-            else:
-                index = pd.DatetimeIndex(self.timestamps)
-                if not index.is_monotonic_increasing or index.has_duplicates:
-                    raise TimestampError("timestamps must be strictly increasing")
-                offset = offset or self._inferred_offset(index)
-                last = index[-1]
-            future = pd.date_range(last + offset, periods=prediction_length, freq=offset)
-        except TimestampError:
-            raise
+                return pd.date_range(self.start, periods=self.length, freq=parse_frequency(self.freq), unit="s")
+            index = pd.DatetimeIndex(self.timestamps)
+            if not index.is_monotonic_increasing:
+                raise TimestampError("timestamps must be increasing")
+            return regular_grid(index, self.freq)
+        except InputError as error:
+            raise TimestampError(str(error)) from error
         except (ValueError, TypeError, OverflowError) as error:  # pandas' ways of saying "cannot"
-            raise TimestampError(f"cannot continue the timestamps: {error}") from error
-        return future.to_pydatetime().tolist()
+            raise TimestampError(f"cannot place the timestamps: {error}") from error
 
-    @staticmethod
-    def _inferred_offset(index: pd.DatetimeIndex) -> pd.DateOffset:
-        inferred = pd.infer_freq(index) if len(index) >= 3 else None
-        if inferred is None:
-            raise TimestampError(
-                "cannot infer a frequency from the timestamps (fewer than 3, or irregular); pass freq, e.g. '5min'"
-            )
-        return to_offset(inferred)
+    def context(self, grid: pd.DatetimeIndex | None) -> np.ndarray:
+        """(variates + exogenous, time) float64 values on `grid` (from `time_grid`), NaN where missing or in a gap."""
+        values = np.array([*self.variates.values(), *self.exogenous.values()], dtype=float)
+        if grid is None or self.timestamps is None or len(grid) == self.length:
+            return values
+        on_grid = np.full((len(values), len(grid)), np.nan)
+        on_grid[:, grid.get_indexer(pd.DatetimeIndex(self.timestamps).as_unit("s"))] = values
+        return on_grid
+
+    def future_timestamps(self, grid: pd.DatetimeIndex | None, prediction_length: int) -> list[datetime] | None:
+        """The forecast's timestamps, continuing `grid` (from `time_grid`); None when the input has none."""
+        if grid is None:
+            return None
+        try:
+            future = pd.date_range(grid[-1], periods=prediction_length + 1, freq=grid.freq, unit="s")[1:]
+            return future.to_pydatetime().tolist()
+        except (ValueError, TypeError, OverflowError) as error:  # e.g. past the year 9999
+            raise TimestampError(f"cannot continue the timestamps: {error}") from error
 
 
 class ForecastRequest(BaseModel):
@@ -142,7 +147,7 @@ class ForecastRequest(BaseModel):
 
     series: list[SeriesInput] = Field(min_length=1, description="The series to forecast.")
     prediction_length: int = Field(ge=1, description="Number of future steps to forecast.")
-    num_samples: int = Field(100, ge=1, description="Sample paths per series; quantiles come from them.")
+    num_samples: int = Field(DEFAULT_NUM_SAMPLES, ge=1, description="Sample paths per series; quantiles come from them.")
     quantile_levels: list[QuantileLevel] = Field(
         default_factory=lambda: [0.1, 0.5, 0.9], description="Quantiles to return, each in [0, 1] (0 and 1: lowest and highest sample)."
     )

@@ -1,24 +1,23 @@
 """The forecasting HTTP service: `bentoml serve serve.service:TotoService` (what `make serve` runs).
 
-`POST /forecast` takes a `ForecastRequest` and answers a `ForecastResponse` (docs/serving.md has examples):
+`POST /forecast` takes the fields of a `ForecastRequest` and answers a `ForecastResponse` (docs/serving.md has
+examples, also with BentoML's own `bentoml.SyncHTTPClient`):
 
-1. BentoML parses the body into the strict pydantic model (400 naming the field when it does not fit).
+1. BentoML parses the body into the strict pydantic model (400 naming the field when it does not fit); the
+   request guard has already refused duplicated JSON keys, ambiguous framing, non-JSON and oversize bodies.
 2. `find_problems` checks the server's limits and the timestamps (422 naming the field and the limit).
-3. The request is split into one task per series, and BentoML's adaptive batching dispatcher merges the tasks
-   of concurrent requests into one forward pass (at most `max_batch_size` series, waiting at most
-   `max_latency_ms`); each request gets its own forecasts back, in order.
-
-Batching drives BentoML's `CorkDispatcher`, the class behind `@bentoml.api(batchable=True)`, directly rather
-than through a batchable endpoint that `/forecast` would call over BentoML's in-process HTTP client: that client
-(BentoML 1.4.40) closes its connection pool every 100 calls while other calls are in flight, which failed some
-concurrent requests with a 500, and it would have encoded and parsed every request twice.
+3. The request is split into one task per series and sent to `forecast_series`, a batchable BentoML endpoint
+   (`@bentoml.api(batchable=True)`): BentoML's adaptive batching merges the tasks of concurrent requests into one
+   forward pass (at most `max_batch_size` series, waiting at most `max_latency_ms`); each request gets its own
+   forecasts back, in order. `/forecast` reaches it through the service's own client (`self.forecast_series`),
+   BentoML's public way to call a batchable endpoint.
 
 The checkpoint (`TOTO_SERVE_CHECKPOINT`: an embedded model name, a local folder or a Hugging Face repo id) loads in
 a worker thread after start-up: `/livez` answers at once, and `/readyz` turns 200 once the model is loaded and the
-dispatcher has timed its first forward passes on a burst of small synthetic tasks (left to real traffic, that
-timing makes the first clients wait seconds for company that does not come). `/livez` turns 503 if loading
-failed. BentoML's `/metrics` (Prometheus; `toto_forecast_batch_series` counts the series of each
-forward pass) and `/docs.json` (OpenAPI) are kept.
+batching dispatcher has timed its first forward passes on a burst of small synthetic tasks (left to real traffic,
+that timing makes the first clients wait seconds for company that does not come). `/livez` turns 503 if loading
+failed. BentoML's `/metrics` (Prometheus; `toto_forecast_batch_series` counts the series of each forward pass) and
+`/docs.json` (OpenAPI, completed by `serve.openapi`) are kept. Client errors (4xx) are logged as one warning line.
 """
 
 from __future__ import annotations
@@ -27,21 +26,20 @@ import asyncio
 import logging
 import secrets
 import threading
-from collections.abc import Sequence
-from itertools import accumulate
+from typing import Any
 
 import anyio
 import bentoml
-from bentoml._internal.marshal.dispatcher import CorkDispatcher  # pinned by bentoml<1.5 in pyproject.toml
-from bentoml.exceptions import ServiceUnavailable
+from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from starlette.responses import JSONResponse
 
 from serve.checks import Problem, find_problems
-from serve.engine import ForecastEngine, SeriesTask
+from serve.engine import ForecastEngine, SeriesTask, load_engine
 from serve.guard import RequestGuard
+from serve.logs import log_client_errors_as_warnings
+from serve.openapi import DocumentedService
 from serve.schemas import ForecastRequest, ForecastResponse, SeriesForecast, SeriesInput
 from serve.settings import get_settings
-from toto.api import load_model
 
 log = logging.getLogger(__name__)
 SETTINGS = get_settings()
@@ -52,10 +50,27 @@ BATCH_SERIES = bentoml.metrics.Histogram(
 )
 # More than the dispatcher's timing phase uses (8 calls of one task, then one each of 1, 2 and 3 tasks).
 WARM_UP_TASKS = 16
+log_client_errors_as_warnings()
 
 
-@bentoml.service(name="toto", traffic={"timeout": SETTINGS.timeout_s}, workers=1)
+# BentoML's client renews its connection session every `runner_connection.max_requests` calls (default 100) and
+# `max_age` seconds, closing the old one while calls on it are still in flight: under load, some of the
+# /forecast -> forecast_series calls then fail ("Cannot write to closing transport"). The service calls only itself,
+# in process, so there is nothing to renew: the limits are lifted (docs/serving.md, "Batching"; regression test
+# in tests/test_serve_load.py).
+NEVER_RENEW = {"max_requests": 2**31 - 1, "max_age": 10.0**9}
+
+
+@bentoml.service(
+    name="toto",
+    traffic={"timeout": SETTINGS.timeout_s},
+    workers=1,
+    runner_connection=NEVER_RENEW,
+    service_class=DocumentedService,
+)
 class TotoService:
+    """Probabilistic forecasts of time series with a Toto model."""
+
     def __init__(self) -> None:
         self.model_id = SETTINGS.checkpoint
         self.engine: ForecastEngine | None = None
@@ -63,15 +78,6 @@ class TotoService:
         self.ready = False
         self.loading: asyncio.Task[None] | None = None
         self.model_lock = threading.Lock()  # one forward pass at a time
-        self.merge = None
-        if SETTINGS.batching:
-            dispatcher = CorkDispatcher(
-                max_latency_in_ms=SETTINGS.max_latency_ms,
-                max_batch_size=SETTINGS.max_batch_size,
-                fallback=_overloaded,
-                get_batch_size=len,
-            )
-            self.merge = dispatcher(self._forecast_merged)
 
     @bentoml.on_startup
     async def _start_loading(self) -> None:
@@ -79,21 +85,23 @@ class TotoService:
         self.loading = asyncio.create_task(self._load_and_warm_up())
 
     async def _load_and_warm_up(self) -> None:
+        device = None if SETTINGS.device == "auto" else SETTINGS.device
         try:
-            model = await anyio.to_thread.run_sync(
-                load_model, SETTINGS.checkpoint, None if SETTINGS.device == "auto" else SETTINGS.device
+            engine = await anyio.to_thread.run_sync(
+                load_engine, SETTINGS.checkpoint, device, SETTINGS.samples_per_batch
             )
         except Exception as error:  # a bad checkpoint must not kill the process silently: /livez reports it
             log.exception("cannot load checkpoint %r", self.model_id)
             self.load_error = f"cannot load checkpoint {self.model_id!r}: {type(error).__name__}: {error}"
             return
-        self.engine = ForecastEngine(model, SETTINGS.samples_per_batch)
-        log.info("loaded checkpoint %r on %s", self.model_id, model.device)
-        if self.merge is not None:
-            patch = self.engine.patch_size
+        self.engine = engine
+        log.info("loaded checkpoint %r", self.model_id)
+        if SETTINGS.batching:
+            patch = engine.patch_size
             series = SeriesInput(variates={"warm-up": [float(i % 7) for i in range(2 * patch)]})
-            task = SeriesTask(series, patch, 1, [], False, 0)
-            await asyncio.gather(*(self.merge([task]) for _ in range(WARM_UP_TASKS)))
+            task = SeriesTask(series=series, prediction_length=patch, num_samples=1, quantile_levels=[],
+                              return_samples=False, row_seed=0)
+            await asyncio.gather(*(self._merged([task]) for _ in range(WARM_UP_TASKS)))
         self.ready = True
 
     def __is_ready__(self) -> bool:
@@ -102,9 +110,10 @@ class TotoService:
     def __is_alive__(self) -> bool:
         return self.load_error is None
 
-    @bentoml.api(route="/forecast")
-    async def forecast(self, request: ForecastRequest, /) -> ForecastResponse:
+    @bentoml.api(route="/forecast", input_spec=ForecastRequest, output_spec=ForecastResponse)
+    async def forecast(self, **fields: Any) -> ForecastResponse:
         """Forecast one or many series: per series and variate the mean, median and requested quantiles."""
+        request = ForecastRequest.model_construct(**fields)  # validated by BentoML against ForecastRequest
         if problems := find_problems(request, SETTINGS):
             return _error_response(422, problems)  # type: ignore[return-value]  # BentoML sends Responses as is
         if self.engine is None:
@@ -112,7 +121,10 @@ class TotoService:
             return JSONResponse({"error": reason}, status_code=503)  # type: ignore[return-value]
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
         tasks = SeriesTask.split(request, seed)
-        forecasts = await (self.merge(tasks) if self.merge else self._forecast(tasks))
+        try:
+            forecasts = await (self._merged(tasks) if SETTINGS.batching else self._forecast(tasks))
+        except ServiceUnavailable as error:
+            return JSONResponse({"error": str(error)}, status_code=503)  # type: ignore[return-value]
         return ForecastResponse(
             model_id=self.model_id,
             prediction_length=request.prediction_length,
@@ -121,11 +133,27 @@ class TotoService:
             forecasts=forecasts,
         )
 
-    async def _forecast_merged(self, requests: Sequence[list[SeriesTask]]) -> list[list[SeriesForecast]]:
-        """The dispatcher's callback: the tasks of several requests in one forward pass, split back per request."""
-        forecasts = await self._forecast([task for tasks in requests for task in tasks])
-        ends = list(accumulate(len(tasks) for tasks in requests))
-        return [forecasts[end - len(tasks):end] for tasks, end in zip(requests, ends)]
+    @bentoml.api(
+        route="/forecast_series",
+        batchable=True,
+        max_batch_size=SETTINGS.max_batch_size,
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
+    async def forecast_series(self, tasks: list[SeriesTask]) -> list[SeriesForecast]:
+        """The batchable endpoint behind /forecast: one task per series, merged across concurrent requests."""
+        if self.engine is None:
+            raise ServiceUnavailable(self.load_error or "the model is still loading: retry when /readyz answers 200")
+        return await self._forecast(tasks)
+
+    async def _merged(self, tasks: list[SeriesTask]) -> list[SeriesForecast]:
+        """`forecast_series` through BentoML's client, which is what puts the tasks into adaptive batching."""
+        try:
+            answers = await self.forecast_series(tasks)
+        except BentoMLException as error:
+            if error.error_code.value == 503:
+                raise ServiceUnavailable(str(error)) from error
+            raise
+        return [SeriesForecast.model_validate(answer) for answer in answers]
 
     async def _forecast(self, tasks: list[SeriesTask]) -> list[SeriesForecast]:
         """Run the model in a worker thread, so that the event loop keeps accepting and queueing requests."""
@@ -136,11 +164,6 @@ class TotoService:
                 return self.engine.forecast(tasks)
 
         return await anyio.to_thread.run_sync(run)
-
-
-def _overloaded() -> list[SeriesForecast]:
-    """Called by the dispatcher for a request it dropped because it could not be served within max_latency_ms."""
-    raise ServiceUnavailable(f"the server is overloaded: no forward pass within max_latency_ms={SETTINGS.max_latency_ms}")
 
 
 def _error_response(status: int, problems: list[Problem]) -> JSONResponse:

@@ -40,6 +40,7 @@ LIMITS = {
 class Server(NamedTuple):
     url: str
     checkpoint: Path
+    log_path: Path  # the server's combined stdout and stderr
 
 
 @contextmanager
@@ -48,7 +49,7 @@ def start_server(workdir: Path) -> Iterator[Server]:
     torch.manual_seed(0)
     checkpoint = Toto.from_config(TotoConfig.tiny()).save_pretrained(workdir / "checkpoint")
     with local_server(workdir, {"TOTO_SERVE_CHECKPOINT": checkpoint, **LIMITS}) as server:
-        yield Server(server.url, checkpoint)
+        yield Server(server.url, checkpoint, server.log_path)
 
 
 def co2_weekly() -> pd.Series:

@@ -205,9 +205,18 @@ BAD_INPUTS = {
     "start without freq": (_body(series=[{"variates": {"a": [1.0, 2.0]}, "start": "2024-01-01T00:00:00"}]), 400,
                            "needs freq"),
     "unknown freq": (_body(series=[{"variates": {"a": [1.0, 2.0]}, "start": "2024-01-01", "freq": "fortnight"}]),
-                     422, "Invalid frequency"),
-    "timestamps past 2262": (_body(series=[{"variates": {"a": [1.0, 2.0]}, "start": "2262-04-01", "freq": "D"}],
-                                   prediction_length=60), 422, "timestamps"),
+                     422, "'fortnight' is not a pandas frequency"),
+    "empty freq": (_body(series=[{"variates": {"a": [1.0, 2.0]}, "start": "2024-01-01", "freq": ""}]),
+                   422, "'' is not a pandas frequency"),
+    "timestamps past 9999": (_body(series=[{"variates": {"a": [1.0, 2.0]}, "start": "9999-12-01", "freq": "D"}],
+                                   prediction_length=60), 422, "cannot continue the timestamps"),
+    "duplicate timestamps": (_body(series=[{"variates": {"a": [1.0, 2.0, 3.0]},
+                                            "timestamps": ["2024-01-01", "2024-01-01", "2024-01-02"]}]),
+                             422, "duplicate timestamp"),
+    "timestamps off their grid": (_body(series=[{"variates": {"a": [1.0, 2.0, 3.0, 4.0]},
+                                                 "timestamps": [0, 600, 1200, 1500]}]), 422, "regular 10min grid"),
+    "duplicated JSON key": (_raw('{"series": [{"variates": {"cpu": [1, 2, 3], "cpu": [4, 5, 6]}}], '
+                                 '"prediction_length": 3}'), 400, "'cpu' more than once"),
     "wrong number of timestamps": (_body(series=[{"variates": {"a": [1.0, 2.0]}, "timestamps": [0]}]), 400,
                                    "1 timestamps for 2 values"),
     "future exogenous of wrong length": (
@@ -257,3 +266,97 @@ def test_still_serving_and_probes_metrics_and_openapi_are_up(client: httpx.Clien
     assert metrics.status_code == 200 and "toto_forecast_batch_series_count" in metrics.text
     spec = client.get("/docs.json").json()
     assert "/forecast" in spec["paths"]
+
+
+def test_gaps_in_timestamps_are_missing_values_as_in_the_table_rules(client: httpx.Client) -> None:
+    hours = pd.date_range("2024-01-01", periods=12, freq="h")
+    cpu = [0.4, 0.5, 0.45, 0.6, 0.55, 0.5, 0.52, 0.58, 0.61, 0.57, 0.5, 0.49]
+    kept = [i for i in range(12) if i not in (4, 5)]  # two hours never reported
+    gapped = {"variates": {"cpu": [cpu[i] for i in kept]}, "timestamps": [hours[i].isoformat() for i in kept]}
+    filled = {"variates": {"cpu": [cpu[i] if i in kept else None for i in range(12)]},
+              "timestamps": [t.isoformat() for t in hours]}
+    answers = [client.post("/forecast", json=_body(series=[series], seed=3)) for series in (gapped, filled)]
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    first, second = (a.json()["forecasts"][0] for a in answers)
+    assert first == second
+    assert pd.Timestamp(first["timestamps"][0]) == hours[-1] + pd.Timedelta("1h")
+
+
+def test_bentoml_client_with_keyword_arguments_and_with_a_request_object(client: httpx.Client) -> None:
+    """BentoML's own client, as docs/serving.md shows it: the request's fields as keyword arguments."""
+    import bentoml
+
+    from serve.schemas import ForecastRequest
+
+    body = _body(seed=5, series=[{"id": "web-1", "variates": {"cpu": [0.4, 0.5, 0.45, 0.6, 0.55]},
+                                  "start": "2024-05-01T00:00:00Z", "freq": "5min"}])
+    expected = client.post("/forecast", json=body).json()
+    with bentoml.SyncHTTPClient(str(client.base_url)) as bento:
+        by_keywords = bento.forecast(**body)
+        request = ForecastRequest.model_validate_json(json.dumps(body))
+        by_object = bento.forecast(**dict(request))
+    for answer in (by_keywords, by_object):
+        assert answer["seed"] == 5 and answer["forecasts"][0]["id"] == "web-1"
+        assert answer["forecasts"][0]["variates"] == expected["forecasts"][0]["variates"]
+
+
+def test_default_number_of_samples_is_the_cli_default(client: httpx.Client) -> None:
+    from toto.api import DEFAULT_NUM_SAMPLES
+    from toto.cli import _parser
+
+    body = _body()
+    del body["num_samples"]
+    answer = client.post("/forecast", json=body).json()
+    cli_default = _parser().parse_args(["forecast", "x.csv", "-p", "3"]).num_samples
+    assert answer["num_samples"] == DEFAULT_NUM_SAMPLES == cli_default
+
+
+def test_both_content_length_and_transfer_encoding_get_400(server: Server) -> None:
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(server.url)
+    body = json.dumps(_body()).encode()
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    head = (f"POST /forecast HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection((url.hostname, url.port), timeout=30) as connection:
+        connection.sendall(head + chunked)
+        reply = b""
+        while chunk := connection.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+
+
+def test_client_errors_are_one_warning_line_in_the_server_log(client: httpx.Client, server: Server) -> None:
+    log = server.log_path
+    start = log.stat().st_size
+    assert client.post("/forecast", json=_body(prediction_length="12")).status_code == 400
+    assert client.post("/forecast", json=_body()).status_code == 200  # its access line marks the end of the 400's
+    new = log.read_text(errors="replace")[start:]
+    assert "[WARNING]" in new and "client error" in new and "prediction_length" in new
+    assert "[ERROR]" not in new and "Traceback" not in new
+
+
+def test_openapi_document_lists_version_errors_and_nullable_seed(client: httpx.Client) -> None:
+    from serve.openapi import package_version
+
+    spec = client.get("/docs.json").json()
+    assert spec["info"]["version"] == package_version() != "None"
+    operation = spec["paths"]["/forecast"]["post"]
+    assert {"200", "400", "413", "415", "422", "503"} <= set(operation["responses"])
+    error = operation["responses"]["422"]["content"]["application/json"]["schema"]
+    assert error["properties"]["detail"]["type"] == "array"
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["seed"]["nullable"] is True
+    assert body["properties"]["num_samples"]["default"] == 256
+
+
+def test_batchable_endpoint_enforces_the_same_limits_as_forecast(client: httpx.Client) -> None:
+    task = {"series": {"variates": {"cpu": [0.4, 0.5, 0.45]}}, "prediction_length": 3, "num_samples": 8,
+            "quantile_levels": [0.5], "return_samples": False, "row_seed": 1}
+    assert client.post("/forecast_series", json={"tasks": [task]}).status_code == 200
+    over = client.post("/forecast_series", json={"tasks": [{**task, "prediction_length": 65}]})
+    assert over.status_code == 400 and "max_prediction_length=64" in over.text
+    malformed = client.post("/forecast_series", json={"tasks": [{**task, "row_seed": "1"}]})
+    assert malformed.status_code == 400 and "row_seed" in malformed.text

@@ -1,5 +1,7 @@
 """The forecasting service under load: 32 concurrent clients are merged into batches and each gets its own
-answer, and a schema-driven fuzz run (schemathesis against /docs.json) finds no 5xx."""
+answer (within the float32 tolerance docs/serving.md states, against the same request sent alone), hundreds of
+concurrent requests all succeed past BentoML's client session renewal, and a schema-driven fuzz run
+(schemathesis against /docs.json) finds no 5xx."""
 
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ from toto.model.toto import Toto
 CLIENTS = 32
 HORIZON, SAMPLES, CONTEXT = 16, 32, 128
 FUZZ_EXAMPLES = 40  # per operation and run: bounded so the suite stays fast
+# docs/serving.md: a merged request's numbers equal the same request alone up to this relative difference.
+MERGED_VS_ALONE_RTOL = 1e-5
+# More in-process calls than BentoML's default client session lifetime (runner_connection.max_requests = 100).
+MANY_REQUESTS = 240
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def _request(window: int) -> dict:
     """Client `window`'s question: its own stretch of the CO2 record and its own seed."""
-    co2 = co2_weekly().interpolate().iloc[window * 40:][:CONTEXT]
+    co2 = co2_weekly().interpolate().iloc[(window % CLIENTS) * 40:][:CONTEXT]
     return {"series": [{"id": f"client-{window}", "variates": {"co2": values(co2)}}],
             "prediction_length": HORIZON, "num_samples": SAMPLES, "quantile_levels": [0.1, 0.9], "seed": window}
 
@@ -47,8 +53,9 @@ def _batch_histogram(url: str) -> tuple[float, float]:
 
 
 def _post_concurrently(url: str, windows: range) -> list[httpx.Response]:
-    with ThreadPoolExecutor(len(windows)) as pool, httpx.Client(
-        base_url=url, timeout=120, limits=httpx.Limits(max_connections=len(windows))
+    threads = min(len(windows), 2 * CLIENTS)
+    with ThreadPoolExecutor(threads) as pool, httpx.Client(
+        base_url=url, timeout=120, limits=httpx.Limits(max_connections=threads)
     ) as client:
         return list(pool.map(lambda w: client.post("/forecast", json=_request(w)), windows))
 
@@ -81,10 +88,33 @@ def test_32_concurrent_clients_are_batched_and_each_gets_its_own_answer(server: 
         np.testing.assert_allclose(got["quantiles"]["0.9"], upper[window, 0], rtol=1e-4, atol=1e-3)
 
 
+def test_merged_answers_equal_the_same_requests_alone_within_the_stated_tolerance(server: Server) -> None:
+    windows = range(8)
+    merged = _post_concurrently(server.url, windows)
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        alone = [client.post("/forecast", json=_request(w)) for w in windows]  # one at a time: batches of one
+    for together, single in zip(merged, alone):
+        assert together.status_code == single.status_code == 200
+        a, b = (r.json()["forecasts"][0]["variates"]["co2"] for r in (together, single))
+        for key in ("mean", "median"):
+            np.testing.assert_allclose(a[key], b[key], rtol=MERGED_VS_ALONE_RTOL, atol=0)
+        np.testing.assert_allclose(a["quantiles"]["0.9"], b["quantiles"]["0.9"], rtol=MERGED_VS_ALONE_RTOL, atol=0)
+
+
+def test_hundreds_of_concurrent_requests_all_succeed(server: Server) -> None:
+    """Regression: with BentoML's default runner_connection, its client renewed its session every 100 calls
+    while calls on it were in flight, and a share of these requests failed with a 500."""
+    responses = _post_concurrently(server.url, range(MANY_REQUESTS))
+    failed = [r.text for r in responses if r.status_code != 200]
+    assert not failed, f"{len(failed)} of {MANY_REQUESTS} failed, e.g. {failed[0]}"
+
+
 def test_schema_driven_fuzzing_finds_no_server_error(server: Server) -> None:
     """Valid and invalid bodies generated from the OpenAPI schema, for every operation it lists."""
     schema = schemathesis.openapi.from_url(f"{server.url}/docs.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # /forecast_series (the batchable endpoint behind /forecast) nests its schemas in a way schemathesis cannot
+    # generate from; tests/test_serve_api.py sends it over-limit and malformed tasks by hand.
+    operations = [result.ok() for result in schema.get_all_operations() if result.ok().path != "/forecast_series"]
     assert "/forecast" in {operation.path for operation in operations}
     for operation in operations:
         modes = list(GenerationMode) if operation.method.upper() == "POST" else [GenerationMode.POSITIVE]

@@ -28,6 +28,8 @@ from toto.model.toto import Toto
 from toto.tables import MIN_TIME_STEPS, InputError, Panel, Series, to_panel
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+# Sample paths per series when the caller does not say: the CLI's and the service's default.
+DEFAULT_NUM_SAMPLES = 256
 
 
 def load_model(checkpoint: str | Path = "toto-tiny", device: str | None = None) -> Toto:
