@@ -54,7 +54,9 @@ def test_seed_reproduces_and_rows_are_batch_invariant(forecaster):
     assert torch.equal(by_int.samples, by_list.samples)
 
 
-def test_missing_values_are_masked_not_zero(forecaster):
+def test_nan_is_missing_and_finite_masked_values_are_read_as_toto_1_reads_them(forecaster):
+    """NaN: no weight in the statistics and read at the running mean. A finite value with padding_mask=False: no
+    weight either, but the model reads its scaled value, as in Toto 1.0 (docs/architecture.md, differences)."""
     series = seasonal(96) + 100.0
     gappy = series.clone()
     gappy[:, 40:50] = float("nan")
@@ -62,14 +64,20 @@ def test_missing_values_are_masked_not_zero(forecaster):
     zeros[:, 40:50] = 0.0
     mask = torch.ones_like(series, dtype=torch.bool)
     mask[:, 40:50] = False
+    masked_zeros = MaskedTimeseries(zeros, mask, torch.zeros_like(mask, dtype=torch.long),
+                                    torch.zeros_like(mask, dtype=torch.long), torch.ones(2, dtype=torch.long))
     with_nan = forecaster.forecast(MaskedTimeseries.from_series(gappy), 24).mean
-    with_mask = forecaster.forecast(MaskedTimeseries(zeros, mask, torch.zeros_like(mask, dtype=torch.long),
-                                                     torch.zeros_like(mask, dtype=torch.long),
-                                                     torch.ones(2, dtype=torch.long)), 24).mean
+    with_mask = forecaster.forecast(masked_zeros, 24).mean
     as_zero = forecaster.forecast(MaskedTimeseries.from_series(zeros), 24).mean
     assert bool(torch.isfinite(with_nan).all())
-    assert torch.allclose(with_nan, with_mask)  # NaN and padding_mask=False mean the same thing
-    assert not torch.allclose(with_nan, as_zero, atol=1e-2)  # and differ from reading the gap as zeros
+    model = forecaster.model
+    scaled_nan, loc_nan, scale_nan, _ = model.scale(gappy[None], torch.isfinite(gappy)[None])
+    scaled_mask, loc_mask, scale_mask, _ = model.scale(zeros[None], mask[None])
+    assert torch.equal(loc_nan, loc_mask) and torch.equal(scale_nan, scale_mask)  # same weights
+    assert bool((scaled_nan[..., 40:50] == 0).all())  # NaN: at the running mean
+    assert torch.allclose(scaled_mask[..., 40:50], (0 - loc_mask[..., 40:50]) / scale_mask[..., 40:50])
+    assert not torch.allclose(with_nan, with_mask, atol=1e-3)
+    assert not torch.allclose(with_mask, as_zero, atol=1e-2)  # and zeros that count differ from both
 
 
 def test_mean_forecast_has_no_quantiles(forecaster):

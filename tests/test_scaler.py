@@ -34,7 +34,7 @@ def test_patch_scaler_uses_statistics_at_end_of_each_patch_and_never_the_future(
     data = torch.randn(2, 3, 32) * 10 + 4
     mask = torch.ones_like(data, dtype=torch.bool)
     scaler = CausalPatchStdMeanScaler(patch_size=8)
-    scaled, loc, scale, _ = scaler(data, mask)
+    scaled, loc, scale = scaler(data, mask)
     means, scales, _ = causal_statistics(data, mask.float(), 0.1)
     for patch in range(4):
         block = slice(patch * 8, (patch + 1) * 8)
@@ -42,7 +42,7 @@ def test_patch_scaler_uses_statistics_at_end_of_each_patch_and_never_the_future(
         assert torch.allclose(scale[..., block], scales[..., patch * 8 + 7 : patch * 8 + 8].expand(-1, -1, 8))
     changed = data.clone()
     changed[..., 24:] += 100.0  # the future must not move earlier statistics
-    _, loc2, _, _ = scaler(changed, mask)
+    _, loc2, _ = scaler(changed, mask)
     assert torch.equal(loc2[..., :24], loc[..., :24]) and not torch.equal(loc2[..., 24:], loc[..., 24:])
     assert torch.allclose(scaled, (data - loc) / scale)
 
@@ -53,8 +53,8 @@ def test_global_stabilisation_clamps_scale_to_context_range():
     mask = torch.ones_like(data, dtype=torch.bool)
     loose = CausalPatchStdMeanScaler(patch_size=4, stabilize_with_global=True, scale_factor_exponent=10.0)
     tight = CausalPatchStdMeanScaler(patch_size=4, stabilize_with_global=True, scale_factor_exponent=0.5)
-    _, _, scale_loose, _ = loose(data, mask)
-    _, _, scale_tight, _ = tight(data, mask)
+    _, _, scale_loose = loose(data, mask)
+    _, _, scale_tight = tight(data, mask)
     global_std = data.double().std(unbiased=False)
     assert float(scale_loose[..., 0]) < float(global_std) / 10 ** 0.5  # early constant part: tiny scale
     assert float(scale_tight[..., 0]) >= float(global_std) / 10 ** 0.5 * 0.999  # clamped up to the bound
@@ -65,9 +65,9 @@ def test_continuing_from_a_state_equals_rescanning_the_whole_series():
     data = torch.randn(3, 2, 64) * 50 + 7
     mask = torch.rand_like(data) > 0.1
     scaler = CausalPatchStdMeanScaler(patch_size=8, stabilize_with_global=True, scale_factor_exponent=0.5)
-    _, whole_loc, whole_scale, _ = scaler(data, mask, prefix_length=48)
-    _, head_loc, head_scale, state = scaler(data[..., :48], mask[..., :48], prefix_length=48)
-    _, tail_loc, tail_scale, _ = scaler(data[..., 48:], mask[..., 48:], state=state)
+    _, whole_loc, whole_scale = scaler(data, mask, prefix_length=48)
+    _, head_loc, head_scale, state = scaler.scale_from(data[..., :48], mask[..., :48].float(), prefix_length=48)
+    _, tail_loc, tail_scale, _ = scaler.scale_from(data[..., 48:], mask[..., 48:].float(), state=state)
     assert torch.allclose(torch.cat([head_loc, tail_loc], -1), whole_loc, rtol=1e-6)
     assert torch.allclose(torch.cat([head_scale, tail_scale], -1), whole_scale, rtol=1e-6)
     # The clamp bounds come from the context only (exponent 0.5 makes them bite).

@@ -2,39 +2,67 @@
 
 How a forecast flows (see docs/architecture.md):
 1. The context is validated, NaN become missing values, and it is left-padded to a multiple of the patch size.
-2. The context is encoded ONCE; its KV cache and its last hidden state are shared by every sample path. (Toto 1.0
-   re-encodes the context for every batch of samples.)
-3. Sample paths are decoded in chunks of `samples_per_batch` paths: the output head runs on the last patch only,
-   one patch of values is drawn per path (or the mean, when `num_samples=None`), appended, and fed back through the
-   cached transformer. Known future exogenous values overwrite their variates before being fed back.
+   The series, the scaler and the sampling stay in float32 whatever the weights' dtype (bf16 weights included).
+2. The context is encoded ONCE. Its keys and values are stored once per series and shared by every sample path
+   (`SharedPrefixKVCache`): each path keeps only the patches it generates, and each decoding step attends to both
+   parts with their softmaxes merged exactly. (Toto 1.0 re-encodes the context for every batch of samples and
+   copies its cache for every path.)
+3. Sample paths are decoded in chunks whose size follows from a memory budget in bytes and the forecast's shape
+   (`memory.plan_forecast`): the output head runs on the last patch only, one patch of values is drawn per path (or
+   the mean, when `num_samples=None`), appended, and fed back through the cached transformer. Known future
+   exogenous values overwrite their variates before being fed back.
 
-Seeds: with `seed`, each batch row draws from its own random stream derived from its seed, so a row's samples do not
-depend on the other rows of the batch (a server can merge requests and still answer each one as if it were alone).
+Sampling draws each value's mixture component, then samples only that component's Student-T.
+Seeds: with `seed`, each (series, path) pair draws from its own random stream, derived from the series' seed and the
+path's index. So a series' samples depend neither on the other series of its batch nor on how the paths are chunked
+(a server can merge requests and still answer each one as if it were alone).
+
+Models other than `TotoBackbone` that have Toto 1.0's call interface (`model(inputs=..., input_padding_mask=...,
+id_mask=..., kv_cache=..., scaling_prefix_length=..., num_exogenous_variables=...)` returning (distribution, loc,
+scale), `patch_embed.stride` and `allocate_kv_cache`) are decoded by Toto 1.0's loop (`_decode_any_model`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor
+from torch.distributions import Distribution, StudentT
 
 from ..data.util.dataset import MaskedTimeseries, left_pad, left_pad_edge
 from ..model.backbone import ScalerState, TotoBackbone
-from ..model.distribution import select_rows
-from ..model.kv_cache import KVCache
+from ..model.distribution import (
+    UNIFORMS_PER_VALUE,
+    AffineTransformed,
+    distribution_mean,
+    polar_variates,
+    select_component,
+    student_t_from_polar,
+    student_t_parameters,
+)
+from ..model.kv_cache import KVCache, SharedPrefixKVCache
+from .covariates import KnownCovariates, model_layout
+from .memory import DEFAULT_MEMORY_BUDGET_BYTES, plan_forecast
 
 # History the high-level entry points (pandas API, CLI, GluonTS predictor, BOOM) feed to the model by default:
 # Toto 1.0 was evaluated on BOOM with 2048 steps.
 DEFAULT_CONTEXT_LENGTH = 2048
 # Larger magnitudes overflow float32 once scaled and sampled; such series must be rescaled by the caller.
 MAX_ABS_VALUE = 1e30
-# Sample paths decoded together by default: batch * variates * samples_per_batch rows at most this many.
-DEFAULT_ROWS_PER_CHUNK = 4096
+# Quantiles are computed over row chunks of about this many samples (torch.quantile refuses more than 2**24).
+QUANTILE_CHUNK_ELEMENTS = 1 << 22
+
+Cancellation = Callable[[], bool] | threading.Event
+
+
+class ForecastCancelled(RuntimeError):
+    """Raised between decoding steps when the forecast's `cancel` hook says nobody waits for it any more."""
 
 
 @dataclass(frozen=True)
@@ -45,12 +73,27 @@ class Forecast:
     """(batch, variates, horizon, samples), or None for a mean-only forecast (num_samples=None)."""
 
     def quantile(self, q: float | Sequence[float] | Tensor) -> Tensor:
-        """float -> (batch, variates, horizon); several levels -> (levels, batch, variates, horizon)."""
+        """float -> (batch, variates, horizon); several levels -> (levels, batch, variates, horizon).
+
+        Linear interpolation between order statistics, as torch.quantile, computed in chunks of rows so that any
+        number of samples works.
+        """
         samples = self._require_samples("quantiles")
-        levels = torch.as_tensor(q, dtype=samples.dtype, device=samples.device)
+        levels = torch.as_tensor(q, dtype=torch.float64)
         if bool(((levels < 0) | (levels > 1)).any()):
             raise ValueError(f"quantile levels must lie in [0, 1], got {q}")
-        return samples.quantile(levels, dim=-1)
+        flat = samples.reshape(-1, samples.shape[-1])
+        position = levels.reshape(-1) * (flat.shape[-1] - 1)
+        low, high = position.floor().long(), position.ceil().long()
+        fraction = (position - low).to(samples.dtype).to(samples.device)
+        low, high = low.to(samples.device), high.to(samples.device)
+        rows = max(1, QUANTILE_CHUNK_ELEMENTS // flat.shape[-1])
+        chunks = []
+        for start in range(0, flat.shape[0], rows):
+            ordered = flat[start : start + rows].sort(dim=-1).values
+            chunks.append(torch.lerp(ordered[:, low], ordered[:, high], fraction))
+        values = rearrange(torch.cat(chunks), "n l -> l n").reshape(-1, *samples.shape[:-1])
+        return values.reshape(*levels.shape, *samples.shape[:-1])
 
     @property
     def median(self) -> Tensor:
@@ -76,11 +119,41 @@ def row_seeds(seed: int, count: int, first: int = 0) -> list[int]:
     return [int(np.random.SeedSequence(seed, spawn_key=(i,)).generate_state(1)[0]) for i in range(first, first + count)]
 
 
-class TotoForecaster:
-    def __init__(self, model: TotoBackbone) -> None:
-        self.model = model.eval()
+class PathStreams:
+    """One random stream per (series, path) of a chunk of paths, rows ordered (path, series) like the paths.
 
-    @torch.inference_mode()
+    Stream (s, p) is a CPU torch generator seeded from series s's seed and the path index p, so its numbers do not
+    depend on which other series or paths are decoded with it. Draws are made on the CPU and moved to the model's
+    device (no synchronisation with the device).
+    """
+
+    def __init__(self, series_seeds: Sequence[int], first_path: int, paths: int) -> None:
+        self.generators = [
+            torch.Generator().manual_seed(int(np.random.SeedSequence([seed, path]).generate_state(1)[0]))
+            for path in range(first_path, first_path + paths) for seed in series_seeds
+        ]
+
+    def uniforms(self, per_row: int) -> Tensor:
+        """(rows, per_row) uniforms in [0, 1), the next `per_row` numbers of every stream."""
+        return torch.stack([torch.rand(per_row, generator=g) for g in self.generators])
+
+    def redraw(self, row: int, count: int) -> Tensor:
+        return torch.rand(count, generator=self.generators[row])
+
+
+class TotoForecaster:
+    """Forecasts with a `TotoBackbone` (or any model with Toto 1.0's call interface).
+
+    `memory_budget_bytes` bounds the forecast's working memory (weights not counted): sample paths are decoded
+    in chunks sized to fit it.
+    """
+
+    def __init__(self, model: TotoBackbone, memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES) -> None:
+        self.model = model
+        self.model.eval()
+        self.memory_budget_bytes = memory_budget_bytes
+
+    @torch.no_grad()
     def forecast(
         self,
         inputs: MaskedTimeseries,
@@ -90,105 +163,190 @@ class TotoForecaster:
         use_kv_cache: bool = True,
         future_exogenous_variables: Tensor | None = None,
         seed: int | Sequence[int] | None = None,
+        known_covariates: KnownCovariates | None = None,
+        cancel: Cancellation | None = None,
     ) -> Forecast:
         """Forecast `prediction_length` steps for each variate of each series in `inputs`.
 
-        num_samples=None decodes with the distribution mean (Toto 1.0's behaviour). `samples_per_batch` bounds
-        memory: that many sample paths per series are decoded at once (default: as many as keep
-        batch * variates * samples_per_batch <= 4096).
+        num_samples=None decodes with the distribution mean (Toto 1.0's behaviour). `samples_per_batch` caps the
+        sample paths decoded together (the memory budget chooses otherwise).
+
+        Covariates, two ways:
+        - `known_covariates`: `inputs` holds the targets only; the covariates' past (aligned with them) and future
+          are laid out as in training (`covariates.model_layout`), and the forecast holds the targets only;
+        - `future_exogenous_variables` (Toto 1.0): the last `inputs.num_exogenous_variables` variates are
+          covariates already in the model's layout, their future values are injected as given, and the forecast
+          holds every variate.
+        `cancel` (a callable returning True, or a threading.Event) is checked between decoding steps; when set,
+        the forecast stops with ForecastCancelled.
         """
+        if not issubclass(type(self.model), TotoBackbone):
+            return self._decode_any_model(inputs, prediction_length, num_samples, samples_per_batch or 10,
+                                          use_kv_cache, future_exogenous_variables)
+        num_targets = None
+        if known_covariates is not None:
+            inputs, future_exogenous_variables, num_targets = self._with_covariates(
+                inputs, known_covariates, future_exogenous_variables, prediction_length)
         series, padding_mask, id_mask, num_exogenous = self._validate(inputs, prediction_length, num_samples)
         batch, variates, _ = series.shape
         patch = self.model.patch_size
-        steps = math.ceil(prediction_length / patch)
         exogenous = self._future_exogenous(future_exogenous_variables, batch, num_exogenous, prediction_length)
         seeds = self._seeds(seed, batch)
+        plan = plan_forecast(self.model.config, batch, variates, series.shape[-1], prediction_length, num_samples,
+                             self.memory_budget_bytes, samples_per_batch, use_kv_cache, self._weight_dtype.itemsize)
 
         series = left_pad(series, patch, 0.0)
         padding_mask = left_pad(padding_mask, patch, False)
         id_mask = left_pad_edge(id_mask, patch)
         prefix = series.shape[-1]
+        steps = math.ceil(prediction_length / patch)
 
         # Encode the context once; every sample path starts from this cache and last hidden state.
         scaled, loc, scale, scaler_state = self.model.scale(series, padding_mask, prefix)
         cache = None
         if use_kv_cache:
-            cache = self.model.allocate_kv_cache(batch, variates, prefix + steps * patch, series.device, series.dtype)
+            cache = self.model.allocate_kv_cache(batch, variates, prefix, series.device, self._weight_dtype)
         hidden = self.model.encode(scaled, padding_mask, id_mask, cache, num_exogenous)[:, :, -1:]
-        context = _Paths(series, padding_mask, id_mask, scaled, loc[..., -patch:], scale[..., -patch:], cache,
-                         scaler_state)
+        context = _Context(series, padding_mask, id_mask, scaled, loc[..., -patch:], scale[..., -patch:], cache,
+                           scaler_state, hidden, num_exogenous, exogenous, steps)
 
         if num_samples is None:
-            mean = self._decode(context, hidden, 1, prediction_length, prefix, num_exogenous, exogenous, False, None, 0)
-            return Forecast(mean=mean)
+            mean = self._decode(context, 1, prediction_length, None, cancel)
+            return _targets(Forecast(mean=mean), num_targets)
 
-        per_chunk = samples_per_batch or max(1, DEFAULT_ROWS_PER_CHUNK // (batch * variates))
-        if per_chunk <= 0:
-            raise ValueError(f"samples_per_batch must be positive, got {samples_per_batch}")
         chunks = []
-        for index, start in enumerate(range(0, num_samples, per_chunk)):
-            size = min(per_chunk, num_samples - start)
-            values = self._decode(context, hidden, size, prediction_length, prefix, num_exogenous, exogenous, True,
-                                  seeds, index)
-            chunks.append(rearrange(values, "(s b) v t -> b v t s", s=size))
-        samples = torch.cat(chunks, dim=-1)
-        return Forecast(mean=samples.mean(dim=-1), samples=samples)
+        for start in range(0, num_samples, plan.paths_per_chunk):
+            paths = min(plan.paths_per_chunk, num_samples - start)
+            streams = None if seeds is None else PathStreams(seeds, start, paths)
+            values = self._decode(context, paths, prediction_length, streams, cancel, sample=True)
+            chunks.append(rearrange(values, "(s b) v t -> b v t s", s=paths))
+        samples = torch.cat(chunks, dim=-1) if len(chunks) > 1 else chunks[0]
+        return _targets(Forecast(mean=samples.mean(dim=-1), samples=samples), num_targets)
 
-    def _decode(self, context: _Paths, hidden: Tensor, paths_per_series: int, horizon: int, prefix: int,
-                num_exogenous: int, exogenous: Tensor | None, sample: bool, seeds: list[int] | None,
-                chunk: int) -> Tensor:
-        """Decode `paths_per_series` paths per series over `horizon` steps; returns (paths*batch, variates, horizon).
+    @torch.no_grad()
+    def generate_mean(self, inputs: Tensor, prediction_length: int, timestamp_seconds: Tensor,
+                      time_interval_seconds: Tensor, input_padding_mask: Tensor | None = None,
+                      id_mask: Tensor | None = None, use_kv_cache: bool = False,
+                      future_exogenous_variables: Tensor | None = None, num_exogenous_variables: int = 0) -> Tensor:
+        """Toto 1.0's mean decoding from tensors: (batch, variate, prediction_length)."""
+        masked = _masked_timeseries(inputs, timestamp_seconds, time_interval_seconds, input_padding_mask, id_mask,
+                                    num_exogenous_variables)
+        return self.forecast(masked, prediction_length, None, None, use_kv_cache, future_exogenous_variables).mean
 
-        `hidden` is the context's last state, one row per series: the first patch of every path is drawn from the
+    @torch.no_grad()
+    def generate_samples(self, inputs: Tensor, prediction_length: int, num_samples: int, timestamp_seconds: Tensor,
+                         time_interval_seconds: Tensor, input_padding_mask: Tensor | None = None,
+                         id_mask: Tensor | None = None, sampling_batch_size: int = 10, use_kv_cache: bool = False,
+                         future_exogenous_variables: Tensor | None = None,
+                         num_exogenous_variables: int = 0) -> Tensor:
+        """Toto 1.0's sampling from tensors: (batch, variate, prediction_length, num_samples)."""
+        masked = _masked_timeseries(inputs, timestamp_seconds, time_interval_seconds, input_padding_mask, id_mask,
+                                    num_exogenous_variables)
+        return self.forecast(masked, prediction_length, num_samples, sampling_batch_size, use_kv_cache,
+                             future_exogenous_variables).samples
+
+    @staticmethod
+    def create_affine_transformed(base_distr: Distribution, loc: Tensor, scale: Tensor) -> Distribution:
+        """Toto 1.0's helper: the distribution in data space; loc/scale are cut to the base's last time steps."""
+        if loc.shape[-1] != 1:
+            steps = base_distr.mean.shape[-1]
+            loc, scale = loc[..., -steps:], scale[..., -steps:]
+        return AffineTransformed(base_distr, loc=loc, scale=scale)
+
+    @property
+    def _weight_dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def _decode(self, context: _Context, paths: int, horizon: int, streams: PathStreams | None,
+                cancel: Cancellation | None, sample: bool = False) -> Tensor:
+        """Decode `paths` paths per series over `horizon` steps; returns (paths*batch, variates, horizon) float32.
+
+        The context's last hidden state has one row per series: the first patch of every path is drawn from the
         same distribution, so the output head runs once per series for it.
         """
         patch = self.model.patch_size
-        steps = math.ceil(horizon / patch)
-        paths = context.repeat(paths_per_series)
-        if exogenous is not None:
-            exogenous = exogenous.repeat(paths_per_series, 1, 1)
-        draws_per_row = paths_per_series
-        for step in range(steps):
+        model = self.model
+        hidden = context.hidden
+        cache = None if context.cache is None else SharedPrefixKVCache(context.cache, paths, context.steps - 1)
+        loc, scale = (t.repeat(paths, 1, 1) for t in (context.loc, context.scale))
+        scaler_state = context.scaler_state.repeat(paths)
+        exogenous = None if context.exogenous is None else context.exogenous.repeat(paths, 1, 1)
+        rows, variates = loc.shape[:2]
+        ones = torch.ones((rows, variates, patch), dtype=torch.bool, device=loc.device)
+        ids = context.id_mask[..., -1:].repeat(paths, 1, patch)
+        # Without a cache every step runs each path's whole series again (Toto 1.0's use_kv_cache=False).
+        history = None
+        if cache is None:
+            history = _History(*(t.repeat(paths, 1, 1) for t in (context.scaled, context.padding_mask,
+                                                                   context.id_mask)))
+        generated = []
+        for step in range(context.steps):
+            _check_cancelled(cancel)
             # The last patch is only computed as far as the horizon reaches.
             width = min(patch, horizon - step * patch)
-            normalised = self._draw(hidden, width, draws_per_row, sample, seeds, chunk, step)
-            values = _replace_non_finite(normalised * paths.scale[..., :width] + paths.loc[..., :width])
+            normalised = self._draw(model.head(hidden, width), paths if step == 0 else 1, sample, streams)
+            values = _replace_non_finite(normalised * scale[..., :width] + loc[..., :width])
             if exogenous is not None:
-                values[:, -num_exogenous:] = exogenous[:, :, step * patch:step * patch + width]
-            paths.append(values)
-            if step + 1 < steps:
+                values[:, -context.num_exogenous:] = exogenous[:, :, step * patch : step * patch + width]
+            generated.append(values)
+            if step + 1 < context.steps:
                 # The scaler continues from its state: only the new patch is scaled, the history is not rescanned.
-                scaled, paths.loc, paths.scale, paths.scaler_state = self.model.scale(
-                    values, torch.ones_like(values, dtype=torch.bool), None, paths.scaler_state)
-                paths.scaled = torch.cat([paths.scaled, scaled], dim=-1)
-                # With a cache only the new patch runs through the model; without one, the whole series again.
-                new = slice(None) if paths.cache is None else slice(-patch, None)
-                hidden = self.model.encode(paths.scaled[..., new], paths.padding_mask[..., new],
-                                           paths.id_mask[..., new], paths.cache, num_exogenous)[:, :, -1:]
-                draws_per_row = 1
-        return paths.series[..., prefix:]
+                scaled, loc, scale, scaler_state = model.scale(values, ones, None, scaler_state)
+                if history is None:
+                    hidden = model.encode(scaled, ones, ids, cache, context.num_exogenous)
+                else:
+                    history.append(scaled, ones, ids)
+                    hidden = model.encode(history.scaled, history.padding_mask, history.id_mask, None,
+                                          context.num_exogenous)[:, :, -1:]
+        return torch.cat(generated, dim=-1)
 
-    def _draw(self, hidden: Tensor, width: int, draws_per_row: int, sample: bool, seeds: list[int] | None,
-              chunk: int, step: int) -> Tensor:
-        """The next `width` values in normalised space, `draws_per_row` per hidden row, rows ordered (draw, row).
+    def _draw(self, distribution: Distribution, draws_per_row: int, sample: bool,
+              streams: PathStreams | None) -> Tensor:
+        """The next values in normalised space, float32, `draws_per_row` per row, rows ordered (draw, row).
 
-        The mean, a free sample, or samples from each series' own random stream (rows of series b are b::batch).
+        The mean; or a draw of each value's mixture component followed by a sample of that Student-T only, from
+        the global random state or from each (series, path)'s own stream.
         """
-        rows, variates = hidden.shape[:2]
         if not sample:
-            return self.model.head(hidden, width).mean.repeat(draws_per_row, 1, 1)
-        if seeds is None:
-            return self.model.head(hidden, width).sample((draws_per_row,)).reshape(draws_per_row * rows, variates, width)
-        batch = len(seeds)
-        distribution = self.model.head(hidden, width)
-        out = hidden.new_empty((draws_per_row * rows, variates, width))
-        devices = [hidden.device] if hidden.device.type == "cuda" else []
-        for row, seed in enumerate(seeds):
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(int(np.random.SeedSequence([seed, chunk, step]).generate_state(1)[0]))
-                draws = select_rows(distribution, slice(row, None, batch)).sample((draws_per_row,))
-            out[row::batch] = draws.reshape(-1, variates, width)
-        return out
+            return distribution_mean(distribution).repeat(draws_per_row, 1, 1)
+        probs, df, loc, scale = student_t_parameters(distribution)
+        shape = (draws_per_row, *df.shape[:3])  # (draws, rows, variates, width)
+        if probs is not None:
+            probs, df, loc, scale = (t.expand(draws_per_row, *t.shape) for t in (probs, df, loc, scale))
+        else:
+            df, loc, scale = (t.expand(draws_per_row, *t.shape) for t in (df, loc, scale))
+        if streams is None:
+            uniform = torch.rand(shape, device=df.device) if probs is not None else None
+            df, loc, scale = select_component(probs, df, loc, scale, uniform)
+            standard = StudentT(df, validate_args=False).sample()
+        else:
+            numbers = streams.uniforms(math.prod(shape[2:]) * UNIFORMS_PER_VALUE).view(*shape, UNIFORMS_PER_VALUE)
+            u, w = _accepted_polar_points(numbers, streams)
+            numbers, u, w = (t.to(df.device, non_blocking=True) for t in (numbers[..., 0], u, w))
+            df, loc, scale = select_component(probs, df, loc, scale, numbers)
+            standard = student_t_from_polar(u, w, df)
+        return (loc + scale * standard).reshape(-1, *shape[2:])
+
+    def _with_covariates(self, inputs: MaskedTimeseries, covariates: KnownCovariates, future: Tensor | None,
+                         prediction_length: int) -> tuple[MaskedTimeseries, Tensor, int]:
+        """Targets + naturally aligned covariates -> the model's inputs, future values and the number of targets."""
+        if future is not None or inputs.num_exogenous_variables:
+            raise ValueError("give covariates either as known_covariates (targets-only inputs) or in Toto 1.0's way "
+                             "(num_exogenous_variables and future_exogenous_variables), not both")
+        target = torch.as_tensor(inputs.series, dtype=torch.float32)
+        target = target[None] if target.ndim == 2 else target
+        past, future = covariates.tensors()
+        if past.shape[0] != target.shape[0] or past.shape[-1] != target.shape[-1]:
+            raise ValueError(f"known covariates' past {tuple(past.shape)} must match the targets {tuple(target.shape)} "
+                             "in batch and time")
+        if future.shape[-1] != prediction_length:
+            raise ValueError(f"known covariates' future has {future.shape[-1]} steps; prediction_length is "
+                             f"{prediction_length}")
+        context, future = model_layout(past.to(target.device), future.to(target.device), target.shape[-1],
+                                       self.model.patch_size)
+        return (MaskedTimeseries.from_series(torch.cat([target, context], dim=1),
+                                             num_exogenous_variables=past.shape[1]).to(target.device),
+                future, target.shape[1])
 
     @staticmethod
     def _seeds(seed: int | Sequence[int] | None, batch: int) -> list[int] | None:
@@ -203,10 +361,7 @@ class TotoForecaster:
 
     def _validate(self, inputs: MaskedTimeseries, prediction_length: int, num_samples: int | None
                   ) -> tuple[Tensor, Tensor, Tensor, int]:
-        if not isinstance(prediction_length, (int, np.integer)) or prediction_length <= 0:
-            raise ValueError(f"prediction_length must be a positive integer, got {prediction_length!r}")
-        if num_samples is not None and (not isinstance(num_samples, (int, np.integer)) or num_samples <= 0):
-            raise ValueError(f"num_samples must be a positive integer or None, got {num_samples!r}")
+        _validate_lengths(prediction_length, num_samples)
         series = torch.as_tensor(inputs.series)
         if series.ndim == 2:
             inputs = MaskedTimeseries(*(torch.as_tensor(f)[None] for f in inputs[:5]), inputs.num_exogenous_variables)
@@ -219,8 +374,9 @@ class TotoForecaster:
         if padding_mask.shape != series.shape:
             raise ValueError(f"padding_mask shape {tuple(padding_mask.shape)} != series shape {tuple(series.shape)}")
         device = self.model.device
-        dtype = next(self.model.parameters()).dtype
-        series = series.to(device=device, dtype=dtype)
+        # The series, the scaler and the sampling stay in float32 whatever the weights (a level of 1000 would round
+        # to steps of 4 in bf16).
+        series = series.to(device=device, dtype=torch.float32)
         padding_mask = padding_mask.to(device).bool() & torch.isfinite(series)
         if bool(((series.abs() > MAX_ABS_VALUE) & padding_mask).any()):
             raise ValueError(f"series holds values beyond +-{MAX_ABS_VALUE:g}, which overflow float32 forecasting: "
@@ -245,7 +401,7 @@ class TotoForecaster:
                 raise ValueError(f"inputs declare {num_exogenous} exogenous variables: pass their future values "
                                  "as future_exogenous_variables (batch, exogenous, prediction_length)")
             return None
-        values = torch.as_tensor(values, dtype=next(self.model.parameters()).dtype, device=self.model.device)
+        values = torch.as_tensor(values, dtype=torch.float32, device=self.model.device)
         if values.ndim == 2:
             values = values[None]
         expected = (batch, num_exogenous, prediction_length)
@@ -256,35 +412,134 @@ class TotoForecaster:
             raise ValueError("future_exogenous_variables must be finite: known future values cannot be missing")
         return values
 
+    def _decode_any_model(self, inputs: MaskedTimeseries, prediction_length: int, num_samples: int | None,
+                          samples_per_batch: int, use_kv_cache: bool, future: Tensor | None) -> Forecast:
+        """Toto 1.0's decoding loop, for any model with its call interface: each step calls the model on the whole
+        series (with a KV cache the model itself runs only the new patch) and appends the mean or one sample."""
+        _validate_lengths(prediction_length, num_samples)
+        series, padding_mask, id_mask = (torch.as_tensor(t) for t in inputs[:3])
+        if series.ndim == 2:
+            series, padding_mask, id_mask = series[None], padding_mask[None], id_mask[None]
+        if future is not None and future.ndim == 2:
+            future = future[None]
+        patch = self.model.patch_embed.stride
+        series, padding_mask = left_pad(series, patch, 0.0), left_pad(padding_mask.bool(), patch, False)
+        id_mask = left_pad_edge(id_mask.expand(series.shape) if id_mask.shape[-1] == 1 else id_mask, patch)
+        paths = 1 if num_samples is None else min(samples_per_batch, num_samples)
+        chunks = []
+        for start in range(0, num_samples or 1, paths):
+            size = min(paths, (num_samples or 1) - start)
+            values = self._any_model_paths(series.repeat(size, 1, 1), padding_mask.repeat(size, 1, 1),
+                                           id_mask.repeat(size, 1, 1), prediction_length, num_samples is not None,
+                                           use_kv_cache, None if future is None else future.repeat(size, 1, 1),
+                                           int(inputs.num_exogenous_variables))
+            chunks.append(rearrange(values, "(s b) v t -> b v t s", s=size))
+        samples = torch.cat(chunks, dim=-1)
+        if num_samples is None:
+            return Forecast(mean=samples[..., 0])
+        return Forecast(mean=samples.mean(dim=-1), samples=samples)
+
+    def _any_model_paths(self, series: Tensor, padding_mask: Tensor, id_mask: Tensor, horizon: int, sample: bool,
+                         use_kv_cache: bool, future: Tensor | None, num_exogenous: int) -> Tensor:
+        patch = self.model.patch_embed.stride
+        steps = math.ceil(horizon / patch)
+        prefix = series.shape[-1]
+        cache = None
+        if use_kv_cache:
+            cache = self.model.allocate_kv_cache(batch_size=series.shape[0], num_variates=series.shape[1],
+                                                 max_time_steps=prefix + steps * patch, device=series.device,
+                                                 dtype=series.dtype)
+        for step in range(steps):
+            distribution, loc, scale = self.model(inputs=series, input_padding_mask=padding_mask, id_mask=id_mask,
+                                                  kv_cache=cache, scaling_prefix_length=prefix,
+                                                  num_exogenous_variables=num_exogenous)
+            distribution = self.create_affine_transformed(distribution, loc, scale)
+            values = distribution.sample() if sample else distribution.mean
+            values = _replace_non_finite(values[..., -patch:])
+            if future is not None and num_exogenous:
+                known = future[..., step * patch : (step + 1) * patch]
+                values[:, -num_exogenous:, : known.shape[-1]] = known
+            series = torch.cat([series, values], dim=-1)
+            padding_mask = torch.nn.functional.pad(padding_mask, (0, patch), value=True)
+            id_mask = torch.cat([id_mask, id_mask[..., -1:].expand(*values.shape)], dim=-1)
+        return series[..., prefix : prefix + horizon]
+
 
 @dataclass
-class _Paths:
-    """The growing state of a set of decoding paths (rows ordered (path, series))."""
+class _Context:
+    """The encoded context that every sample path continues (one row per series)."""
 
     series: Tensor
     padding_mask: Tensor
     id_mask: Tensor
     scaled: Tensor  # the series in normalised space
-    loc: Tensor  # (rows, variates, patch): scaler statistics of the last fed patch
+    loc: Tensor  # (batch, variates, patch): scaler statistics of the last patch
     scale: Tensor
     cache: KVCache | None
     scaler_state: ScalerState
+    hidden: Tensor  # (batch, variates, 1, embed): the last patch's hidden state
+    num_exogenous: int
+    exogenous: Tensor | None  # (batch, exogenous, horizon) known future values
+    steps: int  # patches to decode
 
-    def repeat(self, times: int) -> _Paths:
-        """`times` independent copies of these paths, sharing nothing mutable with the original."""
-        def rep(t: Tensor) -> Tensor:
-            return t.repeat(times, *([1] * (t.ndim - 1)))
 
-        cache = self.cache.repeat(times) if self.cache is not None else None
-        return _Paths(rep(self.series), rep(self.padding_mask), rep(self.id_mask), rep(self.scaled), rep(self.loc),
-                      rep(self.scale), cache, self.scaler_state.repeat(times))
+@dataclass
+class _History:
+    """Whole normalised series of the paths, for decoding without a KV cache."""
 
-    def append(self, values: Tensor) -> None:
-        """Append one generated patch (observed, same series ids as the last step)."""
-        patch = values.shape[-1]
-        self.series = torch.cat([self.series, values], dim=-1)
-        self.padding_mask = torch.nn.functional.pad(self.padding_mask, (0, patch), value=True)
-        self.id_mask = torch.cat([self.id_mask, self.id_mask[..., -1:].expand(*values.shape)], dim=-1)
+    scaled: Tensor
+    padding_mask: Tensor
+    id_mask: Tensor
+
+    def append(self, scaled: Tensor, padding_mask: Tensor, id_mask: Tensor) -> None:
+        self.scaled = torch.cat([self.scaled, scaled], dim=-1)
+        self.padding_mask = torch.cat([self.padding_mask, padding_mask], dim=-1)
+        self.id_mask = torch.cat([self.id_mask, id_mask], dim=-1)
+
+
+def _accepted_polar_points(numbers: Tensor, streams: PathStreams) -> tuple[Tensor, Tensor]:
+    """The polar method's accepted points for uniforms (draws, rows, variates, width, UNIFORMS_PER_VALUE); values
+    whose candidates all fell outside the disc draw new candidates from their own stream, in order."""
+    u, w, accepted = polar_variates(numbers[..., 1:])
+    while not bool(accepted.all()):
+        flat_accepted = accepted.view(accepted.shape[0] * accepted.shape[1], -1)
+        flat_u, flat_w = u.view_as(flat_accepted), w.view_as(flat_accepted)
+        for row in (~flat_accepted).any(-1).nonzero().flatten().tolist():
+            missing = (~flat_accepted[row]).nonzero().flatten()
+            extra = streams.redraw(row, len(missing) * (UNIFORMS_PER_VALUE - 1)).view(len(missing), -1)
+            new_u, new_w, new_accepted = polar_variates(extra)
+            flat_u[row, missing], flat_w[row, missing] = new_u, new_w
+            flat_accepted[row, missing] = new_accepted
+    return u, w
+
+
+def _targets(forecast: Forecast, num_targets: int | None) -> Forecast:
+    if num_targets is None:
+        return forecast
+    samples = None if forecast.samples is None else forecast.samples[:, :num_targets]
+    return Forecast(mean=forecast.mean[:, :num_targets], samples=samples)
+
+
+def _masked_timeseries(inputs: Tensor, timestamp_seconds: Tensor, time_interval_seconds: Tensor,
+                       padding_mask: Tensor | None, id_mask: Tensor | None, num_exogenous: int) -> MaskedTimeseries:
+    padding_mask = torch.ones_like(inputs, dtype=torch.bool) if padding_mask is None else padding_mask
+    id_mask = torch.zeros_like(inputs, dtype=torch.int) if id_mask is None else id_mask
+    return MaskedTimeseries(inputs, padding_mask, id_mask, timestamp_seconds, time_interval_seconds, num_exogenous)
+
+
+def _validate_lengths(prediction_length: int, num_samples: int | None) -> None:
+    if not isinstance(prediction_length, (int, np.integer)) or prediction_length <= 0:
+        raise ValueError(f"prediction_length must be a positive integer, got {prediction_length!r}")
+    if num_samples is not None and (not isinstance(num_samples, (int, np.integer)) or num_samples <= 0):
+        raise ValueError(f"num_samples must be a positive integer or None, got {num_samples!r}")
+
+
+def _check_cancelled(cancel: Cancellation | None) -> None:
+    if cancel is None:
+        return
+    stopped = cancel.is_set() if isinstance(cancel, threading.Event) else cancel()
+    if stopped:
+        raise ForecastCancelled("forecast cancelled between decoding steps: nobody waits for its result")
 
 
 def _replace_non_finite(values: Tensor) -> Tensor:

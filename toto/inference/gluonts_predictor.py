@@ -6,14 +6,21 @@
 Entries are GluonTS data entries: `target` is 1-D (time) or 2-D (variates x time) with NaN for missing values,
 `start` a `pd.Period`. Each entry's last `context_length` steps are forecast together with the other entries of
 its batch (shorter histories are left-padded with NaN, which Toto treats as unobserved). Forecasts are GluonTS
-`SampleForecast`s with samples shaped (samples, time) or (samples, time, variates), like the target.
+`SampleForecast`s (`TotoSampleForecast`, which also carries the exact mean) with samples shaped (samples, time) or
+(samples, time, variates), like the target.
+
+Toto 1.0's API works too: `TotoPredictor.create_for_eval(model, prediction_length, context_length,
+mode=Multivariate(batch_size=...), samples_per_batch=...)`, `predict(dataset, num_samples=..., use_kv_cache=...)` and
+the `custom_stack_fn` of its data loader (see docs/architecture.md for the differences).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -23,6 +30,7 @@ from gluonts.dataset.util import forecast_start
 from gluonts.itertools import batcher
 from gluonts.model.forecast import SampleForecast
 from gluonts.model.predictor import Predictor
+from gluonts.torch.batchify import batchify
 
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged
 from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, TotoForecaster, row_seeds
@@ -34,6 +42,26 @@ def _interval_seconds(period: pd.Period) -> int:
     return int(((period + 1).start_time - period.start_time).total_seconds())
 
 
+@dataclass(frozen=True)
+class Multivariate:
+    """Toto 1.0's prediction mode: entries keep their variates together, `batch_size` entries per model batch."""
+
+    code: ClassVar[str] = "M"
+    batch_size: int = 16
+
+
+class TotoSampleForecast(SampleForecast):
+    """A SampleForecast whose mean is the model's (the samples' mean, or the decoded mean without samples)."""
+
+    def __init__(self, samples: np.ndarray, mean: np.ndarray, start_date: pd.Period, item_id: str | None = None,
+                 info: dict | None = None) -> None:
+        super().__init__(samples, start_date, item_id, info)
+        self._mean = mean
+
+
+_NOT_GIVEN: Any = object()
+
+
 class TotoPredictor(Predictor):
     """Forecast GluonTS entries with Toto (a loaded model, a checkpoint folder, an embedded name or a hub id).
 
@@ -41,7 +69,8 @@ class TotoPredictor(Predictor):
         model_or_checkpoint: a `Toto` instance, or anything `Toto.from_pretrained` accepts.
         prediction_length: steps to forecast after each entry's target.
         context_length: most recent steps of history fed to the model (Toto 1.0 used 2048 on BOOM).
-        num_samples: samples drawn per forecast; quantiles and sample-based metrics come from them.
+        num_samples: samples drawn per forecast; quantiles and sample-based metrics come from them. None makes
+            mean forecasts (one "sample", the decoded mean), as Toto 1.0's `predict()` without num_samples.
         samples_per_batch: sample paths decoded together; lower it to save memory (None: the forecaster's
             default memory bound).
         batch_size: entries forecast together; entries with different variate counts never share a batch.
@@ -55,7 +84,7 @@ class TotoPredictor(Predictor):
         model_or_checkpoint: Toto | str | Path,
         prediction_length: int,
         context_length: int = DEFAULT_CONTEXT_LENGTH,
-        num_samples: int = 256,
+        num_samples: int | None = 256,
         samples_per_batch: int | None = None,
         batch_size: int = 16,
         seed: int | None = 0,
@@ -63,9 +92,9 @@ class TotoPredictor(Predictor):
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__(prediction_length=prediction_length)
-        if context_length < 1 or num_samples < 1 or batch_size < 1:
+        if context_length < 1 or (num_samples is not None and num_samples < 1) or batch_size < 1:
             raise ValueError("context_length, num_samples and batch_size must be positive integers.")
-        if isinstance(model_or_checkpoint, Toto):
+        if isinstance(model_or_checkpoint, torch.nn.Module):  # a Toto, or a torch.compile'd one
             self.model = model_or_checkpoint
         else:
             self.model = Toto.from_pretrained(model_or_checkpoint, map_location=device)
@@ -77,16 +106,59 @@ class TotoPredictor(Predictor):
         self.batch_size = batch_size
         self.seed = seed
         self.use_kv_cache = use_kv_cache
+        self.mode = Multivariate(batch_size=batch_size)
 
-    def predict(self, dataset: Iterable[DataEntry], **kwargs) -> Iterator[SampleForecast]:
-        """One forecast per entry, in the order of `dataset`."""
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @classmethod
+    def create_for_eval(cls, model: Toto, prediction_length: int, context_length: int,
+                        mode: Multivariate = Multivariate(batch_size=1), samples_per_batch: int = 10) -> TotoPredictor:
+        """Toto 1.0's constructor: mean forecasts unless `predict` is given num_samples."""
+        return cls(model, prediction_length, context_length=context_length, num_samples=None,
+                   samples_per_batch=samples_per_batch, batch_size=mode.batch_size, device=model.device)
+
+    def predict(self, dataset: Iterable[DataEntry], num_samples: int | None = _NOT_GIVEN,
+                use_kv_cache: bool | None = None, eval: bool = True, **kwargs: Any) -> Iterator[TotoSampleForecast]:
+        """One forecast per entry, in the order of `dataset`.
+
+        `num_samples` and `use_kv_cache` override the predictor's settings for this call (Toto 1.0's signature);
+        eval=False leaves the model's train/eval mode alone.
+        """
+        num_samples = self.num_samples if num_samples is _NOT_GIVEN else num_samples
+        use_kv_cache = self.use_kv_cache if use_kv_cache is None else use_kv_cache
+        if eval:
+            self.model.eval()
         index = 0  # position of the next entry in `dataset`: it selects the entry's random stream
         for batch in batcher(dataset, self.batch_size):
             # Consecutive entries with equal variate counts form one model batch.
             for _, group in itertools.groupby(batch, key=lambda entry: np.shape(entry["target"])[:-1]):
                 entries = list(group)
-                yield from self._predict_batch(entries, index)
+                yield from self._predict_batch(entries, index, num_samples, use_kv_cache)
                 index += len(entries)
+
+    def custom_stack_fn(self, data: list[dict[str, Any]], device: torch.types.Device = None) -> dict[str, Any]:
+        """Toto 1.0's stack function for a GluonTS InferenceDataLoader: GluonTS's `batchify`, and for entries of
+        different lengths each array field right-padded with zeros to the longest (tensors stay lists)."""
+        device = device or self.device
+        try:
+            return batchify(data, device=device)
+        except ValueError as error:
+            if "setting an array element with a sequence" not in str(error) and "inhomogeneous" not in str(error):
+                raise
+        batch: dict[str, Any] = {}
+        for key in data[0]:
+            values = [item[key] for item in data]
+            if isinstance(values[0], np.ndarray) and values[0].dtype in (np.float64, np.float32, np.float16):
+                longest = np.max([v.shape for v in values], axis=0)
+                padded = [np.pad(v, [(0, m - n) for n, m in zip(v.shape, longest)]) for v in values]
+                batch[key] = torch.tensor(np.stack(padded), device=device)
+            elif isinstance(values[0], (int, float, np.number)):
+                batch[key] = torch.tensor(values, device=device)
+            else:
+                batch[key] = values
+        return batch
 
     def _inputs(self, entries: list[DataEntry], starts: list[pd.Period]) -> MaskedTimeseries:
         """Stack the entries' recent history into (batch, variates, time), left-padding shorter ones with NaN."""
@@ -97,17 +169,18 @@ class TotoPredictor(Predictor):
             end_timestamp_seconds=[int((start - 1).start_time.timestamp()) for start in starts],
         )
 
-    def _predict_batch(self, entries: list[DataEntry], first_index: int) -> Iterator[SampleForecast]:
+    def _predict_batch(self, entries: list[DataEntry], first_index: int, num_samples: int | None,
+                       use_kv_cache: bool) -> Iterator[TotoSampleForecast]:
         starts = [forecast_start(entry) for entry in entries]
         inputs = self._inputs(entries, starts).to(self.model.device)
         seeds = None if self.seed is None else row_seeds(self.seed, len(entries), first=first_index)
-        with torch.inference_mode():
-            forecast = self.forecaster.forecast(
-                inputs, prediction_length=self.prediction_length, num_samples=self.num_samples,
-                samples_per_batch=self.samples_per_batch, use_kv_cache=self.use_kv_cache, seed=seeds)
-        samples = forecast.samples.float().cpu().numpy()  # (batch, variates, time, samples)
+        forecast = self.forecaster.forecast(
+            inputs, prediction_length=self.prediction_length, num_samples=num_samples,
+            samples_per_batch=self.samples_per_batch, use_kv_cache=use_kv_cache, seed=seeds)
+        mean = forecast.mean.float().cpu().numpy()  # (batch, variates, time)
+        samples = mean[..., None] if forecast.samples is None else forecast.samples.float().cpu().numpy()
         for row, (entry, start) in enumerate(zip(entries, starts)):
-            row_samples = samples[row].transpose(2, 1, 0)  # (samples, time, variates)
+            row_samples, row_mean = samples[row].transpose(2, 1, 0), mean[row].T  # (samples, time, variates)
             if np.ndim(entry["target"]) == 1:
-                row_samples = row_samples[..., 0]
-            yield SampleForecast(row_samples, start_date=start, item_id=entry.get("item_id"))
+                row_samples, row_mean = row_samples[..., 0], row_mean[..., 0]
+            yield TotoSampleForecast(row_samples, row_mean, start_date=start, item_id=entry.get("item_id"))

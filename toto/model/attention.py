@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from .kv_cache import KVCache
+from .kv_cache import KVCache, SharedPrefixKVCache
 from .rope import XposRotaryEmbedding
 
 try:
@@ -71,6 +71,36 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
 
 
+def attend_shared_prefix(q: Tensor, prefix_k: Tensor, prefix_v: Tensor, prefix_valid: Tensor, own_k: Tensor,
+                         own_v: Tensor, paths: int) -> Tensor:
+    """One decoding step of `paths` sample paths per row that continue a shared context.
+
+    q: (paths*rows, heads, 1, head_dim), rows ordered (path, row); prefix_k/v: (rows, heads, context, head_dim) with
+    key validity (rows, context), stored once; own_k/v: (paths*rows, heads, generated, head_dim), each path's own
+    patches (the query's own patch included). The softmax over context + own keys is split into two partial
+    softmaxes merged exactly by their log-sum-exp (as in Hydragen / cascade attention). Against the context, the
+    paths' queries form one matrix per row, so that part is a matrix product instead of `paths` copies of the cache.
+    """
+    rows, heads, _, head_dim = prefix_k.shape
+    scale = head_dim**-0.5
+    queries = rearrange(q, "(p r) h 1 d -> r h p d", p=paths)
+    # Scores and their softmax in float32 also for bf16 weights; the products run in the weights' dtype.
+    context_scores = (queries @ prefix_k.transpose(-1, -2)).float() * scale  # (rows, heads, paths, context)
+    context_scores = context_scores.masked_fill(~prefix_valid[:, None, None, :], float("-inf"))
+    context_lse = torch.logsumexp(context_scores, dim=-1, keepdim=True)
+    context_out = torch.softmax(context_scores, dim=-1).to(prefix_v.dtype) @ prefix_v  # (rows, heads, paths, d)
+    own_scores = (q @ own_k.transpose(-1, -2)).float() * scale  # (paths*rows, heads, 1, generated)
+    own_lse = torch.logsumexp(own_scores, dim=-1, keepdim=True)
+    own_out = torch.softmax(own_scores, dim=-1).to(own_v.dtype) @ own_v
+    context_out = rearrange(context_out, "r h p d -> (p r) h 1 d")
+    context_lse = rearrange(context_lse, "r h p 1 -> (p r) h 1 1")
+    total = torch.logaddexp(context_lse, own_lse)
+    # A row whose context is all padding has context_lse = -inf; its weight is then exactly 0.
+    context_weight = torch.exp(context_lse - total).to(q.dtype)
+    own_weight = torch.exp(own_lse - total).to(q.dtype)
+    return torch.nan_to_num(context_out) * context_weight + own_out * own_weight
+
+
 def _xformers_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool,
                         dropout: float) -> Tensor:
     q, k, v = (rearrange(t, "r h s d -> r s h d").contiguous() for t in (q, k, v))
@@ -102,8 +132,8 @@ class MultiHeadAttention(torch.nn.Module):
         # Index of this layer's slot in the KV cache (time-wise layers only); set by the Transformer.
         self.cache_slot: int | None = None
 
-    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool, kv_cache: KVCache | None,
-                positions: int | Tensor = 0) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool,
+                kv_cache: KVCache | SharedPrefixKVCache | None, positions: int | Tensor = 0) -> Tensor:
         """x: (batch, variate, patch, embed) -> same shape. `positions`: rotary position of the first patch (per row)."""
         batch, variates, patches, _ = x.shape
         if self.axis is AttentionAxis.TIME:
@@ -114,13 +144,16 @@ class MultiHeadAttention(torch.nn.Module):
             self.wQKV(rows), "r s (qkv hd h) -> qkv r h s hd", qkv=3, h=self.num_heads
         ).unbind(0)  # each (rows, heads, seq, head_dim)
 
+        dropout = self.dropout if self.training else 0.0
         if self.axis is AttentionAxis.TIME:
             q, k = self.rotary(q, k, positions)
-            if kv_cache is not None:
+        if isinstance(kv_cache, SharedPrefixKVCache) and self.axis is AttentionAxis.TIME:
+            own_k, own_v = kv_cache.append(self.cache_slot, k, v)
+            out = attend_shared_prefix(q, *kv_cache.prefix_for(self.cache_slot), own_k, own_v, kv_cache.paths)
+        else:
+            if kv_cache is not None and self.axis is AttentionAxis.TIME:
                 k, v = kv_cache.append(self.cache_slot, k, v)
-
-        dropout = self.dropout if self.training else 0.0
-        out = attend(q, k, v, mask, is_causal, dropout, self.allow_xformers)
+            out = attend(q, k, v, mask, is_causal, dropout, self.allow_xformers)
         out = rearrange(out, "r h s hd -> r s (h hd)")
         if self.axis is AttentionAxis.TIME:
             out = rearrange(out, "(b v) n d -> b v n d", b=batch, v=variates)

@@ -6,7 +6,7 @@ The output at patch n parameterises the distribution of the values of patch n + 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,8 @@ from torch.distributions import Distribution
 
 from .config import TotoConfig
 from .distribution import build_output_distribution
-from .kv_cache import KVCache
+from .fusion import Fusion
+from .kv_cache import KVCache, SharedPrefixKVCache
 from .scaler import CausalState, FixedState, build_scaler
 from .transformer import Transformer
 
@@ -34,34 +35,60 @@ class PatchEmbedding(torch.nn.Module):
         super().__init__()
         self.patch_size = patch_size
         self.stride = stride
+        self.embed_dim = embed_dim
         self.projection = torch.nn.Linear(patch_size, embed_dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(batch, variate, time) -> (batch, variate, patch, embed)."""
-        return self.projection(x.unfold(-1, self.patch_size, self.stride))
+    def forward(self, x: Tensor, id_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """(batch, variate, time) values and ids -> (batch, variate, patch, embed) tokens and (batch, variate, patch)
+        ids, as in Toto 1.0. A patch must not span two series (ids constant within it)."""
+        if x.shape[-1] % self.patch_size:
+            raise ValueError(f"series length {x.shape[-1]} is not a multiple of the patch size {self.patch_size}")
+        patch_ids = id_mask.expand_as(x).unfold(-1, self.patch_size, self.stride)
+        if bool((patch_ids.amin(-1) != patch_ids.amax(-1)).any()):
+            raise ValueError("a patch spans two series: id_mask must be constant within each patch")
+        tokens = self.projection(x.unfold(-1, self.patch_size, self.stride).to(self.projection.weight.dtype))
+        return tokens, patch_ids[..., 0]
 
 
 class TotoBackbone(torch.nn.Module):
-    def __init__(self, config: TotoConfig) -> None:
+    """The network. `TotoBackbone(**config_json)`, Toto 1.0's positional arguments, or `TotoBackbone(config)`."""
+
+    def __init__(self, *args: Any, config: TotoConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
+        config = _config_from(args, config, kwargs)
         self.config = config
         self.embed_dim = config.embed_dim
+        self.num_layers = config.num_layers
+        self.dropout = config.dropout
+        self.use_memory_efficient_attention = config.use_memory_efficient_attention
         self.scaler = build_scaler(
             config.scaler_cls, config.patch_size, config.stabilize_with_global, config.scale_factor_exponent
         )
         self.patch_embed = PatchEmbedding(config.patch_size, config.stride, config.embed_dim)
-        self.transformer = Transformer(config)
+        self.transformer = Transformer(
+            config.num_layers, config.embed_dim, config.num_heads, config.mlp_hidden_dim, config.dropout,
+            config.spacewise_every_n_layers, config.spacewise_first, config.use_memory_efficient_attention,
+        )
         self.unembed = torch.nn.Linear(config.embed_dim, config.embed_dim * config.patch_size)
         self.output_distribution = build_output_distribution(
             config.output_distribution_classes, config.embed_dim, config.output_distribution_kwargs
         )
-        # Exogenous-variable fine-tuning (Toto 1.0): one learned label token per variate, "target" or "exogenous",
-        # prepended to its patch sequence so that the model can tell known-future covariates from targets.
+        self.fusion: Fusion | None = None
         self.num_prepended_tokens = 0
+        self.target_variate_label: torch.nn.Parameter | None = None
+        self.exogenous_variate_label: torch.nn.Parameter | None = None
         if config.use_variate_labels:
-            self.num_prepended_tokens = 1
-            self.target_variate_label = torch.nn.Parameter(torch.randn(config.embed_dim))
-            self.exogenous_variate_label = torch.nn.Parameter(torch.randn(config.embed_dim))
+            self.enable_variate_labels()
+
+    def enable_variate_labels(self) -> None:
+        """Exogenous-variable fine-tuning (Toto 1.0): learned "target" / "exogenous" label tokens (see `fusion`)."""
+        self.fusion = Fusion()
+        self.transformer.fusion = self.fusion
+        self.num_prepended_tokens = 1
+        device = self.unembed.weight.device
+        self.target_variate_label = torch.nn.Parameter(torch.randn(self.embed_dim, device=device))
+        self.exogenous_variate_label = torch.nn.Parameter(torch.randn(self.embed_dim, device=device))
+        self.config.use_variate_labels = True
 
     @property
     def patch_size(self) -> int:
@@ -70,9 +97,9 @@ class TotoBackbone(torch.nn.Module):
     def allocate_kv_cache(self, batch_size: int, num_variates: int, max_time_steps: int,
                           device: torch.device | str, dtype: torch.dtype) -> KVCache:
         """A cache with room for `max_time_steps` of series (plus label tokens), as in Toto 1.0."""
-        max_patches = -(-max_time_steps // self.patch_size) + self.num_prepended_tokens
-        return KVCache(self.transformer.num_time_layers, batch_size * num_variates, self.config.num_heads,
-                       self.config.head_dim, max_patches, device, dtype)
+        return KVCache(batch_size, num_variates, list(self.transformer.layers), self.num_layers, self.embed_dim,
+                       self.config.num_heads, -(-max_time_steps // self.patch_size) + self.num_prepended_tokens,
+                       device, dtype, self.use_memory_efficient_attention)
 
     def scale(self, inputs: Tensor, padding_mask: Tensor, prefix_length: int | None = None,
               state: ScalerState | None = None) -> tuple[Tensor, Tensor, Tensor, ScalerState]:
@@ -80,40 +107,31 @@ class TotoBackbone(torch.nn.Module):
 
         With `state` the inputs continue the series that state ends (decoding), and the history is not rescanned.
 
-        Unobserved values before a variate's first observation are left-padding and enter as raw zeros, as in
-        Toto 1.0 (and its training). Unobserved values after it are missing data and enter as 0 in normalised
-        space, i.e. at the running mean, whatever their raw value (NaN included).
+        Unobserved values carry no weight in the statistics. What the model reads there follows Toto 1.0 for finite
+        values: the value scaled like any other. A NaN has no value: before a variate's first observation
+        (left-padding) it enters as a raw 0, as Toto 1.0's zero padding does; after it, as 0 in normalised space,
+        i.e. at the running mean.
         """
-        raw = torch.where(padding_mask, inputs, torch.zeros((), dtype=inputs.dtype, device=inputs.device))
-        scaled, loc, scale, end = self.scaler(raw, padding_mask, prefix_length, state)
-        started = torch.cumsum(padding_mask, dim=-1) > 0
+        finite = torch.isfinite(inputs)
+        raw = torch.where(finite, inputs, torch.zeros((), dtype=inputs.dtype, device=inputs.device))
+        weights = (padding_mask & finite).to(inputs.dtype)
+        scaled, loc, scale, end = self.scaler.scale_from(raw, weights, prefix_length, state)
+        started = torch.cumsum(weights, dim=-1) > 0
         if state is not None:
             started = started | (state.weight > 0) if isinstance(state, CausalState) else torch.ones_like(started)
-        missing = started & ~padding_mask
-        return scaled.masked_fill(missing, 0.0), loc, scale, end
+        return scaled.masked_fill(started & ~finite, 0.0), loc, scale, end
 
-    def encode(self, scaled: Tensor, padding_mask: Tensor, id_mask: Tensor, kv_cache: KVCache | None = None,
-               num_exogenous_variables: int = 0) -> Tensor:
+    def encode(self, scaled: Tensor, padding_mask: Tensor, id_mask: Tensor,
+               kv_cache: KVCache | SharedPrefixKVCache | None = None, num_exogenous_variables: int = 0) -> Tensor:
         """Normalised series -> hidden state per patch, (batch, variate, patch, embed).
 
         With a KV cache the inputs are the patches that follow the cached ones.
         """
-        patch = self.patch_size
-        tokens = self.patch_embed(scaled)
-        patch_ids = id_mask.unfold(-1, patch, patch)
-        if bool((patch_ids.amin(-1) != patch_ids.amax(-1)).any()):
-            raise ValueError("a patch spans two series: id_mask must be constant within each patch")
-        patch_ids = patch_ids[..., 0]
-        patch_valid = padding_mask.unfold(-1, patch, patch).any(-1)
-
-        prepend = self.num_prepended_tokens and (kv_cache is None or len(kv_cache) == 0)
-        if prepend:
-            labels = self._variate_labels(tokens, num_exogenous_variables)
-            tokens = torch.cat([labels, tokens], dim=2)
-            patch_ids = torch.cat([patch_ids[..., :1], patch_ids], dim=-1)
-            patch_valid = F.pad(patch_valid, (1, 0), value=True)
-        hidden = self.transformer(tokens, patch_ids, patch_valid, kv_cache)
-        return hidden[:, :, 1:] if prepend else hidden
+        tokens, patch_ids = self.patch_embed(scaled, id_mask)
+        patch_valid = padding_mask.unfold(-1, self.patch_size, self.patch_size).any(-1)
+        labels = self.build_variate_label_embeds(num_exogenous_variables, tokens)
+        hidden = self.transformer(tokens, patch_ids, kv_cache, labels, patch_valid)
+        return hidden[:, :, hidden.shape[2] - tokens.shape[2]:]
 
     def head(self, hidden: Tensor, num_positions: int | None = None) -> Distribution:
         """Hidden states (batch, variate, patch, embed) -> distribution over the next values, (batch, variate, patch*P).
@@ -128,24 +146,51 @@ class TotoBackbone(torch.nn.Module):
         flat = rearrange(F.linear(hidden, weight, bias), "b v n (p d) -> b v (n p) d", d=self.embed_dim)
         return self.output_distribution(flat)
 
-    def forward(self, inputs: Tensor, input_padding_mask: Tensor, id_mask: Tensor, kv_cache: KVCache | None = None,
-                scaling_prefix_length: int | None = None, num_exogenous_variables: int = 0) -> TotoOutput:
-        """Toto 1.0's forward. With a KV cache, only the patches after the cached ones are run through the model."""
-        scaled, loc, scale, _ = self.scale(inputs, input_padding_mask.bool(), scaling_prefix_length)
-        padding_mask, id_mask = input_padding_mask.bool(), id_mask.expand_as(inputs)
+    def backbone(self, inputs: Tensor, input_padding_mask: Tensor, id_mask: Tensor, kv_cache: KVCache | None = None,
+                 scaling_prefix_length: int | None = None, num_exogenous_variables: int = 0
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+        """Toto 1.0's backbone: hidden states per time step (batch, variate, time, embed), loc and scale.
+
+        With a KV cache, only the patches after the cached ones are run through the model.
+        """
+        padding_mask = input_padding_mask.bool()
+        scaled, loc, scale, _ = self.scale(inputs, padding_mask, scaling_prefix_length)
+        id_mask = id_mask.expand_as(inputs)
         if kv_cache is not None and len(kv_cache):
             start = (len(kv_cache) - self.num_prepended_tokens) * self.patch_size
             scaled, padding_mask, id_mask = scaled[..., start:], padding_mask[..., start:], id_mask[..., start:]
         hidden = self.encode(scaled, padding_mask, id_mask, kv_cache, num_exogenous_variables)
-        return TotoOutput(self.head(hidden), loc, scale)
+        flat = rearrange(self.unembed(hidden), "b v n (p d) -> b v (n p) d", d=self.embed_dim)
+        return flat, loc, scale
 
-    def _variate_labels(self, tokens: Tensor, num_exogenous_variables: int) -> Tensor:
-        batch, variates = tokens.shape[:2]
-        is_exogenous = torch.arange(variates, device=tokens.device) >= variates - num_exogenous_variables
+    def forward(self, inputs: Tensor, input_padding_mask: Tensor, id_mask: Tensor, kv_cache: KVCache | None = None,
+                scaling_prefix_length: int | None = None, num_exogenous_variables: int = 0) -> TotoOutput:
+        """Toto 1.0's forward. With a KV cache, only the patches after the cached ones are run through the model."""
+        flat, loc, scale = self.backbone(inputs, input_padding_mask, id_mask, kv_cache, scaling_prefix_length,
+                                         num_exogenous_variables)
+        return TotoOutput(self.output_distribution(flat), loc, scale)
+
+    def build_variate_label_embeds(self, num_exogenous_variables: int, embeddings: Tensor) -> Tensor | None:
+        """Toto 1.0's per-variate labels (batch, variate, 1, embed): the last `num_exogenous_variables` variates get
+        the exogenous label, the others the target label; None without variate labels."""
+        if self.fusion is None:
+            return None
+        batch, variates = embeddings.shape[:2]
+        is_exogenous = torch.arange(variates, device=embeddings.device) >= variates - num_exogenous_variables
         labels = torch.where(is_exogenous[:, None], self.exogenous_variate_label, self.target_variate_label)
-        labels = F.normalize(labels, p=2, dim=-1).to(tokens.dtype)
-        return repeat(labels, "v d -> b v 1 d", b=batch)
+        return repeat(labels.to(embeddings.dtype), "v d -> b v 1 d", b=batch)
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+
+def _config_from(args: tuple[Any, ...], config: TotoConfig | None, kwargs: dict[str, Any]) -> TotoConfig:
+    """A TotoConfig from `config`, a TotoConfig as the only positional argument, or Toto 1.0's arguments."""
+    if config is None and len(args) == 1 and isinstance(args[0], TotoConfig):
+        config, args = args[0], ()
+    if config is None:
+        return TotoConfig.from_arguments(args, kwargs)
+    if args or kwargs:
+        raise TypeError("pass either a TotoConfig or Toto 1.0's config.json arguments, not both")
+    return config

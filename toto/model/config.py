@@ -13,6 +13,13 @@ from typing import Any
 CAUSAL_PATCH_SCALER = "<class 'model.scaler.CausalPatchStdMeanScaler'>"
 STUDENT_T_MIXTURE = "<class 'model.distribution.MixtureOfStudentTsOutput'>"
 
+# Toto 1.0's constructor order (`Toto(patch_size, stride, embed_dim, ...)`), for positional arguments.
+OFFICIAL_ARGUMENT_ORDER = (
+    "patch_size", "stride", "embed_dim", "num_layers", "num_heads", "mlp_hidden_dim", "dropout",
+    "spacewise_every_n_layers", "scaler_cls", "output_distribution_classes", "spacewise_first",
+    "output_distribution_kwargs", "use_memory_efficient_attention", "stabilize_with_global", "scale_factor_exponent",
+)
+
 # Keys our config adds to the published ones. They are written to config.json only when they differ from their
 # default, so that folders of plain Toto 1.0 models stay loadable by the official package.
 _EXTENSION_KEYS = ("use_variate_labels",)
@@ -62,6 +69,17 @@ class TotoConfig:
         if unknown:
             raise ValueError(f"unknown Toto config keys: {sorted(unknown)}; known keys are {sorted(known)}")
         return cls(**{k: v for k, v in values.items() if k in known})
+
+    @classmethod
+    def from_arguments(cls, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TotoConfig:
+        """Build from Toto 1.0 constructor arguments: positional ones in its order, then keywords."""
+        if len(args) > len(OFFICIAL_ARGUMENT_ORDER):
+            raise TypeError(f"Toto takes at most {len(OFFICIAL_ARGUMENT_ORDER)} positional arguments "
+                            f"({', '.join(OFFICIAL_ARGUMENT_ORDER)}), got {len(args)}")
+        named = dict(zip(OFFICIAL_ARGUMENT_ORDER, args))
+        if twice := sorted(named.keys() & kwargs.keys()):
+            raise TypeError(f"Toto got {twice} both by position and by keyword")
+        return cls.from_dict({**named, **kwargs})
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

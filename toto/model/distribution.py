@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor
-from torch.distributions import Categorical, Distribution, MixtureSameFamily, StudentT
+from torch.distributions import (
+    AffineTransform,
+    Categorical,
+    Distribution,
+    MixtureSameFamily,
+    StudentT,
+    TransformedDistribution,
+)
 
 
 class MixtureOfStudentTsOutput(torch.nn.Module):
@@ -45,16 +53,73 @@ class StudentTOutput(torch.nn.Module):
         return StudentT(df, self.loc_proj(hidden).squeeze(-1), scale, validate_args=False)
 
 
-def select_rows(dist: Distribution, rows: slice | Tensor) -> Distribution:
-    """The same kind of distribution restricted to some entries of its first batch dimension."""
+class AffineTransformed(TransformedDistribution):
+    """`base * scale + loc`, with the mean and variance that torch's TransformedDistribution leaves out (Toto 1.0
+    returns GluonTS's class of that name from `TotoForecaster.create_affine_transformed`)."""
+
+    def __init__(self, base_distribution: Distribution, loc: Tensor | float = 0.0, scale: Tensor | float = 1.0) -> None:
+        self.loc, self.scale = loc, scale
+        super().__init__(base_distribution, [AffineTransform(loc, scale)], validate_args=False)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.base_dist.mean * self.scale + self.loc
+
+    @property
+    def variance(self) -> Tensor:
+        return self.base_dist.variance * self.scale**2
+
+
+def student_t_parameters(dist: Distribution) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
+    """(mixture weights or None, df, loc, scale) of a Student-T (mixture) head, in float32 whatever the weights."""
     if isinstance(dist, MixtureSameFamily):
         components = dist.component_distribution
-        return MixtureSameFamily(
-            Categorical(probs=dist.mixture_distribution.probs[rows], validate_args=False),
-            StudentT(components.df[rows], components.loc[rows], components.scale[rows], validate_args=False),
-            validate_args=False,
-        )
-    return StudentT(dist.df[rows], dist.loc[rows], dist.scale[rows], validate_args=False)
+        return (dist.mixture_distribution.probs.float(), components.df.float(), components.loc.float(),
+                components.scale.float())
+    return None, dist.df.float(), dist.loc.float(), dist.scale.float()
+
+
+def distribution_mean(dist: Distribution) -> Tensor:
+    """The mean in float32: the weighted component locations (df > 2, so every component has a mean)."""
+    probs, _, loc, _ = student_t_parameters(dist)
+    return loc if probs is None else (probs * loc).sum(-1)
+
+
+def pick_component(probs: Tensor, uniform: Tensor) -> Tensor:
+    """Index of the mixture component each uniform in [0, 1) selects (inverse CDF of the weights)."""
+    cumulative = probs.cumsum(-1)
+    return (cumulative < uniform[..., None] * cumulative[..., -1:]).sum(-1).clamp_max(probs.shape[-1] - 1)
+
+
+def select_component(probs: Tensor | None, df: Tensor, loc: Tensor, scale: Tensor,
+                     uniform: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The drawn component's (df, loc, scale): only that Student-T is sampled afterwards."""
+    if probs is None:
+        return df, loc, scale
+    index = pick_component(probs, uniform)[..., None]
+    return tuple(t.gather(-1, index).squeeze(-1) for t in (df, loc, scale))
+
+
+# Candidate pairs per value of the polar method; each is accepted with probability pi/4, so all 8 fail with
+# probability 4.6e-6 and are then redrawn from the same stream.
+POLAR_CANDIDATES = 8
+UNIFORMS_PER_VALUE = 1 + 2 * POLAR_CANDIDATES
+
+
+def polar_variates(uniforms: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Bailey's polar method, the parameter-free half: uniforms (..., 2 * POLAR_CANDIDATES) in [0, 1) -> the first
+    accepted point (u, w) of the unit disc, w = u^2 + v^2 in (0, 1], and whether one was accepted."""
+    points = rearrange(uniforms * 2.0 - 1.0, "... (c two) -> ... c two", two=2)
+    u = points[..., 0]
+    w = (points**2).sum(-1)
+    accepted = (w <= 1.0) & (w > 0.0)
+    first = torch.argmax(accepted.int(), dim=-1, keepdim=True)
+    return u.gather(-1, first).squeeze(-1), w.gather(-1, first).squeeze(-1), accepted.any(-1)
+
+
+def student_t_from_polar(u: Tensor, w: Tensor, df: Tensor) -> Tensor:
+    """Bailey's polar method, the parameter half: a standard Student-T variate with `df` degrees of freedom."""
+    return u * torch.sqrt(df * (w ** (-2.0 / df) - 1.0) / w)
 
 
 OUTPUT_DISTRIBUTIONS = {

@@ -101,35 +101,50 @@ def causal_statistics(
 
 
 class CausalPatchStdMeanScaler(torch.nn.Module):
-    """Toto 1.0's scaler: causal statistics taken at the end of each patch and shared by the patch."""
+    """Toto 1.0's scaler: causal statistics taken at the end of each patch and shared by the patch.
+
+    The constructor and `forward` have Toto 1.0's signatures; `scale_from` is the stateful form decoding uses.
+    """
 
     def __init__(
         self,
-        patch_size: int,
+        dim: int = -1,
+        patch_size: int = 32,
         minimum_scale: float = 0.1,
         use_bessel_correction: bool = True,
         stabilize_with_global: bool = False,
         scale_factor_exponent: float = 10.0,
     ) -> None:
         super().__init__()
+        if dim != -1:
+            raise ValueError(f"causal scalers scale along the last (time) axis only: dim must be -1, got {dim}")
+        self.dim = dim
         self.patch_size = patch_size
         self.minimum_scale = minimum_scale
         self.use_bessel_correction = use_bessel_correction
         self.stabilize_with_global = stabilize_with_global
         self.scale_factor_exponent = scale_factor_exponent
 
+    def forward(self, data: Tensor, padding_mask: Tensor | None = None, weights: Tensor | None = None,
+                prefix_length: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(batch, variates, time) -> scaled data, loc, scale, each (batch, variates, time), as in Toto 1.0.
+
+        A value's weight is `weights * padding_mask` (both default to one).
+        """
+        scaled, loc, scale, _ = self.scale_from(data, observation_weights(data, padding_mask, weights), prefix_length)
+        return scaled, loc, scale
+
     @torch.no_grad()
-    def forward(
-        self, data: Tensor, padding_mask: Tensor, prefix_length: int | None = None, state: CausalState | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, CausalState]:
-        """(batch, variates, time) -> scaled data, loc, scale, all (batch, variates, time), and the state at its end.
+    def scale_from(self, data: Tensor, weights: Tensor, prefix_length: int | None = None,
+                   state: CausalState | None = None) -> tuple[Tensor, Tensor, Tensor, CausalState]:
+        """Like `forward`, from per-value weights; also returns the state at the end of `data`.
 
         With `state`, `data` continues the series that state ends (whole patches, during decoding).
         """
         if data.shape[-1] % self.patch_size:
             raise ValueError(f"series length {data.shape[-1]} is not a multiple of the patch size {self.patch_size}")
         means, scales, end = causal_statistics(
-            data, padding_mask.to(data.dtype), self.minimum_scale, self.use_bessel_correction,
+            data, weights, self.minimum_scale, self.use_bessel_correction,
             self.stabilize_with_global, self.scale_factor_exponent, prefix_length, state,
         )
         # The statistic at the last step of each patch holds for the whole patch.
@@ -141,28 +156,46 @@ class CausalPatchStdMeanScaler(torch.nn.Module):
 class CausalStdMeanScaler(CausalPatchStdMeanScaler):
     """Per-step causal statistics (a patch size of one)."""
 
-    def __init__(self, patch_size: int, **kwargs) -> None:
-        super().__init__(patch_size=1, **kwargs)
+    def __init__(self, dim: int = -1, minimum_scale: float = 0.1, use_bessel_correction: bool = True,
+                 stabilize_with_global: bool = False, scale_factor_exponent: float = 10.0) -> None:
+        super().__init__(dim, 1, minimum_scale, use_bessel_correction, stabilize_with_global, scale_factor_exponent)
 
 
 class StdMeanScaler(torch.nn.Module):
     """Non-causal: one mean and std per variate over the (prefix of the) series."""
 
-    def __init__(self, patch_size: int, minimum_scale: float = 1e-3, **_: object) -> None:
+    def __init__(self, dim: int = -1, keepdim: bool = True, minimum_scale: float = 1e-3) -> None:
         super().__init__()
+        if dim != -1 or not keepdim:
+            raise ValueError("StdMeanScaler scales along the last (time) axis and keeps it: use dim=-1, keepdim=True")
+        self.dim = dim
+        self.keepdim = keepdim
         self.minimum_scale = minimum_scale
 
+    def forward(self, data: Tensor, padding_mask: Tensor | None = None, weights: Tensor | None = None,
+                prefix_length: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(batch, variates, time) -> scaled data (batch, variates, time), loc and scale (batch, variates, 1)."""
+        state = self._statistics(data, observation_weights(data, padding_mask, weights), prefix_length)
+        return (data - state.loc) / state.scale, state.loc, state.scale
+
     @torch.no_grad()
-    def forward(
-        self, data: Tensor, padding_mask: Tensor, prefix_length: int | None = None, state: FixedState | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, FixedState]:
+    def scale_from(self, data: Tensor, weights: Tensor, prefix_length: int | None = None,
+                   state: FixedState | None = None) -> tuple[Tensor, Tensor, Tensor, FixedState]:
         """Like the causal scalers; a continuation keeps the statistics of the series its `state` ends."""
-        if state is None:
-            weights = _prefix_weights(padding_mask.to(data.dtype), prefix_length)
-            mean, scale = global_statistics(data, weights, self.minimum_scale)
-            state = FixedState(mean.to(data.dtype), scale.to(data.dtype))
+        state = state or self._statistics(data, weights, prefix_length)
         loc, scale = state.loc, state.scale
         return (data - loc) / scale, loc.expand_as(data), scale.expand_as(data), state
+
+    @torch.no_grad()
+    def _statistics(self, data: Tensor, weights: Tensor, prefix_length: int | None) -> FixedState:
+        mean, scale = global_statistics(data, _prefix_weights(weights, prefix_length), self.minimum_scale)
+        return FixedState(mean.to(data.dtype), scale.to(data.dtype))
+
+
+def observation_weights(data: Tensor, padding_mask: Tensor | None, weights: Tensor | None) -> Tensor:
+    """Toto 1.0's weight of each value: `weights * padding_mask`, each one where not given."""
+    result = torch.ones_like(data) if weights is None else weights.to(data.dtype)
+    return result if padding_mask is None else result * padding_mask.to(data.dtype)
 
 
 @dataclass
@@ -188,11 +221,9 @@ def build_scaler(
 ) -> torch.nn.Module:
     if scaler_cls not in SCALERS:
         raise ValueError(f"unknown scaler_cls {scaler_cls!r}; expected one of {sorted(SCALERS)}")
-    if scaler_cls == "<class 'model.scaler.StdMeanScaler'>":
-        return StdMeanScaler(patch_size)
-    # Toto 1.0 passes the stabilisation settings only to the patch scaler; the per-step one keeps its defaults.
-    if scaler_cls == "<class 'model.scaler.CausalStdMeanScaler'>":
-        return CausalStdMeanScaler(patch_size)
+    # Toto 1.0 passes the patch size and stabilisation settings only to the patch scaler; the others keep defaults.
+    if scaler_cls != "<class 'model.scaler.CausalPatchStdMeanScaler'>":
+        return SCALERS[scaler_cls]()
     return CausalPatchStdMeanScaler(
-        patch_size, stabilize_with_global=stabilize_with_global, scale_factor_exponent=scale_factor_exponent
+        patch_size=patch_size, stabilize_with_global=stabilize_with_global, scale_factor_exponent=scale_factor_exponent
     )

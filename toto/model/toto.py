@@ -19,14 +19,12 @@ from .config import TotoConfig
 
 
 class Toto(torch.nn.Module):
-    def __init__(self, config: TotoConfig | None = None, **config_kwargs: Any) -> None:
+    """`Toto(**config_json)`, `Toto(patch_size, stride, embed_dim, ...)` in Toto 1.0's order, or `Toto(config)`."""
+
+    def __init__(self, *args: Any, config: TotoConfig | None = None, **config_kwargs: Any) -> None:
         super().__init__()
-        if config is None:
-            config = TotoConfig.from_dict(config_kwargs)
-        elif config_kwargs:
-            raise TypeError("pass either a TotoConfig or config.json keyword arguments, not both")
-        self.config = config
-        self.model = TotoBackbone(config)
+        self.model = TotoBackbone(*args, config=config, **config_kwargs)
+        self.config = self.model.config
         self.name_or_path: str | None = None  # set by from_pretrained
 
     @classmethod
