@@ -29,7 +29,13 @@ class ScaledLinear(torch.nn.Linear):
             torch.nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight, self.bias) * self.output_scale
+        # One fused GEMM: alpha applies the multiplier to x @ W.T, beta to the bias (or to nothing).
+        flat = x.reshape(-1, x.shape[-1])
+        if self.bias is None:
+            out = torch.addmm(flat.new_zeros(()), flat, self.weight.t(), beta=0.0, alpha=self.output_scale)
+        else:
+            out = torch.addmm(self.bias, flat, self.weight.t(), beta=self.output_scale, alpha=self.output_scale)
+        return out.view(*x.shape[:-1], self.out_features)
 
 
 class RMSNorm(torch.nn.Module):
@@ -44,10 +50,9 @@ class RMSNorm(torch.nn.Module):
         return F.rms_norm(x, (self.dim,), self.weight, self.eps)
 
 
-def residual_add(branch: Tensor, skip: Tensor, tau: Tensor | float) -> Tensor:
+def residual_add(branch: Tensor, skip: Tensor, tau: float) -> Tensor:
     """Mix a residual branch into its skip path: (tau * branch + skip) / sqrt(1 + tau**2)."""
-    denominator = (1 + tau**2) ** 0.5
-    return branch * (tau / denominator) + skip * (1 / denominator)
+    return torch.add(skip, branch, alpha=tau).mul_((1 + tau**2) ** -0.5)
 
 
 def transformer_residual_taus(

@@ -29,13 +29,20 @@ class TransformerLayer(torch.nn.Module):
         self.ffn = GatedFeedForward(config.d_model, config.d_ff, config.mlp_bias)
         self.norm1 = RMSNorm(config.d_model, config.norm_eps, config.norm_include_weight)
         self.norm2 = RMSNorm(config.d_model, config.norm_eps, config.norm_include_weight)
-        # Stored in the published checkpoints, so kept as (persistent) buffers.
+        # Stored in the published checkpoints, so kept as (persistent) buffers; the forward pass reads them as
+        # Python floats, refreshed whenever weights are loaded (no tensor maths on scalars, no device sync).
         self.register_buffer("attn_tau", torch.tensor(taus[0]))
         self.register_buffer("mlp_tau", torch.tensor(taus[1]))
+        self.taus = taus
+        self.register_load_state_dict_post_hook(lambda module, _: module._read_taus())
+
+    def _read_taus(self) -> None:
+        self.taus = (float(self.attn_tau), float(self.mlp_tau))
 
     def forward(self, x: Tensor, **attention: object) -> Tensor:
-        x = residual_add(self.attn(self.norm1(x), **attention), x, self.attn_tau)
-        return residual_add(self.ffn(self.norm2(x)), x, self.mlp_tau)
+        attn_tau, mlp_tau = self.taus
+        x = residual_add(self.attn(self.norm1(x), **attention), x, attn_tau)
+        return residual_add(self.ffn(self.norm2(x)), x, mlp_tau)
 
 
 class VariateTimeDecoder(torch.nn.Module):
