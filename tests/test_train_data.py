@@ -48,7 +48,8 @@ def test_csv_wide_with_ids_and_gaps(tmp_path):
         "cpu": np.arange(9.0), "mem": np.arange(9.0) * 10,
     }).sample(frac=1, random_state=0)  # unsorted rows
     frame.to_csv(tmp_path / "hosts.csv", index=False)
-    a, b = TableSource(str(tmp_path / "hosts.csv"), id_column="host", freq="h").load()
+    records = TableSource(str(tmp_path / "hosts.csv"), id_column="host", freq="h").load()
+    a, b = sorted(records, key=lambda r: r.name)
     np.testing.assert_array_equal(a.target, [[0, 1, 2, 3, 4], [0, 10, 20, 30, 40]])
     np.testing.assert_array_equal(b.target[0], [5, 6, np.nan, 7, 8])
     univariate = TableSource(str(tmp_path / "hosts.csv"), id_column="host", multivariate=False).load()
@@ -70,7 +71,7 @@ def test_unreadable_files_name_the_file_and_the_reason(tmp_path):
     with pytest.raises(DataSourceError, match=r"broken\.parquet: cannot read as parquet"):
         TableSource(str(bad)).load()
     csv = write_co2_csv(tmp_path / "co2.csv")
-    with pytest.raises(DataSourceError, match=r"co2\.csv: missing columns \['requests'\]"):
+    with pytest.raises(DataSourceError, match=r"co2\.csv: the target column 'requests' is not in the table"):
         TableSource(str(csv), target_columns=["requests"]).load()
     with pytest.raises(DataSourceError, match=r"no \.csv/\.parquet files found"):
         TableSource(str(tmp_path / "nothing_here")).load()

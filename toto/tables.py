@@ -156,13 +156,25 @@ def to_panel(
 
 
 def long_to_wide(
-    df: pd.DataFrame, keys: Sequence[str], variable_column: str, value_column: str
+    df: pd.DataFrame,
+    variable_column: str,
+    value_column: str,
+    timestamp_column: str | None = None,
+    id_column: str | None = None,
 ) -> pd.DataFrame:
-    """Rows (keys..., variable, value) pivoted to one column per variable; a repeated (keys, variable) is refused
-    rather than averaged."""
-    missing = [c for c in [*keys, variable_column, value_column] if c not in df.columns]
+    """Rows (id, timestamp, variable, value) pivoted to one column per variable, for `to_panel`.
+
+    The timestamp and id columns are detected as in `to_panel` unless named. A repeated (id, timestamp,
+    variable) is refused rather than averaged.
+    """
+    df = df.rename(columns=str)
+    missing = [c for c in (variable_column, value_column, timestamp_column, id_column) if c and c not in df.columns]
     if missing:
         raise InputError(f"missing columns {missing}; the table has {list(df.columns)}")
+    rest = df.drop(columns=[variable_column, value_column])
+    timestamp_column = timestamp_column or _detect_timestamp_column(rest)
+    id_column = id_column or _detect_id_column(rest, [c for c in rest.columns if c != timestamp_column])
+    keys = [c for c in (id_column, timestamp_column) if c]
     repeated = df.duplicated([*keys, variable_column])
     if repeated.any():
         row = df[repeated].iloc[0]
@@ -171,7 +183,7 @@ def long_to_wide(
             f" {tuple(row[[*keys, variable_column]])} in row {_first_row(repeated)}: keep one value per"
             " timestamp and variable (aggregate them first)"
         )
-    wide = df.pivot(index=list(keys), columns=variable_column, values=value_column)
+    wide = df.pivot(index=keys, columns=variable_column, values=value_column)
     wide.columns = [str(c) for c in wide.columns]
     return wide.reset_index()
 
@@ -278,7 +290,7 @@ def _check_magnitudes(values: pd.DataFrame) -> None:
         too_large = ~(values[column].abs() <= MAX_ABS_VALUE) & values[column].notna()
         if too_large.any():
             raise InputError(
-                f"column {column!r} holds {values[column][too_large].iloc[0]!r} in row {_first_row(too_large)},"
+                f"column {column!r} holds {float(values[column][too_large].iloc[0]):g} in row {_first_row(too_large)},"
                 f" beyond the largest magnitude the model computes with ({MAX_ABS_VALUE:g}, float32):"
                 " rescale the column (e.g. to other units) or mark the value missing"
             )

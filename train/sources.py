@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from toto.tables import InputError, Panel, long_to_wide, to_panel
 from train.synthetic import SyntheticSeriesGenerator
 
 log = logging.getLogger(__name__)
@@ -177,22 +178,26 @@ class HFDatasetSource(SeriesSource):
 
 
 class TableSource(SeriesSource):
-    """CSV or Parquet tables (a file, a folder of files, or a glob), in wide or long form.
+    """CSV or Parquet tables (a file, a folder of files, or a glob), in wide or long form, read by `toto.tables`.
 
-    wide: one row per timestamp (per item when `id_column` is set); `target_columns` (default: every other numeric
-          column) are the variates of one multivariate series per item, or separate series with
+    wide: one row per timestamp (per item when there is an id column); `target_columns` (default: every other
+          numeric column) are the variates of one multivariate series per item, or separate series with
           `multivariate: false`.
     long: one row per (item, timestamp[, variable]) with the number in `value_column`; `variable_column` names the
-          variate, and is pivoted to the wide form.
-    `exogenous_columns` (variable names in long form) become known-future covariates of each item. Rows are sorted
-    by time; with `freq` (or a frequency pandas can infer) gaps in the timestamps become missing values.
+          variate, and is pivoted to the wide form (`toto.tables.long_to_wide`; a repeated row is refused).
+    `exogenous_columns` (variable names in long form) become known-future covariates of each item.
+
+    Everything else follows the rules of `toto.tables.to_panel`, the same as `toto forecast` and `predict_df`: the
+    timestamp and id columns are detected unless named, the frequency is `freq` or inferred, duplicate timestamps
+    are refused, gaps become missing values, a column without any value is refused, and text columns that are
+    neither time nor id are named in a warning. Each error names the file.
     """
 
     def __init__(
         self,
         path: str,
         layout: Literal["wide", "long"] = "wide",
-        timestamp_column: str | None = "timestamp",
+        timestamp_column: str | None = None,
         id_column: str | None = None,
         target_columns: list[str] | None = None,
         exogenous_columns: list[str] | None = None,
@@ -221,60 +226,42 @@ class TableSource(SeriesSource):
         except Exception as error:  # pandas raises many types (parser, encoding, arrow, OS errors)
             raise DataSourceError(f"{file}: cannot read as {file.suffix[1:]}: {error}") from error
 
-    def _require(self, file: Path, frame: pd.DataFrame, columns: list[str]) -> None:
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise DataSourceError(f"{file}: missing columns {missing}; the file has {list(frame.columns)}")
-
-    def _to_wide(self, file: Path, frame: pd.DataFrame) -> pd.DataFrame:
-        """Long rows (item, time, [variable], value) pivoted to one column per variable."""
-        keys = [c for c in (self.id_column, self.timestamp_column) if c]
-        self._require(file, frame, [*keys, self.value_column, *([self.variable_column] if self.variable_column else [])])
-        if self.variable_column is None:
-            return frame[[*keys, self.value_column]]
-        wide = frame.pivot_table(index=keys, columns=self.variable_column, values=self.value_column, dropna=False)
-        wide.columns = [str(c) for c in wide.columns]
-        return wide.reset_index()
-
-    def _item_records(self, file: Path, item: str, frame: pd.DataFrame, targets: list[str]) -> list[SeriesRecord]:
-        if self.timestamp_column:
-            frame = frame.assign(**{self.timestamp_column: pd.to_datetime(frame[self.timestamp_column])})
-            frame = frame.sort_values(self.timestamp_column).set_index(self.timestamp_column)
-            freq = self.freq or (pd.infer_freq(frame.index) if len(frame) > 2 else None)
-            if freq is not None:
-                frame = frame[~frame.index.duplicated()].asfreq(freq)  # gaps -> NaN rows
-        values = frame[targets].apply(pd.to_numeric, errors="coerce").to_numpy().T
-        exogenous = None
-        if self.exogenous_columns:
-            exogenous = as_variates_first(frame[self.exogenous_columns].to_numpy().T, f"{file}:{item}")
-        name = f"{file}:{item}" if item else str(file)
-        if self.multivariate:
-            return [SeriesRecord(name, as_variates_first(values, name), exogenous)]
-        return [
-            SeriesRecord(f"{name}:{column}", as_variates_first(row, name), exogenous)
-            for column, row in zip(targets, values)
-        ]
+    def _panel(self, frame: pd.DataFrame) -> Panel:
+        if self.layout == "long" and self.variable_column is not None:
+            frame = long_to_wide(frame, self.variable_column, self.value_column, self.timestamp_column, self.id_column)
+        targets = self.target_columns
+        if targets is None and self.layout == "long" and self.variable_column is None:
+            targets = [self.value_column]
+        columns = [*targets, *self.exogenous_columns] if targets else None
+        return to_panel(frame, self.timestamp_column, self.id_column, columns, self.freq)
 
     def _file_records(self, file: Path) -> list[SeriesRecord]:
-        frame = self._read(file)
-        if self.layout == "long":
-            frame = self._to_wide(file, frame)
-        keys = [c for c in (self.id_column, self.timestamp_column) if c]
-        self._require(file, frame, [*keys, *self.exogenous_columns, *(self.target_columns or [])])
-        targets = self.target_columns or [
-            c
-            for c in frame.columns
-            if c not in keys and c not in self.exogenous_columns and pd.api.types.is_numeric_dtype(frame[c])
-        ]
-        if not targets:
-            raise DataSourceError(f"{file}: no numeric target columns; the file has {list(frame.columns)}")
-        if self.id_column is None:
-            return self._item_records(file, "", frame, targets)
-        return [
-            record
-            for item, group in frame.groupby(self.id_column, sort=True)
-            for record in self._item_records(file, str(item), group.drop(columns=self.id_column), targets)
-        ]
+        try:
+            panel = self._panel(self._read(file))
+        except InputError as error:
+            raise DataSourceError(f"{file}: {error}") from error
+        if panel.ignored:
+            log.warning("%s: ignored column(s) %s (%s); name target_columns to choose the columns", file,
+                        sorted(panel.ignored), ", ".join(sorted(set(panel.ignored.values()))))
+        records = []
+        for series in panel.series:
+            if missing := [c for c in self.exogenous_columns if c not in series.variates]:
+                raise DataSourceError(f"{file}: exogenous column(s) {missing} are not numeric columns of the table")
+            exogenous_rows = [series.variates.index(c) for c in self.exogenous_columns]
+            target_rows = [i for i in range(len(series.variates)) if i not in exogenous_rows]
+            if not target_rows:
+                raise DataSourceError(f"{file}: every numeric column is exogenous; name the targets in target_columns")
+            name = f"{file}:{series.id}" if series.id is not None else str(file)
+            exogenous = as_variates_first(series.values[exogenous_rows], name) if exogenous_rows else None
+            target = as_variates_first(series.values[target_rows], name)
+            if self.multivariate:
+                records.append(SeriesRecord(name, target, exogenous))
+            else:
+                records += [
+                    SeriesRecord(f"{name}:{series.variates[row]}", row_values[None], exogenous)
+                    for row, row_values in zip(target_rows, target)
+                ]
+        return records
 
     def load(self) -> list[SeriesRecord]:
         records = [r for file in _expand_paths(self.path, (".csv", ".parquet")) for r in self._file_records(file)]
