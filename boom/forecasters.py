@@ -84,16 +84,19 @@ def classical(name: str, predictor_cls: type[StatsForecastPredictor],
 
 
 def toto(checkpoint: str | Path = DEFAULT_TOTO_CHECKPOINT, context_length: int = DEFAULT_CONTEXT_LENGTH,
-         num_samples: int = DEFAULT_NUM_SAMPLES, samples_per_batch: int | None = None, batch_size: int = 16,
+         num_samples: int | None = DEFAULT_NUM_SAMPLES, samples_per_batch: int | None = None, batch_size: int = 16,
          seed: int | None = 0, device: str = "cpu", name: str = "toto") -> Forecaster:
-    """Toto from a checkpoint folder, an embedded name ("toto-tiny") or a hub id, loaded once for all configs."""
+    """Toto 1.0 or 2.0 from a checkpoint folder, an embedded name ("toto-tiny") or a hub id, loaded once for all
+    configs. A quantile model (Toto 2.0) forecasts its knots in one pass: `num_samples` does not apply to it."""
     from toto.inference.gluonts_predictor import TotoPredictor
-    from toto.model.toto import Toto
+    from toto.pipeline import ForecastPipeline
 
-    model = Toto.from_pretrained(checkpoint, map_location=device)
+    pipeline = ForecastPipeline.from_pretrained(checkpoint, device=device)
+    if not pipeline.samples:
+        num_samples = None
 
     def build(prediction_length: int, freq: str) -> Predictor:
-        return TotoPredictor(model, prediction_length, context_length=context_length, num_samples=num_samples,
+        return TotoPredictor(pipeline, prediction_length, context_length=context_length, num_samples=num_samples,
                              samples_per_batch=samples_per_batch, batch_size=batch_size, seed=seed)
 
     return Forecaster(name, build, multivariate=True, checkpoint=str(checkpoint), context_length=context_length,

@@ -19,7 +19,7 @@ import pandas as pd
 from toto import api
 from toto.io import read_table, write_table
 from toto.model import checkpoint
-from toto.model.toto import Toto
+from toto.pipeline import DEFAULT_NUM_SAMPLES, ForecastPipeline
 
 TRAINING_SUMMARY = "training_summary.json"  # beside the weights; its status is "random-init" until trained
 SUMMARY_LINES = 5  # series-variates whose end-of-horizon forecast the summary prints
@@ -40,6 +40,7 @@ def forecast(args: argparse.Namespace) -> int:
         read_table(args.input), args.timestamp_column, args.id_column, args.target_columns, args.freq
     )
     model = _load_model(args.checkpoint, args.device)
+    future = _future_panel(args, panel)
     started = time.perf_counter()
     table = api.forecast_panel(
         panel,
@@ -51,6 +52,8 @@ def forecast(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         progress=True,
+        exogenous_columns=args.exogenous_columns or (),
+        future=future,
     )
     seconds = time.perf_counter() - started
     if args.output:
@@ -65,7 +68,22 @@ def forecast(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(name: str, device: str | None) -> Toto:
+def _future_panel(args: argparse.Namespace, panel: api.Panel) -> api.Panel | None:
+    """The covariates' values over the horizon (--future FILE), read by the same rules as the input."""
+    if not args.exogenous_columns:
+        if args.future:
+            raise api.InputError("--future gives covariate values: name their columns with --exogenous-columns")
+        return None
+    if not args.future:
+        raise api.InputError(
+            f"--exogenous-columns {','.join(args.exogenous_columns)} need --future FILE: a table of the same layout"
+            " holding those columns at the next --prediction-length timestamps of every series"
+        )
+    return api.to_panel(read_table(args.future), panel.timestamp_column, panel.id_column, args.exogenous_columns,
+                        args.freq or panel.series[0].index.freqstr)
+
+
+def _load_model(name: str, device: str | None) -> ForecastPipeline:
     try:
         return api.load_model(name, device)
     except (OSError, ValueError) as error:  # a missing folder, an unreachable hub, a malformed config.json
@@ -76,18 +94,18 @@ def _load_model(name: str, device: str | None) -> Toto:
 
 
 def _summary(
-    args: argparse.Namespace, panel: api.Panel, model: Toto, table: pd.DataFrame, seconds: float
+    args: argparse.Namespace, panel: api.Panel, model: ForecastPipeline, table: pd.DataFrame, seconds: float
 ) -> str:
     """The lines a person reads after a run: which model, what was read, what was forecast, where it went."""
     first = panel.series[0]
     lengths = sorted(len(s.index) for s in panel.series)
     steps = f"{lengths[0]}" if lengths[0] == lengths[-1] else f"{lengths[0]} to {lengths[-1]}"
     missing = sum(int(np.isnan(s.values).sum()) for s in panel.series)
-    parameters = sum(p.numel() for p in model.parameters())
+    parameters = sum(p.numel() for p in model.model.parameters())
     future = first.future_index(args.prediction_length)
     embedded = "embedded, " if str(args.checkpoint) in checkpoint.embedded_models() else ""
     lines = [
-        f"model     {args.checkpoint} ({embedded}{parameters / 1e6:.2f}M parameters) on {model.device}",
+        f"model     {args.checkpoint} ({embedded}{model.family}, {parameters / 1e6:.2f}M parameters) on {model.device}",
         (
             f"input     {args.input}: {panel.form} table, {len(panel.series)} series x"
             f" {len(first.variates)} variate(s) ({', '.join(first.variates)}), {steps} steps every"
@@ -95,7 +113,7 @@ def _summary(
         ),
         (
             f"forecast  {args.prediction_length} steps, {future[0]} to {future[-1]}"
-            f"{' for the first series' if len(panel.series) > 1 else ''}, {args.num_samples} sample paths,"
+            f"{' for the first series' if len(panel.series) > 1 else ''}, {_method(model, args.num_samples)},"
             f" {seconds:.1f} s"
         ),
     ]
@@ -125,6 +143,12 @@ def _summary(
     if written:
         lines.append("wrote     " + ", ".join(written))
     return "\n".join(lines)
+
+
+def _method(model: ForecastPipeline, num_samples: int | None) -> str:
+    if not model.samples:
+        return "quantiles in one pass"
+    return f"{num_samples or DEFAULT_NUM_SAMPLES} sample paths"
 
 
 def _number(value: float) -> str:
@@ -178,14 +202,26 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated quantile levels (default: 0.1,...,0.9)",
     )
     sub.add_argument(
-        "-n", "--num-samples", type=int, default=256, metavar="N", help="sample paths (default: 256)"
+        "-n", "--num-samples", type=int, metavar="N",
+        help=f"sample paths of a sampling model, Toto 1.0 (default: {DEFAULT_NUM_SAMPLES}); Toto 2.0 takes none",
     )
     sub.add_argument(
         "-c",
         "--checkpoint",
         default="toto-tiny",
         metavar="CHECKPOINT",
-        help="model: the embedded toto-tiny (default), a local folder or a Hugging Face hub id",
+        help="model of either family, Toto 1.0 or 2.0: the embedded toto-tiny (default), a local folder or a"
+        " Hugging Face hub id (e.g. Datadog/Toto-2.0-22m)",
+    )
+    sub.add_argument(
+        "--exogenous-columns",
+        type=_names,
+        metavar="NAMES",
+        help="comma-separated known-future covariate columns of the input: not forecast, their future in --future",
+    )
+    sub.add_argument(
+        "--future", type=Path, metavar="FILE",
+        help="CSV or Parquet with the --exogenous-columns at the next --prediction-length timestamps",
     )
     sub.add_argument(
         "-o",

@@ -28,13 +28,14 @@ import torch
 from gluonts.dataset import DataEntry
 from gluonts.dataset.util import forecast_start
 from gluonts.itertools import batcher
-from gluonts.model.forecast import SampleForecast
+from gluonts.model.forecast import QuantileForecast, SampleForecast
 from gluonts.model.predictor import Predictor
 from gluonts.torch.batchify import batchify
 
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged
 from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, TotoForecaster, row_seeds
 from toto.model.toto import Toto
+from toto.v2 import Toto2Model
 
 
 def _interval_seconds(period: pd.Period) -> int:
@@ -94,14 +95,25 @@ class TotoPredictor(Predictor):
         super().__init__(prediction_length=prediction_length)
         if context_length < 1 or (num_samples is not None and num_samples < 1) or batch_size < 1:
             raise ValueError("context_length, num_samples and batch_size must be positive integers.")
-        if isinstance(model_or_checkpoint, torch.nn.Module):  # a Toto, or a torch.compile'd one
+        from toto.pipeline import ForecastPipeline
+
+        if isinstance(model_or_checkpoint, torch.nn.Module) and not isinstance(model_or_checkpoint, Toto2Model):
+            self.pipeline = None  # a Toto, or a torch.compile'd one, driven through its forecaster
             self.model = model_or_checkpoint
-        else:
-            self.model = Toto.from_pretrained(model_or_checkpoint, map_location=device)
+        else:  # a pipeline, a Toto 2.0 model or a checkpoint of either family
+            if not isinstance(model_or_checkpoint, ForecastPipeline | Toto2Model):
+                model_or_checkpoint = ForecastPipeline.from_pretrained(model_or_checkpoint, device=device)
+            self.pipeline = ForecastPipeline.of(model_or_checkpoint)
+            self.model = self.pipeline.model
         self.model.eval()
-        self.forecaster = TotoForecaster(self.model.model)
+        if self.pipeline is not None and not self.pipeline.samples:
+            self.forecaster = None  # a quantile model: QuantileForecasts of its knots, no sample paths
+            self.num_samples = None
+        else:
+            self.forecaster = TotoForecaster(self.model.model)
         self.context_length = context_length
-        self.num_samples = num_samples
+        if self.forecaster is not None:
+            self.num_samples = num_samples
         self.samples_per_batch = samples_per_batch
         self.batch_size = batch_size
         self.seed = seed
@@ -170,9 +182,12 @@ class TotoPredictor(Predictor):
         )
 
     def _predict_batch(self, entries: list[DataEntry], first_index: int, num_samples: int | None,
-                       use_kv_cache: bool) -> Iterator[TotoSampleForecast]:
+                       use_kv_cache: bool) -> Iterator[TotoSampleForecast | QuantileForecast]:
         starts = [forecast_start(entry) for entry in entries]
         inputs = self._inputs(entries, starts).to(self.model.device)
+        if self.forecaster is None:
+            yield from self._quantile_forecasts(entries, starts, inputs, num_samples)
+            return
         seeds = None if self.seed is None else row_seeds(self.seed, len(entries), first=first_index)
         forecast = self.forecaster.forecast(
             inputs, prediction_length=self.prediction_length, num_samples=num_samples,
@@ -184,3 +199,17 @@ class TotoPredictor(Predictor):
             if np.ndim(entry["target"]) == 1:
                 row_samples, row_mean = row_samples[..., 0], row_mean[..., 0]
             yield TotoSampleForecast(row_samples, row_mean, start_date=start, item_id=entry.get("item_id"))
+
+    def _quantile_forecasts(self, entries: list[DataEntry], starts: list[pd.Period], inputs: MaskedTimeseries,
+                            num_samples: int | None) -> Iterator[QuantileForecast]:
+        """A quantile model's forecasts: its nine knots and "mean" (its median), shaped like the target."""
+        if num_samples is not None:
+            raise ValueError(f"{self.pipeline.name} is a quantile model and draws no samples: leave out num_samples")
+        prediction = self.pipeline.predict_quantiles(inputs, self.prediction_length)
+        arrays = torch.cat([prediction.quantiles, prediction.mean[None]]).cpu().numpy()  # (keys, batch, var, time)
+        keys = [str(level) for level in prediction.levels] + ["mean"]
+        for row, (entry, start) in enumerate(zip(entries, starts)):
+            row_arrays = arrays[:, row].transpose(0, 2, 1)  # (keys, time, variates)
+            if np.ndim(entry["target"]) == 1:
+                row_arrays = row_arrays[..., 0]
+            yield QuantileForecast(row_arrays, start_date=start, forecast_keys=keys, item_id=entry.get("item_id"))
