@@ -11,7 +11,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
-from train.export import export_checkpoint
+from train.export import export_checkpoint, export_state
 
 
 class TrainingHistory(Callback):
@@ -91,8 +91,8 @@ class TrainingHistory(Callback):
 
 
 class ExportPretrained(Callback):
-    """At the end of `fit`, write the best (or last) checkpoint's model as a `Toto.from_pretrained` folder,
-    by default `<run>/export`."""
+    """At the end of `fit`, write the best (or last) checkpoint's model as a `from_pretrained` folder (Toto 2.0
+    LoRA adapters merged), by default `<run>/export`. Rank 0 only."""
 
     def __init__(self, enabled: bool = True, dirpath: str | None = None, which: Literal["best", "last"] = "best"):
         self.enabled = enabled
@@ -110,6 +110,8 @@ class ExportPretrained(Callback):
             source = source or callback.last_model_path
         if source:
             export_checkpoint(source, target)
-        else:  # no checkpoint was written: export the weights in memory
-            pl_module.model.save_pretrained(target)
-        rank_zero_info(f"exported {source or 'final weights'} to {target} (load with Toto.from_pretrained)")
+        else:  # no checkpoint was written: export the weights in memory, as a checkpoint would hold them
+            state = {"state_dict": pl_module.state_dict()}
+            pl_module.on_save_checkpoint(state)
+            export_state(state, target, source="the final weights")
+        rank_zero_info(f"exported {source or 'final weights'} to {target} (load it with from_pretrained)")

@@ -1,13 +1,18 @@
 """`toto-train`: LightningCLI for Toto.
 
     toto-train fit --config configs/finetune.yaml [--data.batch_size 32 ...] [--ckpt_path last]
+    toto-train fit --config configs/finetune-v2.yaml [--model.lora.r 8]       (Toto 2.0, see train.module_v2)
     toto-train fit --config configs/pretrain-base.yaml --config configs/strategy/ddp.yaml
     toto-train validate --config ... ; toto-train fit --config ... --print_config
     toto-train export runs/finetune [--which best|last] [--output_dir DIR]   (a run folder or a .ckpt file)
 
 Everything lives under `trainer.default_root_dir` (the run folder): checkpoints/ (with last.ckpt, so
 `--ckpt_path last` resumes a killed run), loss_curve.csv/.png, the logger's metrics, and export/, the
-`Toto.from_pretrained` folder written at the end of `fit`.
+`Toto.from_pretrained` (or `Toto2Model.from_pretrained`) folder written at the end of `fit`.
+
+`model` is a LightningModule chosen by `class_path`: `train.module.TotoModule` (Toto 1.0, the default, so configs
+may give its arguments alone) or `train.module_v2.Toto2Module` (Toto 2.0). The model decides the data windows:
+its patch size, horizon and exogenous layout are passed to the data module.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import os
 import sys
 
+import lightning as L
 from jsonargparse import auto_cli
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -35,21 +41,24 @@ class TotoCLI(LightningCLI):
                               compute_fn=lambda root: os.path.join(root, "checkpoints"))
         parser.add_lightning_class_args(TrainingHistory, "history")
         parser.add_lightning_class_args(ExportPretrained, "export")
-        parser.link_arguments("model.patch_size", "data.patch_size", apply_on="instantiate")
+        parser.set_defaults({"model": {"class_path": f"{TotoModule.__module__}.{TotoModule.__qualname__}"}})
+        for window_setting in ("patch_size", "horizon_length", "shift_exogenous"):
+            parser.link_arguments(f"model.{window_setting}", f"data.{window_setting}", apply_on="instantiate")
 
 
 def run_cli(args: list[str] | None = None) -> TotoCLI:
     """Run a LightningCLI subcommand (fit, validate, ...) and return the CLI object (its trainer, model, data)."""
     return TotoCLI(
-        TotoModule,
+        L.LightningModule,
         TotoDataModule,
+        subclass_mode_model=True,
         args=args,
         save_config_kwargs={"overwrite": True},  # rerunning (or resuming) in the same run folder
     )
 
 
 def export(checkpoint: str, output_dir: str | None = None, which: str = "best") -> None:
-    """Export a checkpoint as a `Toto.from_pretrained` folder.
+    """Export a checkpoint as a `from_pretrained` folder (Toto 1.0, or Toto 2.0 with LoRA adapters merged).
 
     Args:
         checkpoint: a .ckpt file, or a run folder (its best or last checkpoint is used).

@@ -26,13 +26,16 @@ class TotoDataModule(L.LightningDataModule):
         max_variates: int | None = 32,
         num_workers: int = 0,
         seed: int = 0,
+        horizon_length: int | None = None,
+        shift_exogenous: bool = True,
     ) -> None:
         """
         Args:
             sources: data sources (`train.sources`), mixed by their `weight`.
             context_length: steps the model reads per window; a multiple of the patch size.
             patch_size: the model's patch size (linked from the model by the CLI).
-            val_length: steps held back at the end of every series and scored in validation (default 2 patches).
+            val_length: steps held back at the end of every series and scored in validation (default: 2 patches,
+                or the horizon if longer).
             batch_size, val_batch_size: windows per batch (validation defaults to `batch_size`).
             train_windows_per_epoch: random training windows per epoch; window i is a pure function of (seed, i),
                 so every epoch revisits the same windows in a new order.
@@ -40,6 +43,10 @@ class TotoDataModule(L.LightningDataModule):
             max_variates: at most this many target variates per training window (a random subset).
             num_workers: DataLoader worker processes.
             seed: seed of the training windows.
+            horizon_length: steps after the context in every window (default one patch: Toto 1.0's next-patch
+                targets); a multiple of the patch size. Linked from the model by the CLI.
+            shift_exogenous: read exogenous variates one patch early (Toto 1.0's layout, see `train.exogenous`)
+                instead of aligned with the targets (Toto 2.0's). Linked from the model by the CLI.
         """
         super().__init__()
         if context_length % patch_size:
@@ -47,7 +54,11 @@ class TotoDataModule(L.LightningDataModule):
         self.sources = sources
         self.context_length = context_length
         self.patch_size = patch_size
-        self.val_length = val_length or 2 * patch_size
+        self.horizon_length = horizon_length or patch_size
+        if self.horizon_length % patch_size:
+            raise ValueError(f"horizon_length ({self.horizon_length}) must be a multiple of patch_size ({patch_size})")
+        self.shift_exogenous = shift_exogenous
+        self.val_length = val_length or max(2 * patch_size, self.horizon_length)
         if not 0 < self.val_length <= context_length:
             raise ValueError(f"val_length ({self.val_length}) must be in [1, context_length={context_length}]")
         self.batch_size = batch_size
@@ -62,8 +73,8 @@ class TotoDataModule(L.LightningDataModule):
 
     @property
     def min_length(self) -> int:
-        """Shortest usable series: one input patch and one target patch before the held-back end."""
-        return self.val_length + 2 * self.patch_size
+        """Shortest usable series: one input patch and the horizon before the held-back end."""
+        return self.val_length + self.horizon_length + self.patch_size
 
     def _load(self) -> list[list[SeriesRecord]]:
         loaded = []
@@ -72,7 +83,7 @@ class TotoDataModule(L.LightningDataModule):
             usable = [r for r in records if r.length >= self.min_length]
             if len(usable) < len(records):
                 rank_zero_info(f"{type(source).__name__}: skipped {len(records) - len(usable)} of {len(records)} "
-                               f"series shorter than {self.min_length} steps (val_length + 2 patches)")
+                               f"series shorter than {self.min_length} steps (val_length + horizon + 1 patch)")
             if not usable:
                 raise ValueError(f"{type(source).__name__} has no series of at least {self.min_length} steps; "
                                  f"lower data.val_length or data.context_length, or add longer series")
@@ -88,7 +99,8 @@ class TotoDataModule(L.LightningDataModule):
         loaded = self._load()
         everything = [r for records in loaded for r in records]
         picks = np.unique(np.linspace(0, len(everything) - 1, min(len(everything), self.max_val_series)).astype(int))
-        common = {"context_length": self.context_length, "patch_size": self.patch_size, "val_length": self.val_length}
+        common = {"context_length": self.context_length, "patch_size": self.patch_size, "val_length": self.val_length,
+                  "horizon_length": self.horizon_length, "shift_exogenous": self.shift_exogenous}
         self.train_dataset = WindowDataset(
             loaded, [s.weight for s in self.sources], train=True, num_windows=self.train_windows_per_epoch,
             max_variates=self.max_variates, seed=self.seed, **common,

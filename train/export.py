@@ -1,7 +1,8 @@
-"""Lightning checkpoint -> `Toto.from_pretrained` folder (config.json + model.safetensors).
+"""Lightning checkpoint -> `Toto.from_pretrained` / `Toto2Model.from_pretrained` folder (config.json +
+model.safetensors).
 
-The module stores the model's config.json dict in every checkpoint (`toto_config`), so export needs neither the
-original pretrained folder nor the training config.
+The module stores the model's config.json dict in every checkpoint (`toto_config`, or `toto2_config` with the
+LoRA settings for Toto 2.0), so export needs neither the original pretrained folder nor the training config.
 """
 
 from __future__ import annotations
@@ -40,9 +41,19 @@ def resolve_checkpoint(checkpoint: str | Path, which: Literal["best", "last"] = 
 def export_checkpoint(checkpoint: str | Path, output_dir: str | Path, which: Literal["best", "last"] = "best") -> Path:
     """Write the model of `checkpoint` (a .ckpt file or a run folder) to `output_dir`; returns that folder."""
     path = resolve_checkpoint(checkpoint, which)
-    state = _load(path)
+    return export_state(_load(path), output_dir, source=str(path))
+
+
+def export_state(state: dict, output_dir: str | Path, source: str = "the checkpoint") -> Path:
+    """Write the model of a checkpoint dict (`state_dict` plus what the module's `on_save_checkpoint` adds)."""
+    if "toto2_config" in state:
+        # Imported here: it pulls in peft (and transformers), which Toto 1.0 runs do not need.
+        from train.module_v2 import model_from_checkpoint
+
+        return model_from_checkpoint(state).save_pretrained(output_dir)
     if "toto_config" not in state:
-        raise ValueError(f"{path} was not written by train.module.TotoModule (no 'toto_config' in it)")
+        raise ValueError(f"{source} was not written by train.module.TotoModule or train.module_v2.Toto2Module "
+                         "(no 'toto_config' or 'toto2_config' in it)")
     model = Toto(TotoConfig.from_dict(state["toto_config"]))
     prefix = "model."
     model.load_state_dict({k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)})

@@ -1,13 +1,17 @@
-"""The Toto training objective, in the scaler's normalised space.
+"""The Toto training objectives, in the scaler's normalised space.
 
-loss = lambda * NLL(Student-T mixture) + (1 - lambda) * robust(mixture mean - target)
+Toto 1.0: loss = lambda * NLL(Student-T mixture) + (1 - lambda) * robust(mixture mean - target)
 
 with Barron's general robust loss ("A General and Adaptive Robust Loss Function", 2019). Toto 1.0 publishes
 lambda = 0.575, delta = 0.1, alpha = 0 (the Cauchy / Lorentzian form), which keeps huge residuals from
 spikes in observability data from dominating the point-forecast term.
+
+Toto 2.0 predicts quantile knots instead of a distribution; it is scored with the pinball loss (`pinball_loss`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch.distributions import Distribution
@@ -47,3 +51,17 @@ class TotoLoss(torch.nn.Module):
         nll = -distribution.log_prob(target)
         robust = robust_loss(distribution.mean - target, self.robust_alpha, self.robust_delta)
         return self.nll_weight * nll + (1 - self.nll_weight) * robust
+
+
+def pinball_loss(quantiles: torch.Tensor, target: torch.Tensor, levels: Sequence[float]) -> torch.Tensor:
+    """The pinball (quantile) loss averaged over the levels, elementwise: (q, ...) predictions -> (...).
+
+    For level q and error e = target - prediction: q * e if e >= 0, else (q - 1) * e. Its expectation is minimised
+    by the q-quantile of the target, so nine knots trained together approximate the predictive distribution.
+    """
+    if quantiles.shape[0] != len(levels) or quantiles.shape[1:] != target.shape:
+        raise ValueError(f"quantiles {tuple(quantiles.shape)} must be (levels={len(levels)}, *target "
+                         f"{tuple(target.shape)})")
+    q = torch.tensor(levels, dtype=quantiles.dtype, device=quantiles.device).reshape(-1, *[1] * target.dim())
+    error = target.unsqueeze(0) - quantiles
+    return torch.maximum(q * error, (q - 1) * error).mean(0)

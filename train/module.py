@@ -1,24 +1,20 @@
 """The LightningModule: `Toto` trained on next-patch targets with the Toto objective.
 
 Every hyperparameter is an `__init__` argument, so the YAML config (through LightningCLI) sets all of them.
-A step whose loss or gradients are not finite is skipped: its gradients are dropped before the optimizer step,
-so AdamW leaves the weights and its moments untouched, and the skip is counted in `nonfinite_steps` (logged, and
-kept in checkpoints). All ranks take the same decision, so distributed runs stay in lockstep.
+The optimizer, the schedule and the skipping of non-finite steps come from `train.base_module.ForecastModule`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 
 from toto.model import checkpoint as toto_checkpoint
 from toto.model.config import TotoConfig
 from toto.model.toto import Toto
+from train.base_module import ForecastModule
 from train.losses import TotoLoss
-from train.schedule import wsd_scheduler
 from train.windows import WindowBatch
 
 
@@ -38,7 +34,11 @@ def build_model(pretrained: str | None, model_config: dict[str, Any] | None, use
     return model.train()
 
 
-class TotoModule(L.LightningModule):
+class TotoModule(ForecastModule):
+    # Windows hold one patch after the context (the next-patch targets); exogenous variates are read one patch
+    # early (`train.exogenous`). The CLI passes both to the data module.
+    shift_exogenous = True
+
     def __init__(
         self,
         pretrained: str | None = None,
@@ -73,12 +73,14 @@ class TotoModule(L.LightningModule):
         self.save_hyperparameters()
         self.model = build_model(pretrained, model_config, use_variate_labels)
         self.loss = TotoLoss(nll_weight, robust_delta, robust_alpha)
-        self.nonfinite_steps = 0
-        self._step_finite = True
 
     @property
     def patch_size(self) -> int:
         return self.model.config.patch_size
+
+    @property
+    def horizon_length(self) -> int:
+        return self.patch_size
 
     def batch_loss(self, batch: WindowBatch) -> torch.Tensor:
         """Mean loss over the batch's `loss_mask`: each step predicts the value one patch later, normalised by the
@@ -96,37 +98,6 @@ class TotoModule(L.LightningModule):
         elementwise = self.loss(out.distribution, normalised)
         return torch.where(mask, elementwise, 0.0).sum() / mask.sum().clamp_min(1)
 
-    def training_step(self, batch: WindowBatch, batch_idx: int) -> torch.Tensor:
-        loss = self.batch_loss(batch)
-        self._step_finite = bool(torch.isfinite(loss))
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch.series.shape[0])
-        return loss
-
-    def validation_step(self, batch: WindowBatch, batch_idx: int) -> None:
-        self.log("val_loss", self.batch_loss(batch), prog_bar=True, sync_dist=True, batch_size=batch.series.shape[0])
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        finite = self._step_finite and bool(torch.stack([g.isfinite().all() for g in grads]).all())
-        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
-            optimizer.zero_grad(set_to_none=True)  # AdamW skips parameters without gradients
-            self.nonfinite_steps += 1
-            rank_zero_warn(f"non-finite loss or gradients at step {self.global_step}: step skipped "
-                           f"({self.nonfinite_steps} so far)")
-        self.log("nonfinite_steps", float(self.nonfinite_steps))
-        self.log("lr", optimizer.param_groups[0]["lr"])
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        h = self.hparams
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=h.lr, betas=tuple(h.betas), eps=h.eps, weight_decay=h.weight_decay
-        )
-        scheduler = wsd_scheduler(optimizer, h.lr, h.min_lr, h.warmup_steps, h.stable_steps, h.decay_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["toto_config"] = self.model.config.to_dict()  # lets `train.export` rebuild the model alone
-        checkpoint["nonfinite_steps"] = self.nonfinite_steps
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.nonfinite_steps = checkpoint.get("nonfinite_steps", 0)

@@ -1,14 +1,16 @@
-"""Training windows: context + one patch, for next-patch training, and their batches.
+"""Training windows: context + horizon, for next-patch training, and their batches.
 
-A window is `context_length + patch_size` steps. The model reads the first `context_length` steps; its output at
-each step predicts the value one patch later, so the targets are the window shifted by one patch. Validation
-windows end at the end of each series and score only its last `val_length` steps, which training windows never
-reach (the held-back end). Missing values are NaN in the records and become 0 with `padding_mask` False; windows
-that start before a series are left-padded the same way.
+A window is `context_length + horizon_length` steps; the model's output at each step predicts the value one patch
+later, so the targets are the window shifted by one patch. Toto 1.0 reads the first `context_length` steps and the
+horizon is one patch (the default); Toto 2.0 hides a longer horizon behind placeholders, as its forecasts do.
+Validation windows end at the end of each series and score only its last `val_length` steps, which training
+windows never reach (the held-back end). Missing values are NaN in the records and become 0 with `padding_mask`
+False; windows that start before a series are left-padded the same way.
 
-Exogenous variates (known-future covariates) come after the targets and are shifted one patch earlier, as in
-Toto 1.0 fine-tuning: at step t the model sees the covariate of step t + patch_size, i.e. of the patch it is
-predicting (see `train.exogenous`). They never count in the loss.
+Exogenous variates (known-future covariates) come after the targets and never count in the loss. With
+`shift_exogenous` (Toto 1.0 fine-tuning) they are shifted one patch earlier: at step t the model sees the
+covariate of step t + patch_size, i.e. of the patch it is predicting (see `train.exogenous`). Toto 2.0 reads them
+aligned with the targets, over the horizon too.
 """
 
 from __future__ import annotations
@@ -26,23 +28,26 @@ from train.sources import SeriesRecord
 class WindowBatch(NamedTuple):
     """A batch of windows. Variates are ordered [targets, padding variates, exogenous]."""
 
-    series: torch.Tensor  # (batch, variates, context + patch) float32, 0 where unobserved
-    padding_mask: torch.Tensor  # (batch, variates, context + patch) bool, True = observed
-    id_mask: torch.Tensor  # (batch, variates, context + patch) int; equal ids attend to each other
-    loss_mask: torch.Tensor  # (batch, variates, context) bool: which next-patch targets count in the loss
+    series: torch.Tensor  # (batch, variates, context + horizon) float32, 0 where unobserved
+    padding_mask: torch.Tensor  # (batch, variates, context + horizon) bool, True = observed
+    id_mask: torch.Tensor  # (batch, variates, context + horizon) int; equal ids attend to each other
+    # (batch, variates, context + horizon - patch) bool: which next-patch targets count in the loss
+    loss_mask: torch.Tensor
     num_exogenous_variables: int
 
 
 def cut_window(
-    record: SeriesRecord, end: int, length: int, patch_size: int, variates: np.ndarray | None = None
+    record: SeriesRecord, end: int, length: int, patch_size: int, variates: np.ndarray | None = None,
+    shift: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Values (variates, length) ending at `end` (exclusive), NaN-left-padded, exogenous rows shifted and last."""
+    """Values (variates, length) ending at `end` (exclusive), NaN-left-padded, exogenous rows last (shifted one
+    patch earlier with `shift`)."""
     target = record.target if variates is None else record.target[variates]
     start = end - length
     rows = target[:, max(start, 0) : end]
     if record.exogenous is not None:
-        shifted = shift_exogenous(record.exogenous[:, max(start, 0) : end], patch_size)
-        rows = np.concatenate([rows, shifted])
+        exogenous = record.exogenous[:, max(start, 0) : end]
+        rows = np.concatenate([rows, shift_exogenous(exogenous, patch_size) if shift else exogenous])
     window = np.full((rows.shape[0], length), np.nan, dtype=np.float32)
     window[:, length - rows.shape[1] :] = rows
     return window, target.shape[0]
@@ -67,12 +72,16 @@ class WindowDataset(Dataset):
         num_windows: int | None = None,
         max_variates: int | None = None,
         seed: int = 0,
+        horizon_length: int | None = None,
+        shift_exogenous: bool = True,
     ) -> None:
         self.sources = sources
         self.weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
         self.context_length = context_length
         self.patch_size = patch_size
         self.val_length = val_length
+        self.horizon_length = horizon_length or patch_size
+        self.shift_exogenous = shift_exogenous
         self.train = train
         self.max_variates = max_variates
         self.seed = seed
@@ -83,24 +92,25 @@ class WindowDataset(Dataset):
         return self.num_windows
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """(values (variates, context + patch) with NaN, loss mask (variates, context), number of target variates)."""
-        length = self.context_length + self.patch_size
+        """(values (variates, context + horizon) with NaN, loss mask (variates, context + horizon - patch), number
+        of target variates)."""
+        length = self.context_length + self.horizon_length
         if self.train:
             rng = np.random.default_rng([self.seed, index])
             records = self.sources[rng.choice(len(self.sources), p=self.weights)]
             record = records[rng.integers(len(records))]
-            # The window must hold at least one input patch and one target patch, inside the training region.
-            end = int(rng.integers(2 * self.patch_size, record.length - self.val_length + 1))
+            # The window must hold at least one input patch and the horizon, inside the training region.
+            end = int(rng.integers(self.horizon_length + self.patch_size, record.length - self.val_length + 1))
             variates = None
             if self.max_variates is not None and record.target.shape[0] > self.max_variates:
                 variates = np.sort(rng.choice(record.target.shape[0], self.max_variates, replace=False))
         else:
             record, end, variates = self.records[index], self.records[index].length, None
-        values, num_targets = cut_window(record, end, length, self.patch_size, variates)
+        values, num_targets = cut_window(record, end, length, self.patch_size, variates, self.shift_exogenous)
         loss_mask = ~np.isnan(values[:, self.patch_size :])
         loss_mask[num_targets:] = False  # exogenous variates are inputs only
         if not self.train:
-            loss_mask[:, : self.context_length - self.val_length] = False  # score only the held-back end
+            loss_mask[:, : loss_mask.shape[1] - self.val_length] = False  # score only the held-back end
         return values, loss_mask, num_targets
 
 
