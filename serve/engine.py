@@ -16,13 +16,13 @@ from collections.abc import Sequence
 import torch
 from pydantic import BaseModel, Field, model_validator
 
-from serve.checks import find_problems
+from serve.checks import Problem, find_problems
 from serve.schemas import STRICT, ForecastRequest, QuantileLevel, SeriesForecast, SeriesInput, VariateForecast
 from serve.settings import get_settings
 from toto.api import load_model
-from toto.data.util.dataset import stack_ragged
+from toto.data.util.dataset import MaskedTimeseries, stack_ragged
 from toto.inference.forecaster import Forecast, TotoForecaster, row_seeds
-from toto.model.toto import Toto
+from toto.pipeline import ForecastPipeline
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,21 @@ def load_engine(checkpoint: str, device: str | None, samples_per_batch: int) -> 
 
 
 class ForecastEngine:
-    """A loaded model and the batching rules above."""
+    """A loaded model of either family (`ForecastPipeline`) and the batching rules above."""
 
-    def __init__(self, model: Toto, samples_per_batch: int) -> None:
-        self.forecaster = TotoForecaster(model.model)
-        self.patch_size = model.model.patch_size
+    def __init__(self, pipeline: ForecastPipeline, samples_per_batch: int) -> None:
+        self.pipeline = pipeline
+        self.forecaster = TotoForecaster(pipeline.model.model) if pipeline.samples else None
+        self.patch_size = pipeline.patch_size
         # Fixed, not derived from the batch size: the chunking of sample paths selects the random streams.
         self.samples_per_batch = samples_per_batch
+
+    def problems(self, request: ForecastRequest) -> list[Problem]:
+        """What this model cannot do for a well-formed request: sample paths from a quantile model."""
+        if request.return_samples and not self.pipeline.samples:
+            return [Problem(("return_samples",), f"{self.pipeline.family} is a quantile model: it forecasts quantiles"
+                            " in one pass and has no sample paths to return; set return_samples to false")]
+        return []
 
     def forecast(self, tasks: Sequence[SeriesTask]) -> list[SeriesForecast]:
         """One forecast per task, in order."""
@@ -110,6 +118,8 @@ class ForecastEngine:
         future = None
         if num_exogenous:
             future = torch.tensor([list(s.future_exogenous.values()) for s in series], dtype=torch.float32)
+        if self.forecaster is None:  # a quantile model: one pass, no sampling
+            return self._summarise_quantiles(inputs._replace(num_exogenous_variables=num_exogenous), future, tasks)
         with torch.inference_mode():
             forecast = self.forecaster.forecast(
                 inputs._replace(num_exogenous_variables=num_exogenous),
@@ -141,6 +151,28 @@ class ForecastEngine:
                     quantiles={str(level): stats[level][row, v].tolist() for level in task.quantile_levels},
                     samples=samples,
                 )
+            timestamps = series.future_timestamps(series.time_grid(), task.prediction_length)
+            results.append(SeriesForecast(id=series.id, timestamps=timestamps, variates=variates))
+        return results
+
+    def _summarise_quantiles(self, inputs: MaskedTimeseries, future: torch.Tensor | None,
+                             tasks: list[SeriesTask]) -> list[SeriesForecast]:
+        """The JSON bodies of a quantile model: its median as mean and median, and the requested levels."""
+        levels = sorted({0.5, *(level for task in tasks for level in task.quantile_levels)})
+        first = tasks[0]
+        prediction = self.pipeline.predict_quantiles(inputs, first.prediction_length, levels, future_exogenous=future)
+        by_level = dict(zip(prediction.levels, prediction.quantiles.cpu().numpy(), strict=True))
+        mean = prediction.mean.cpu().numpy()
+        results = []
+        for row, task in enumerate(tasks):
+            series = task.series
+            variates = {
+                name: VariateForecast(
+                    mean=mean[row, v].tolist(), median=by_level[0.5][row, v].tolist(),
+                    quantiles={str(level): by_level[level][row, v].tolist() for level in task.quantile_levels},
+                )
+                for v, name in enumerate(series.variates)
+            }
             timestamps = series.future_timestamps(series.time_grid(), task.prediction_length)
             results.append(SeriesForecast(id=series.id, timestamps=timestamps, variates=variates))
         return results

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from toto.api import DEFAULT_NUM_SAMPLES
+from toto.pipeline import DEFAULT_NUM_SAMPLES
 from toto.tables import MAX_ABS_VALUE, InputError, parse_frequency, regular_grid
 
 STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)

@@ -119,6 +119,8 @@ class TotoService:
         if self.engine is None:
             reason = self.load_error or "the model is still loading: retry when /readyz answers 200"
             return JSONResponse({"error": reason}, status_code=503)  # type: ignore[return-value]
+        if problems := self.engine.problems(request):
+            return _error_response(422, problems)  # type: ignore[return-value]
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
         tasks = SeriesTask.split(request, seed)
         try:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged
 from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, row_seeds
-from toto.pipeline import DEFAULT_NUM_SAMPLES, ForecastPipeline  # noqa: F401 (re-exported: the shared default)
+from toto.pipeline import ForecastPipeline
 from toto.tables import MIN_TIME_STEPS, InputError, Panel, Series, to_panel
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
