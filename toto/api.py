@@ -120,16 +120,21 @@ def predict_df(
     next `prediction_length` timestamps of every series.
     """
     exogenous = list(exogenous_columns)
-    targets = list(target_columns) if target_columns else None
-    columns = None if targets is None else targets + [c for c in exogenous if c not in targets]
     if exogenous and future_df is None:
         raise InputError(f"exogenous_columns {exogenous} need future_df: their values at the forecast timestamps")
-    panel = to_panel(df, timestamp_column, id_column, columns, freq)
+    panel = to_panel(df, timestamp_column, id_column, columns_to_read(target_columns, exogenous), freq)
     future = None
     if exogenous:
         future = to_panel(future_df, panel.timestamp_column, panel.id_column, exogenous, freq or _freq_of(panel))
     return forecast_panel(panel, prediction_length, model, quantiles, num_samples, context_length, batch_size,
                           seed, progress, exogenous, future)
+
+
+def columns_to_read(target_columns: Sequence[str] | None, exogenous_columns: Sequence[str]) -> list[str] | None:
+    """The value columns to read from a table: the targets and the covariates (None: every numeric column)."""
+    if not target_columns:
+        return None
+    return [*target_columns, *(c for c in exogenous_columns if c not in target_columns)]
 
 
 def quantile_columns(forecast: pd.DataFrame) -> list[str]:

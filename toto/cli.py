@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 def forecast(args: argparse.Namespace) -> int:
     """Run `toto forecast`: read, forecast, write, plot, summarise."""
     panel = api.to_panel(
-        read_table(args.input), args.timestamp_column, args.id_column, args.target_columns, args.freq
+        read_table(args.input), args.timestamp_column, args.id_column,
+        api.columns_to_read(args.target_columns, args.exogenous_columns or ()), args.freq,
     )
     model = _load_model(args.checkpoint, args.device)
     future = _future_panel(args, panel)
@@ -124,7 +125,8 @@ def _summary(
             "          the forecast shows the pipeline working, not what a trained Toto predicts",
         ]
     levels = api.quantile_columns(table)
-    shown = [(series, variate) for series in panel.series for variate in series.variates]
+    exogenous = set(args.exogenous_columns or ())
+    shown = [(series, v) for series in panel.series for v in series.variates if v not in exogenous]
     for series, variate in shown[:SUMMARY_LINES]:
         rows = table[table["variate"] == variate]
         if panel.id_column:

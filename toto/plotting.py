@@ -28,7 +28,8 @@ def plot_forecast(
     pairs = [
         (lo, hi) for lo in levels for hi in levels if float(lo) < 0.5 and np.isclose(float(lo) + float(hi), 1)
     ]
-    panels = [(s, i) for s in panel.series for i in range(len(s.variates))]
+    forecast_variates = set(forecast["variate"])  # covariates are inputs only: they have no forecast to draw
+    panels = [(s, i) for s in panel.series for i, name in enumerate(s.variates) if name in forecast_variates]
     shown = panels[:max_panels]
     columns = 1 if len(shown) <= 3 else 2
     rows = -(-len(shown) // columns)

@@ -1,0 +1,145 @@
+"""One forecasting interface over both families: `ForecastPipeline` behind predict_df, the CLI, the GluonTS
+predictor, `boom eval` and the service, with a real Toto 2.0 checkpoint (random weights, safetensors files)."""
+
+import math
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from gluonts.model.forecast import QuantileForecast, SampleForecast
+
+from serve.local import local_server
+from toto.api import InputError, predict_df
+from toto.cli import main as toto_main
+from toto.data.util.dataset import MaskedTimeseries
+from toto.inference.gluonts_predictor import TotoPredictor
+from toto.pipeline import ForecastPipeline, Toto1Pipeline, Toto2Pipeline
+from toto.v2 import QUANTILE_KNOTS
+
+V2 = Path(__file__).parent / "fixtures" / "toto2" / "gqa"
+pytest_plugins = ["boom_fixtures"]
+
+
+@pytest.fixture(scope="module")
+def v2() -> ForecastPipeline:
+    return ForecastPipeline.from_pretrained(V2, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    """Two hosts' CPU and latency, 5-minute steps, with a daily cycle and a gap."""
+    index = pd.date_range("2026-01-01", periods=400, freq="5min")
+    t = np.arange(400)
+    frames = []
+    for host, level in (("web-1", 40.0), ("web-2", 70.0)):
+        cpu = level + 10 * np.sin(2 * np.pi * t / 288)
+        cpu[100:105] = np.nan
+        frames.append(pd.DataFrame({"timestamp": index, "host": host, "cpu": cpu, "latency": cpu / 4 + 3,
+                                    "deploy": (t % 97 < 3).astype(float)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def future_of(table: pd.DataFrame, steps: int, deploy: float) -> pd.DataFrame:
+    last = table["timestamp"].max()
+    index = pd.date_range(last, periods=steps + 1, freq="5min")[1:]
+    return pd.concat([pd.DataFrame({"timestamp": index, "host": h, "deploy": deploy}) for h in ("web-1", "web-2")])
+
+
+def test_from_pretrained_picks_the_family_from_config_json(v2):
+    assert isinstance(v2, Toto2Pipeline) and not v2.samples
+    assert isinstance(ForecastPipeline.from_pretrained("toto-tiny", device="cpu"), Toto1Pipeline)
+
+
+def test_levels_between_knots_are_linear_and_outside_ones_take_the_edge_knot(v2):
+    inputs = MaskedTimeseries.from_series(torch.randn(2, 3, 70).cumsum(-1))
+    knots = v2.predict_quantiles(inputs, 12).quantiles
+    with pytest.warns(UserWarning, match=r"\[0.05\] lie outside"):
+        other = v2.predict_quantiles(inputs, 12, [0.05, 0.25, 0.5]).quantiles
+    torch.testing.assert_close(other[0], knots[0])
+    torch.testing.assert_close(other[1], (knots[1] + knots[2]) / 2)
+    torch.testing.assert_close(other[2], knots[QUANTILE_KNOTS.index(0.5)])
+
+
+def test_quantile_model_refuses_sample_paths(v2):
+    inputs = MaskedTimeseries.from_series(torch.randn(1, 1, 40))
+    with pytest.raises(ValueError, match="no sample paths"):
+        v2.predict_samples(inputs, 8)
+    with pytest.raises(ValueError, match="does not sample"):
+        v2.predict_quantiles(inputs, 8, num_samples=16)
+
+
+def test_predict_df_with_toto2_matches_the_model(v2, table):
+    forecast = predict_df(table, 10, model=v2, quantiles=[0.1, 0.5, 0.9], target_columns=["cpu", "latency"])
+    assert set(forecast["variate"]) == {"cpu", "latency"} and len(forecast) == 2 * 2 * 10
+    np.testing.assert_allclose(forecast["mean"], forecast["median"])  # a quantile model's mean is its median
+    rows = forecast[(forecast["host"] == "web-2") & (forecast["variate"] == "cpu")]
+    series = table[table["host"] == "web-2"][["cpu", "latency"]].to_numpy().T
+    direct = v2.model.forecast(
+        {"target": torch.tensor(np.nan_to_num(series), dtype=torch.float32)[None],
+         "target_mask": torch.tensor(~np.isnan(series))[None], "series_ids": torch.zeros(1, 2, dtype=torch.long)}, 10)
+    np.testing.assert_allclose(rows["0.9"], direct[8, 0, 0].numpy(), rtol=1e-5)
+    with pytest.raises(InputError, match="does not sample"):
+        predict_df(table, 10, model=v2, num_samples=64)
+
+
+def test_covariates_reach_toto2_forecasts_and_only_targets_come_back(v2, table):
+    common = dict(model=v2, target_columns=["cpu"], exogenous_columns=["deploy"])
+    quiet = predict_df(table, 12, future_df=future_of(table, 12, 0.0), **common)
+    deploying = predict_df(table, 12, future_df=future_of(table, 12, 1.0), **common)
+    assert set(quiet["variate"]) == {"cpu"}
+    assert not np.allclose(quiet["median"], deploying["median"])
+    with pytest.raises(InputError, match="lacks covariate values"):
+        predict_df(table, 12, future_df=future_of(table, 6, 0.0), **common)
+
+
+def test_toto_forecast_cli_with_a_toto2_checkpoint(table, tmp_path, capsys):
+    table.to_csv(tmp_path / "metrics.csv", index=False)
+    future_of(table, 8, 1.0).to_csv(tmp_path / "future.csv", index=False)
+    out = tmp_path / "forecast.csv"
+    code = toto_main(["forecast", str(tmp_path / "metrics.csv"), "-p", "8", "--checkpoint", str(V2), "-o", str(out),
+                      "--target-columns", "cpu", "--exogenous-columns", "deploy", "--future",
+                      str(tmp_path / "future.csv")])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "Toto 2.0" in err and "quantiles in one pass" in err
+    assert len(pd.read_csv(out)) == 2 * 8
+    with pytest.raises(SystemExit) as stop:
+        toto_main(["forecast", str(tmp_path / "metrics.csv"), "-p", "8", "--checkpoint", str(V2), "-n", "10"])
+    assert stop.value.code == 2 and "does not sample" in capsys.readouterr().err
+
+
+def test_gluonts_predictor_gives_quantile_forecasts_for_toto2(v2, table):
+    entries = [{"item_id": h, "start": pd.Period(rows["timestamp"].iloc[0], freq="5min"),
+                "target": rows[["cpu", "latency"]].to_numpy().T} for h, rows in table.groupby("host", sort=False)]
+    forecasts = list(TotoPredictor(V2, prediction_length=10).predict(entries))
+    assert all(isinstance(f, QuantileForecast) for f in forecasts)
+    ours = predict_df(table, 10, model=v2, target_columns=["cpu", "latency"])
+    rows = ours[(ours["host"] == "web-1") & (ours["variate"] == "latency")]
+    np.testing.assert_allclose(forecasts[0].quantile(0.5)[:, 1], rows["median"], rtol=1e-5)
+    sampled = next(TotoPredictor("toto-tiny", prediction_length=4, num_samples=8).predict(entries[:1]))
+    assert isinstance(sampled, SampleForecast)
+
+
+def test_boom_eval_runs_a_toto2_checkpoint(boom_data, tmp_path, capsys):
+    from boom.cli import main as boom_main
+
+    out = tmp_path / "results"
+    assert boom_main(["eval", "--model", "toto", "--checkpoint", str(V2), "--name", "toto2",
+                      "--context-length", "256", "--data", str(boom_data), "--out", str(out)]) == 0
+    results = pd.read_csv(out / "toto2" / "all_results.csv")
+    assert results.filter(like="eval_metrics/").map(math.isfinite).all().all()
+
+
+def test_service_serves_a_toto2_checkpoint(tmp_path):
+    body = {"series": [{"id": "web-1", "variates": {"cpu": [float(40 + i % 12) for i in range(64)]}}],
+            "prediction_length": 8, "quantile_levels": [0.25, 0.5]}
+    with local_server(tmp_path, {"TOTO_SERVE_CHECKPOINT": V2}) as server:
+        answer = httpx.post(f"{server.url}/forecast", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        cpu = answer.json()["forecasts"][0]["variates"]["cpu"]
+        assert len(cpu["quantiles"]["0.25"]) == 8 and cpu["mean"] == cpu["median"]
+        refused = httpx.post(f"{server.url}/forecast", json={**body, "return_samples": True}, timeout=60)
+        assert refused.status_code == 422 and "return_samples" in refused.text
