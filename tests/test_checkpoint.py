@@ -109,3 +109,91 @@ def test_embedded_model_loads_offline_by_name():
     assert "toto-tiny" in embedded_models()
     model = Toto.from_pretrained("toto-tiny")
     assert model.name_or_path == "toto-tiny" and not model.training
+
+
+def _edit_config(folder, **changes):
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **changes}))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncated", r"model\.safetensors is not a readable safetensors file .*truncated or corrupt"),
+        ("empty", r"model\.safetensors is empty"),
+        ("random", r"model\.safetensors is not a readable safetensors file"),
+    ],
+)
+def test_damaged_weights_file_is_named(tiny, damage, message):
+    _, folder = tiny
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"truncated": data[: len(data) // 2], "empty": b"",
+                         "random": os.urandom(len(data))}[damage])
+    with pytest.raises(ValueError, match=message) as error:
+        Toto.from_pretrained(folder)
+    assert str(weights) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ([1, 2, 3], r"config\.json must be a JSON object of config fields, got a list"),
+        ({"embed_dim": "128"}, r"config\.json: 'embed_dim' must be int, got '128' \(str\)"),
+        ({"num_heads": 0}, r"config\.json: 'num_heads' must be at least 1, got 0"),
+        ({"patch_size": None}, r"config\.json: 'patch_size' must not be null"),
+        ({"patch_size": -16, "stride": -16}, r"config\.json: 'patch_size' must be at least 1, got -16"),
+        ({"dropout": True}, r"config\.json: 'dropout' must be int or number, got True"),
+        ({"output_distribution_kwargs": {"k_components": 0}}, r"k_components' must be a positive integer"),
+    ],
+)
+def test_bad_config_values_are_named_with_the_file(tiny, config, message):
+    _, folder = tiny
+    if isinstance(config, list):
+        (folder / "config.json").write_text(json.dumps(config))
+    else:
+        _edit_config(folder, **config)
+    with pytest.raises(ValueError, match=message) as error:
+        Toto.from_pretrained(folder)
+    assert str(folder / "config.json") in str(error.value)
+
+
+def test_config_json_that_is_not_json_is_named(tiny):
+    _, folder = tiny
+    (folder / "config.json").write_text("{'patch_size': 16,")
+    with pytest.raises(ValueError, match=r"config\.json is not valid JSON"):
+        Toto.from_pretrained(folder)
+
+
+def test_absurd_embed_dim_fails_on_the_weights_before_allocating(tiny):
+    import resource
+
+    _, folder = tiny
+    _edit_config(folder, embed_dim=65536)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    with pytest.raises(ValueError, match=r"model\.safetensors: weight '.*' has shape .* but the config needs .*65536"):
+        Toto.from_pretrained(folder)
+    grown_gib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 2**20
+    assert grown_gib < 1, f"loading grew the process by {grown_gib:.1f} GiB"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("shape", r"weight 'model\.unembed\.weight' has shape \(3, 5\) but the config needs"),
+        ("nan", r"weight 'model\.unembed\.weight' holds NaN or infinite values"),
+        ("int8", r"weight 'model\.unembed\.weight' has dtype torch\.int8; Toto weights are floating point"),
+    ],
+)
+def test_wrong_shapes_nan_and_integer_weights_name_file_and_key(tiny, change, message):
+    _, folder = tiny
+    state = load_file(folder / "model.safetensors")
+    weight = state["model.unembed.weight"]
+    state["model.unembed.weight"] = {
+        "shape": torch.zeros(3, 5), "nan": torch.full_like(weight, float("nan")),
+        "int8": weight.to(torch.int8),
+    }[change]
+    save_file(state, folder / "model.safetensors")
+    with pytest.raises(ValueError, match=message) as error:
+        Toto.from_pretrained(folder)
+    assert str(folder / "model.safetensors") in str(error.value)

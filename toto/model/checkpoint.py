@@ -11,9 +11,11 @@ import json
 import logging
 import re
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 log = logging.getLogger(__name__)
@@ -78,11 +80,22 @@ def hub_error_message(repo_id: str, error: Exception) -> str:
     )
 
 
-def check_state_dict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str,
-                     strict: bool = True) -> None:
-    """Refuse weights that would load wrongly or silently give garbage: missing or unexpected names (when
-    `strict`), other shapes, non-floating dtypes (e.g. int8) and NaN or infinite values. Names the key."""
-    expected = module.state_dict()
+def expected_tensors(build: Callable[[], torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """The state dict a model would have, built on the meta device: shapes and dtypes without allocating memory,
+    so that weights can be checked against a config before a (possibly absurdly large) model is allocated."""
+    with torch.device("meta"):
+        return dict(build().state_dict())
+
+
+def validate_state_dict(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                        source: str | Path, strict: bool = True) -> None:
+    """Refuse weights that would load wrongly or silently give garbage, naming `source` (the file) and the key:
+    missing or unexpected names (when `strict`), other shapes, integer weights where the model has floating
+    point ones (e.g. int8) and NaN or infinite values.
+
+    `expected` maps names to tensors of the right shape and dtype (`expected_tensors`, or a model's state dict).
+    Shared by Toto 1.0 and 2.0 loading.
+    """
     if strict:
         missing = sorted(set(expected) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(expected))
@@ -95,30 +108,53 @@ def check_state_dict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor
     for key, tensor in state_dict.items():
         if key not in expected:
             continue
-        if tensor.shape != expected[key].shape:
+        if tuple(tensor.shape) != tuple(expected[key].shape):
             raise ValueError(
                 f"{source}: weight {key!r} has shape {tuple(tensor.shape)} but the config needs "
                 f"{tuple(expected[key].shape)}: config.json does not describe these weights"
             )
-        if not tensor.is_floating_point():
+        if expected[key].is_floating_point() and not tensor.is_floating_point():
             raise ValueError(f"{source}: weight {key!r} has dtype {tensor.dtype}; Toto weights are floating point")
-        if not bool(torch.isfinite(tensor).all()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ValueError(f"{source}: weight {key!r} holds NaN or infinite values: the file is corrupt")
 
 
+def check_state_dict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str,
+                     strict: bool = True) -> None:
+    """`validate_state_dict` against an existing module's own state dict."""
+    validate_state_dict(state_dict, module.state_dict(), source, strict)
+
+
 def read_config(folder: Path) -> dict:
+    """The folder's config.json as a dict; a missing, unreadable or non-object file is an error naming it."""
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} is missing: a checkpoint folder needs {CONFIG_FILE} beside its weights")
-    with open(config_path) as f:
-        return json.load(f)
+    try:
+        values = json.loads(config_path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{config_path} is not valid JSON ({error}): restore or download it again") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"{config_path} must be a JSON object of config fields, got a {type(values).__name__}")
+    return values
 
 
 def read_state_dict(folder: Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Weights from model.safetensors; pickle files only through torch.load(weights_only=True)."""
+    """Weights from model.safetensors; pickle files only through torch.load(weights_only=True).
+
+    An empty, truncated or corrupt file is an error that names it, not safetensors' bare message.
+    """
     weights = folder / WEIGHTS_FILE
     if weights.is_file():
-        return load_file(weights, device=str(map_location))
+        if weights.stat().st_size == 0:
+            raise ValueError(f"{weights} is empty: download or export the checkpoint again")
+        try:
+            return load_file(weights, device=str(map_location))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+            raise ValueError(
+                f"{weights} is not a readable safetensors file ({error}): it is truncated or corrupt; download or"
+                " export the checkpoint again"
+            ) from error
     for name in PICKLE_WEIGHTS:
         if (folder / name).is_file():
             warnings.warn(f"loading pickle weights {folder / name} with weights_only=True; prefer {WEIGHTS_FILE}")

@@ -7,6 +7,7 @@ they are accepted as they are and written back unchanged, so a folder saved here
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,63 @@ OFFICIAL_ARGUMENT_ORDER = (
     "spacewise_every_n_layers", "scaler_cls", "output_distribution_classes", "spacewise_first",
     "output_distribution_kwargs", "use_memory_efficient_attention", "stabilize_with_global", "scale_factor_exponent",
 )
+
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """What one config field may hold: JSON types (a bool is not a number here) and an inclusive range."""
+
+    types: tuple[type, ...]
+    minimum: float | None = None
+    maximum: float | None = None
+    nullable: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` does not fit, or None."""
+        if value is None:
+            return None if self.nullable else "must not be null"
+        is_bool = isinstance(value, bool)
+        if (is_bool and bool not in self.types) or not isinstance(value, self.types):
+            names = " or ".join("number" if t is float else t.__name__ for t in self.types)
+            return f"must be {names}, got {value!r} ({type(value).__name__})"
+        if self.minimum is not None and not is_bool and isinstance(value, (int, float)) and value < self.minimum:
+            return f"must be at least {self.minimum:g}, got {value!r}"
+        if self.maximum is not None and not is_bool and isinstance(value, (int, float)) and value > self.maximum:
+            return f"must be at most {self.maximum:g}, got {value!r}"
+        return None
+
+
+def check_fields(values: Mapping[str, Any], rules: Mapping[str, FieldRule], source: str) -> None:
+    """Refuse config values of the wrong JSON type or out of range, naming the source (file) and the key.
+
+    Shared by the Toto 1.0 and 2.0 configs, so that a bad `config.json` fails with the same kind of message
+    before any tensor is allocated.
+    """
+    for key, rule in rules.items():
+        if key in values and (problem := rule.problem(values[key])) is not None:
+            raise ValueError(f"{source}: {key!r} {problem}")
+
+
+POSITIVE_INT = FieldRule((int,), minimum=1)
+_FIELD_RULES: dict[str, FieldRule] = {
+    "patch_size": POSITIVE_INT,
+    "stride": POSITIVE_INT,
+    "embed_dim": POSITIVE_INT,
+    "num_layers": POSITIVE_INT,
+    "num_heads": POSITIVE_INT,
+    "mlp_hidden_dim": POSITIVE_INT,
+    "dropout": FieldRule((int, float), minimum=0, maximum=1),
+    "spacewise_every_n_layers": FieldRule((int,), minimum=-1),
+    "scaler_cls": FieldRule((str,)),
+    "output_distribution_classes": FieldRule((list,)),
+    "output_distribution_kwargs": FieldRule((dict,), nullable=True),
+    "spacewise_first": FieldRule((bool,)),
+    "use_memory_efficient_attention": FieldRule((bool,)),
+    "stabilize_with_global": FieldRule((bool,)),
+    "scale_factor_exponent": FieldRule((int, float)),
+    "use_variate_labels": FieldRule((bool,)),
+}
 
 # Keys our config adds to the published ones. They are written to config.json only when they differ from their
 # default, so that folders of plain Toto 1.0 models stay loadable by the official package.
@@ -50,6 +108,13 @@ class TotoConfig:
     use_variate_labels: bool = False
 
     def __post_init__(self) -> None:
+        check_fields(dataclasses.asdict(self), _FIELD_RULES, "TotoConfig")
+        if self.spacewise_every_n_layers == 0:
+            raise ValueError("TotoConfig: 'spacewise_every_n_layers' must be positive, or -1 for no space-wise layers")
+        k_components = (self.output_distribution_kwargs or {}).get("k_components", 1)
+        if isinstance(k_components, bool) or not isinstance(k_components, int) or k_components < 1:
+            raise ValueError(f"TotoConfig: 'output_distribution_kwargs.k_components' must be a positive integer, "
+                             f"got {k_components!r}")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
         if (self.embed_dim // self.num_heads) % 2:
@@ -60,15 +125,22 @@ class TotoConfig:
             raise ValueError("num_layers must be a multiple of spacewise_every_n_layers (or set it to -1)")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TotoConfig:
-        """Build from a `config.json` dict; unknown keys are an error so that typos do not go unnoticed."""
+    def from_dict(cls, values: Any, source: str = "config") -> TotoConfig:
+        """Build from a `config.json` dict; unknown keys, wrong types and impossible values are errors that name
+        `source` (the file) and the key, so that typos and corrupt files do not go unnoticed."""
+        if not isinstance(values, dict):
+            raise ValueError(f"{source} must be a JSON object of Toto config fields, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         # Keys that older official checkpoints carry but that do not change the architecture.
         ignored = {"pre_xformers_checkpoint"}
         unknown = set(values) - known - ignored
         if unknown:
-            raise ValueError(f"unknown Toto config keys: {sorted(unknown)}; known keys are {sorted(known)}")
-        return cls(**{k: v for k, v in values.items() if k in known})
+            raise ValueError(f"{source}: unknown Toto config keys: {sorted(unknown)}; known keys are {sorted(known)}")
+        check_fields(values, _FIELD_RULES, source)
+        try:
+            return cls(**{k: v for k, v in values.items() if k in known})
+        except ValueError as error:
+            raise ValueError(f"{source}: {str(error).removeprefix('TotoConfig: ')}") from error
 
     @classmethod
     def from_arguments(cls, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TotoConfig:

@@ -48,9 +48,15 @@ class Toto(torch.nn.Module):
         `config_overrides` replace config.json values (for example `use_memory_efficient_attention=False`).
         """
         folder = checkpoint.resolve(name_or_path, revision, cache_dir, token, local_files_only)
-        config = TotoConfig.from_dict({**checkpoint.read_config(folder), **config_overrides})
+        config = TotoConfig.from_dict({**checkpoint.read_config(folder), **config_overrides},
+                                      source=str(folder / checkpoint.CONFIG_FILE))
+        state = checkpoint.normalise_keys(checkpoint.read_state_dict(folder, map_location))
+        # Checked against the config on the meta device first: a config that does not describe these weights
+        # fails naming the key, before a model of its size is allocated.
+        checkpoint.validate_state_dict(state, checkpoint.expected_tensors(lambda: cls(config)),
+                                       folder / checkpoint.WEIGHTS_FILE, strict)
         model = cls(config)
-        checkpoint.load_into(model, checkpoint.read_state_dict(folder, map_location), strict=strict)
+        checkpoint.load_into(model, state, strict=strict)
         model.name_or_path = str(name_or_path)
         return model.to(map_location).eval()
 
