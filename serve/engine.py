@@ -127,6 +127,7 @@ class ForecastEngine:
                 num_samples=first.num_samples,
                 samples_per_batch=self.samples_per_batch,
                 future_exogenous_variables=future,
+                exogenous_layout="aligned",
                 seed=[task.row_seed for task in tasks],
             )
         return self._summarise(forecast, tasks)

@@ -145,6 +145,7 @@ def test_future_exogenous_values_drive_the_forecast_like_toto_forecaster(
         MaskedTimeseries.from_series(past[["realcons", "realdpi"]].to_numpy().T[None], num_exogenous_variables=1),
         6, num_samples=32, samples_per_batch=LIMITS["TOTO_SERVE_SAMPLES_PER_BATCH"], seed=7,
         future_exogenous_variables=torch.tensor(future[["realdpi"]].to_numpy().T[None], dtype=torch.float32),
+        exogenous_layout="aligned",  # the layout the model is fine-tuned on (toto.inference.covariates)
     )
     np.testing.assert_allclose(forecast["variates"]["realcons"]["median"], expected.median[0, 0], rtol=1e-5)
 

@@ -6,11 +6,11 @@ import numpy as np
 import torch
 from train_fixtures import TINY_MODEL, exogenous_frame, table_source, tiny_fit_args  # noqa: F401
 
+from toto.data.util.dataset import MaskedTimeseries
 from toto.inference.forecaster import TotoForecaster
 from toto.model.toto import Toto
 from train.cli import run_cli
 from train.datamodule import TotoDataModule
-from train.exogenous import exogenous_forecast_inputs
 from train.module import TotoModule
 from train.sources import SyntheticSource, TableSource
 
@@ -54,12 +54,14 @@ def test_exogenous_variables_change_the_forecast_when_they_carry_signal(tmp_path
 
     frame = exogenous_frame(seed=1)  # unseen series
     history = frame.iloc[-64:]
-    target = history["requests"].to_numpy(np.float32)[None]
-    past_event = history["event"].to_numpy(np.float32)[None]
+    inputs = MaskedTimeseries.from_series(history[["requests", "event"]].to_numpy(np.float32).T,
+                                          num_exogenous_variables=1)
     forecasts = {}
     for level in (0.0, 1.0):
-        inputs, future = exogenous_forecast_inputs(target, past_event, np.full((1, 24), level, np.float32), 8)
-        forecasts[level] = TotoForecaster(model.model).forecast(inputs, 24, future_exogenous_variables=future).mean
+        future = torch.full((1, 1, 24), level)
+        forecasts[level] = TotoForecaster(model.model).forecast(inputs, 24, future_exogenous_variables=future,
+                                                                exogenous_layout="aligned").mean
+    assert forecasts[0.0].shape == (1, 1, 24)  # the targets only
     effect = (forecasts[1.0] - forecasts[0.0])[0, 0]
     assert effect.shape == (24,)
     assert effect.mean() > 2.0, effect  # the true effect of an event is +5

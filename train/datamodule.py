@@ -45,7 +45,7 @@ class TotoDataModule(L.LightningDataModule):
             seed: seed of the training windows.
             horizon_length: steps after the context in every window (default one patch: Toto 1.0's next-patch
                 targets); a multiple of the patch size. Linked from the model by the CLI.
-            shift_exogenous: read exogenous variates one patch early (Toto 1.0's layout, see `train.exogenous`)
+            shift_exogenous: read exogenous variates one patch early (Toto 1.0's layout, see `toto.inference.covariates`)
                 instead of aligned with the targets (Toto 2.0's). Linked from the model by the CLI.
         """
         super().__init__()

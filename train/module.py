@@ -36,7 +36,7 @@ def build_model(pretrained: str | None, model_config: dict[str, Any] | None, use
 
 class TotoModule(ForecastModule):
     # Windows hold one patch after the context (the next-patch targets); exogenous variates are read one patch
-    # early (`train.exogenous`). The CLI passes both to the data module.
+    # early (`toto.inference.covariates`). The CLI passes both to the data module.
     shift_exogenous = True
 
     def __init__(

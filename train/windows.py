@@ -9,7 +9,7 @@ False; windows that start before a series are left-padded the same way.
 
 Exogenous variates (known-future covariates) come after the targets and never count in the loss. With
 `shift_exogenous` (Toto 1.0 fine-tuning) they are shifted one patch earlier: at step t the model sees the
-covariate of step t + patch_size, i.e. of the patch it is predicting (see `train.exogenous`). Toto 2.0 reads them
+covariate of step t + patch_size, i.e. of the patch it is predicting (see `toto.inference.covariates`). Toto 2.0 reads them
 aligned with the targets, over the horizon too.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from train.exogenous import shift_exogenous
+from toto.inference.covariates import shift_exogenous
 from train.sources import SeriesRecord
 
 

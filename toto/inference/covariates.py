@@ -3,43 +3,18 @@
 Toto is causal: its output at step t only sees inputs up to t, yet it predicts the next patch. For a covariate
 whose future is known (a deploy schedule, a holiday flag), Toto 1.0 fine-tuning therefore shifts the covariate
 one patch earlier, so that at step t the model reads the covariate of step t + patch_size: the patch it is
-predicting. Training windows (`train.windows`), `TotoForecaster.forecast(known_covariates=...)` (and through it
-the pandas API, the CLI and the service) all take the layout from here.
+predicting. Training windows (`train.windows`) and `TotoForecaster.forecast(exogenous_layout="aligned")` (and
+through it the pandas API, the CLI and the service) all take the layout from here.
 
-`TotoForecaster.forecast(future_exogenous_variables=...)` keeps Toto 1.0's contract instead: inputs and future
-values already in the model's layout, injected as given.
+`TotoForecaster.forecast` with the default exogenous_layout="model" keeps Toto 1.0's contract instead: covariates
+and their future values already in the model's layout, injected as given.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import Tensor
-
-
-@dataclass(frozen=True)
-class KnownCovariates:
-    """Covariates aligned in time with the targets they accompany (NaN = unknown).
-
-    past: (batch?, k, time), over the same steps as the targets' context; future: (batch?, k, prediction_length),
-    their known values over the forecast horizon.
-    """
-
-    past: Tensor | np.ndarray
-    future: Tensor | np.ndarray
-
-    def tensors(self) -> tuple[Tensor, Tensor]:
-        past, future = (torch.as_tensor(x, dtype=torch.float32) for x in (self.past, self.future))
-        if past.ndim == 2:
-            past, future = past[None], future[None]
-        if past.ndim != 3 or future.shape[:-1] != past.shape[:-1]:
-            raise ValueError(f"known covariates: past {tuple(past.shape)} and future {tuple(future.shape)} must be "
-                             "(batch, covariates, time) with the same batch and covariates")
-        if not bool(torch.isfinite(future).all()):
-            raise ValueError("known covariates: future values must be finite, since they are known")
-        return past, future
 
 
 def shift_exogenous(exogenous: np.ndarray, patch_size: int) -> np.ndarray:

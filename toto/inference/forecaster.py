@@ -28,6 +28,7 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ from ..model.distribution import (
     student_t_parameters,
 )
 from ..model.kv_cache import KVCache, SharedPrefixKVCache
-from .covariates import KnownCovariates, model_layout
+from .covariates import model_layout
 from .memory import DEFAULT_MEMORY_BUDGET_BYTES, plan_forecast
 
 # History the high-level entry points (pandas API, CLI, GluonTS predictor, BOOM) feed to the model by default:
@@ -163,7 +164,7 @@ class TotoForecaster:
         use_kv_cache: bool = True,
         future_exogenous_variables: Tensor | None = None,
         seed: int | Sequence[int] | None = None,
-        known_covariates: KnownCovariates | None = None,
+        exogenous_layout: Literal["model", "aligned"] = "model",
         cancel: Cancellation | None = None,
     ) -> Forecast:
         """Forecast `prediction_length` steps for each variate of each series in `inputs`.
@@ -171,12 +172,13 @@ class TotoForecaster:
         num_samples=None decodes with the distribution mean (Toto 1.0's behaviour). `samples_per_batch` caps the
         sample paths decoded together (the memory budget chooses otherwise).
 
-        Covariates, two ways:
-        - `known_covariates`: `inputs` holds the targets only; the covariates' past (aligned with them) and future
-          are laid out as in training (`covariates.model_layout`), and the forecast holds the targets only;
-        - `future_exogenous_variables` (Toto 1.0): the last `inputs.num_exogenous_variables` variates are
-          covariates already in the model's layout, their future values are injected as given, and the forecast
-          holds every variate.
+        Known-future covariates are the last `inputs.num_exogenous_variables` variates, with their values over the
+        horizon in `future_exogenous_variables` (batch, covariates, prediction_length). `exogenous_layout` says how
+        they are laid out:
+        - "model" (Toto 1.0): already in the model's layout (shifted one patch earlier by the caller); the future
+          values are injected as given, and the forecast holds every variate;
+        - "aligned": aligned in time with the targets, as tables hold them; they are laid out as in training
+          (`covariates.model_layout`), and the forecast holds the targets only.
         `cancel` (a callable returning True, or a threading.Event) is checked between decoding steps; when set,
         the forecast stops with ForecastCancelled.
         """
@@ -184,9 +186,11 @@ class TotoForecaster:
             return self._decode_any_model(inputs, prediction_length, num_samples, samples_per_batch or 10,
                                           use_kv_cache, future_exogenous_variables)
         num_targets = None
-        if known_covariates is not None:
-            inputs, future_exogenous_variables, num_targets = self._with_covariates(
-                inputs, known_covariates, future_exogenous_variables, prediction_length)
+        if exogenous_layout == "aligned" and inputs.num_exogenous_variables:
+            inputs, future_exogenous_variables, num_targets = self._aligned_covariates(
+                inputs, future_exogenous_variables, prediction_length)
+        elif exogenous_layout not in ("model", "aligned"):
+            raise ValueError(f"exogenous_layout must be 'model' or 'aligned', got {exogenous_layout!r}")
         series, padding_mask, id_mask, num_exogenous = self._validate(inputs, prediction_length, num_samples)
         batch, variates, _ = series.shape
         patch = self.model.patch_size
@@ -327,26 +331,23 @@ class TotoForecaster:
             standard = student_t_from_polar(u, w, df)
         return (loc + scale * standard).reshape(-1, *shape[2:])
 
-    def _with_covariates(self, inputs: MaskedTimeseries, covariates: KnownCovariates, future: Tensor | None,
-                         prediction_length: int) -> tuple[MaskedTimeseries, Tensor, int]:
-        """Targets + naturally aligned covariates -> the model's inputs, future values and the number of targets."""
-        if future is not None or inputs.num_exogenous_variables:
-            raise ValueError("give covariates either as known_covariates (targets-only inputs) or in Toto 1.0's way "
-                             "(num_exogenous_variables and future_exogenous_variables), not both")
-        target = torch.as_tensor(inputs.series, dtype=torch.float32)
-        target = target[None] if target.ndim == 2 else target
-        past, future = covariates.tensors()
-        if past.shape[0] != target.shape[0] or past.shape[-1] != target.shape[-1]:
-            raise ValueError(f"known covariates' past {tuple(past.shape)} must match the targets {tuple(target.shape)} "
-                             "in batch and time")
-        if future.shape[-1] != prediction_length:
-            raise ValueError(f"known covariates' future has {future.shape[-1]} steps; prediction_length is "
-                             f"{prediction_length}")
-        context, future = model_layout(past.to(target.device), future.to(target.device), target.shape[-1],
-                                       self.model.patch_size)
-        return (MaskedTimeseries.from_series(torch.cat([target, context], dim=1),
-                                             num_exogenous_variables=past.shape[1]).to(target.device),
-                future, target.shape[1])
+    def _aligned_covariates(self, inputs: MaskedTimeseries, future: Tensor | None, prediction_length: int
+                            ) -> tuple[MaskedTimeseries, Tensor | None, int]:
+        """Inputs whose covariates are aligned with the targets -> the model's layout, and the number of targets."""
+        series = torch.as_tensor(inputs.series, dtype=torch.float32)
+        inputs = inputs if series.ndim == 3 else MaskedTimeseries(
+            *(torch.as_tensor(f)[None] for f in inputs[:5]), inputs.num_exogenous_variables)
+        series, padding_mask = inputs.series.float(), torch.as_tensor(inputs.padding_mask).bool()
+        if future is None:
+            return inputs, None, series.shape[1] - inputs.num_exogenous_variables  # _future_exogenous explains
+        future = self._future_exogenous(future, series.shape[0], inputs.num_exogenous_variables, prediction_length)
+        targets = series.shape[1] - inputs.num_exogenous_variables
+        series, padding_mask = series.to(future.device), padding_mask.to(future.device)
+        past = torch.where(padding_mask[:, targets:], series[:, targets:], float("nan"))
+        context, future = model_layout(past, future, series.shape[-1], self.model.patch_size)
+        return inputs._replace(series=torch.cat([series[:, :targets], context], dim=1),
+                               padding_mask=torch.cat([padding_mask[:, :targets], torch.isfinite(context)], dim=1)
+                               ), future, targets
 
     @staticmethod
     def _seeds(seed: int | Sequence[int] | None, batch: int) -> list[int] | None:
