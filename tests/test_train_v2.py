@@ -15,8 +15,9 @@ from train_fixtures import CONFIGS, REPO, co2_frame, exogenous_frame, table_sour
 from toto.v2 import Toto2Model
 from train.cli import main, run_cli
 from train.datamodule import TotoDataModule
-from train.lora import LoraSettings, adapter_layers, add_adapters
-from train.module_v2 import Toto2Module, model_from_checkpoint
+from train.export import export_state
+from train.lora import LoraSettings, adapter_layers
+from train.module_v2 import Toto2Module
 from train.sources import TableSource
 
 BASE = REPO / "tests" / "fixtures" / "toto2" / "gqa"  # random weights: patch 8, d_model 32, grouped-query heads
@@ -117,22 +118,24 @@ def test_lora_trains_only_adapters_and_its_merged_export_forecasts_like_the_adap
     assert relative_difference(Toto2Model.from_pretrained(BASE).forecast(inputs, 24), expected) > 1e-4
 
 
-def test_lora_merge_keeps_the_function_of_unit_scaled_layers():
+def test_lora_merge_keeps_the_function_of_unit_scaled_layers(tmp_path):
     """peft adds B A x outside ScaledLinear's output multiplier; merging must divide by it (peft's own merge would
-    not), for every kind of layer: attention, feed-forward, patch embedding and quantile head."""
+    not), for every kind of layer: attention, feed-forward, patch embedding and quantile head. The export goes
+    through the module's checkpoint contents, as the export callback does without a checkpoint file."""
     torch.manual_seed(0)
-    model = Toto2Model.from_pretrained(BASE)
     targets = ["in_proj", "fc2", "patch_proj.linear1", "output_head.param_projection.proj.skip_proj"]
-    add_adapters(model, LoraSettings(r=2, target_modules=targets))
-    for layer in adapter_layers(model).values():
+    module = Toto2Module(pretrained=str(BASE), lora=LoraSettings(r=2, target_modules=targets), horizon_length=HORIZON)
+    assert {name.split(".")[-1] for name in adapter_layers(module.model)} == {"in_proj", "fc2", "linear1", "skip_proj"}
+    for layer in adapter_layers(module.model).values():
         torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.3)
-    values = np.sin(np.arange(CONTEXT) / 5).astype(np.float32)
-    adapted = model.forecast(forecast_inputs(values), HORIZON)
-    state = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-             "toto2_config": model.config.to_dict(), "toto2_lora": LoraSettings(r=2, target_modules=targets).to_dict()}
-    merged = model_from_checkpoint(state)
-    assert not adapter_layers(merged)
-    assert relative_difference(merged.forecast(forecast_inputs(values), HORIZON), adapted) < 1e-5
+    inputs = forecast_inputs(np.sin(np.arange(CONTEXT) / 5).astype(np.float32))
+    adapted = module.model.eval().forecast(inputs, HORIZON)
+    assert relative_difference(Toto2Model.from_pretrained(BASE).forecast(inputs, HORIZON), adapted) > 1e-2
+
+    state = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(state)
+    merged = Toto2Model.from_pretrained(export_state(state, tmp_path / "export"))
+    assert relative_difference(merged.forecast(inputs, HORIZON), adapted) < 1e-5
 
 
 def _covariate_data(tmp_path, frame) -> TotoDataModule:
@@ -205,6 +208,16 @@ def test_covariates_learned_in_fine_tuning_steer_the_forecast(tmp_path):
     # The future event reaches the horizon from its second patch on, where its true effect is +5.
     effect = (medians[1.0] - medians[0.0])[8:]
     assert effect.mean() > 2.0, effect
+
+
+def test_shipped_config_parses_with_lora_from_the_command_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CONFIGS / "finetune-v2.yaml"), "--model.lora.r", "8", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    for text in ["class_path: train.module_v2.Toto2Module", "pretrained: Datadog/Toto-2.0-22m", "r: 8",
+                 "- fc2", "horizon_length: 128", "exogenous_columns: []"]:
+        assert text in printed, text
 
 
 def test_bad_settings_get_clear_errors():

@@ -73,14 +73,16 @@ class Toto2Module(ForecastModule):
         lora: LoraSettings | None = None,
         horizon_length: int = 128,
         context_loss_weight: float = 1.0,
+        # The optimizer defaults are TotoModule's: the CLI starts from TotoModule (its default model) and keeps
+        # the arguments of the same name when a config switches class_path, so different defaults would be lost.
         lr: float = 1e-4,
         min_lr: float = 1e-5,
         betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 100,
-        stable_steps: int = 700,
-        decay_steps: int = 200,
+        eps: float = 1e-7,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 200,
+        stable_steps: int = 1000,
+        decay_steps: int = 1000,
     ) -> None:
         """
         Args:
