@@ -13,7 +13,7 @@ from tools.compare_reference_v2 import compare
 FIXTURES = Path(__file__).parent / "fixtures" / "toto2"
 CASES = ["single", "block1", "block2", "ragged_horizon", "missing", "missing_block2", "groups", "groups_block1",
          "covariates", "covariates_block1", "no_missing_flag", "gluonts_options", "ragged_context",
-         "forward_quantiles", "forward_loc", "forward_scale"]
+         "gluonts", "forward_quantiles", "forward_loc", "forward_scale"]
 
 
 @pytest.fixture(scope="module", params=["gqa", "xpos", "bias"])

@@ -97,6 +97,17 @@ def case_inputs(case: dict, data: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return inputs
 
 
+def gluonts_entries(data: dict[str, torch.Tensor]) -> list[dict]:
+    """Univariate GluonTS entries of different lengths, with NaN gaps (one at the end of a context)."""
+    import pandas as pd
+
+    series = data["target"].flatten(0, 1).clone()  # (6, time)
+    series[1, -3:] = float("nan")
+    series[2, 10:30] = float("nan")
+    return [{"start": pd.Period("2024-01-01", freq="h"), "item_id": str(i), "target": row[i * 7 :].numpy()}
+            for i, row in enumerate(series)]
+
+
 def forecast_kwargs(case: dict, patch: int) -> dict:
     kwargs = {k: v for k, v in case.items() if k not in ("inputs", "horizon")}
     block = kwargs.get("decode_block_size")
@@ -150,6 +161,14 @@ def write(name: str, out: Path) -> None:
     output = model(data["target"], data["missing_observed"], cpm, data["series_ids"])
     tensors |= {"forward/quantiles": output.quantiles, "forward/loc": output.loc, "forward/scale": output.scale,
                 "forward/cpm_mask": cpm}
+    # The official GluonTS wrapper (ffill imputation, scaler fallback, quantile cap) on univariate entries.
+    from toto2 import Toto2GluonTSModel, Toto2GluonTSModelConfig
+
+    gluonts_config = Toto2GluonTSModelConfig(prediction_length=20, context_length=6 * config.patch_size, target_dim=1)
+    predictor = Toto2GluonTSModel(model, gluonts_config).create_predictor(batch_size=4, device="cpu")
+    entries = gluonts_entries(data)
+    forecasts = list(predictor.predict(entries))
+    tensors["gluonts/quantiles"] = torch.stack([torch.as_tensor(f.forecast_array) for f in forecasts]).float()
     metadata = {"cases": json.dumps(CASES), "ragged_pad": str(pad)}
     save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "reference.safetensors", metadata=metadata)
     print(f"{folder}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {len(CASES) + 2} cases")

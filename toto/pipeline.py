@@ -173,6 +173,7 @@ class Toto1Pipeline(ForecastPipeline):
             return forecaster.forecast(
                 inputs.to(self.device), prediction_length, num_samples=num_samples, seed=seed,
                 future_exogenous_variables=None if future_exogenous is None else future_exogenous.to(self.device),
+                exogenous_layout="aligned",
             )
 
     def predict_quantiles(self, inputs, prediction_length, quantile_levels=DEFAULT_QUANTILE_LEVELS,
@@ -195,9 +196,17 @@ class Toto2Pipeline(ForecastPipeline):
     family = "Toto 2.0"
     samples = False
 
-    def __init__(self, model: Toto2Model, decode_block_size: int | None = None) -> None:
+    def __init__(
+        self, model: Toto2Model, decode_block_size: int | None = None, scaler_fallback_min_obs: int = 8,
+        quantile_real_cap_k: float = 1e4,
+    ) -> None:
+        """The defaults are those of the official GluonTS wrapper (`Toto2GluonTSModelConfig`), which produced
+        the published BOOM results: the whole horizon in one pass, leading patches with fewer than 8 observations
+        scaled by the first 8, and quantiles clipped to the context's range widened by 10,000 scales."""
         super().__init__(model)
         self.decode_block_size = decode_block_size  # None: the whole horizon in one forward pass
+        self.scaler_fallback_min_obs = scaler_fallback_min_obs
+        self.quantile_real_cap_k = quantile_real_cap_k
 
     def predict_quantiles(self, inputs, prediction_length, quantile_levels=DEFAULT_QUANTILE_LEVELS,
                           future_exogenous=None, num_samples=None, seed=0):
@@ -207,19 +216,24 @@ class Toto2Pipeline(ForecastPipeline):
                 f"{self.name} is a {self.family} quantile model and does not sample: leave num_samples out"
             )
         knots = self.model.forecast(
-            self.model_inputs(inputs, future_exogenous), prediction_length, decode_block_size=self.decode_block_size
+            self.model_inputs(inputs, future_exogenous), prediction_length, decode_block_size=self.decode_block_size,
+            scaler_fallback_min_obs=self.scaler_fallback_min_obs, quantile_real_cap_k=self.quantile_real_cap_k,
         )
         return Prediction(levels, interpolate_quantiles(knots, levels), knots[QUANTILE_KNOTS.index(0.5)])
 
     def model_inputs(self, inputs: MaskedTimeseries, future_exogenous: Tensor | None) -> dict[str, Tensor]:
-        """`Toto2Model.forecast`'s dict: NaN becomes unobserved, covariates become `known_dynamic` rows."""
+        """`Toto2Model.forecast`'s dict: NaN becomes unobserved, covariates become `known_dynamic` rows.
+
+        Unobserved values are forward-filled (0 before the first observation), as the official GluonTS wrapper
+        does: the model ignores them, except in the context's last patch, which it always reads as observed.
+        """
         device = self.device
-        values = inputs.series.to(device).float()
-        observed = inputs.padding_mask.to(device).bool() & values.isfinite()
+        observed = inputs.padding_mask.to(device).bool() & inputs.series.to(device).isfinite()
+        values = forward_fill(inputs.series.to(device).float(), observed)
         series_ids = inputs.id_mask.to(device)[..., -1].long()
         targets = values.shape[-2] - inputs.num_exogenous_variables
         model_inputs = {
-            "target": torch.where(observed, values, 0.0)[:, :targets],
+            "target": values[:, :targets],
             "target_mask": observed[:, :targets],
             "series_ids": series_ids[:, :targets],
         }
@@ -228,11 +242,19 @@ class Toto2Pipeline(ForecastPipeline):
             known = torch.cat([values[:, targets:], future], dim=-1)
             known_mask = torch.cat([observed[:, targets:], future.isfinite()], dim=-1)
             model_inputs |= {
-                "known_dynamic": torch.where(known_mask, known, 0.0),
+                "known_dynamic": forward_fill(known, known_mask),
                 "known_dynamic_mask": known_mask,
                 "known_dynamic_series_ids": series_ids[:, targets:],
             }
         return model_inputs
+
+
+def forward_fill(values: Tensor, observed: Tensor) -> Tensor:
+    """(..., time): each unobserved value replaced by the last observed one before it, 0 before the first."""
+    steps = torch.arange(values.shape[-1], device=values.device).expand_as(values)
+    last = torch.where(observed, steps, -1).cummax(dim=-1).values
+    filled = values.gather(-1, last.clamp_min(0))
+    return torch.where(last >= 0, filled, 0.0)
 
 
 def interpolate_quantiles(knots: Tensor, levels: Sequence[float]) -> Tensor:

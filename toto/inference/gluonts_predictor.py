@@ -17,7 +17,7 @@ the `custom_stack_fn` of its data loader (see docs/architecture.md for the diffe
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,7 +35,7 @@ from gluonts.torch.batchify import batchify
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged
 from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, TotoForecaster, row_seeds
 from toto.model.toto import Toto
-from toto.v2 import Toto2Model
+from toto.v2 import QUANTILE_KNOTS, Toto2Model
 
 
 def _interval_seconds(period: pd.Period) -> int:
@@ -67,7 +67,7 @@ class TotoPredictor(Predictor):
     """Forecast GluonTS entries with Toto (a loaded model, a checkpoint folder, an embedded name or a hub id).
 
     Args:
-        model_or_checkpoint: a `Toto` instance, or anything `Toto.from_pretrained` accepts.
+        model_or_checkpoint: a `Toto` or `Toto2Model`, a `ForecastPipeline`, or a checkpoint of either family.
         prediction_length: steps to forecast after each entry's target.
         context_length: most recent steps of history fed to the model (Toto 1.0 used 2048 on BOOM).
         num_samples: samples drawn per forecast; quantiles and sample-based metrics come from them. None makes
@@ -78,6 +78,11 @@ class TotoPredictor(Predictor):
         seed: makes every entry's samples reproducible and independent of what else is in its batch;
             None draws fresh randomness.
         device: where to load a checkpoint (a given model stays where it is).
+        quantile_levels: the levels of a quantile model's forecasts (default: its nine knots; others are
+            interpolated, see `toto.pipeline`).
+
+    A Toto 2.0 model, checkpoint or `ForecastPipeline` gives `QuantileForecast`s (its quantile levels and "mean",
+    its median) instead of samples; `num_samples` does not apply to it.
     """
 
     def __init__(
@@ -91,11 +96,12 @@ class TotoPredictor(Predictor):
         seed: int | None = 0,
         use_kv_cache: bool = True,
         device: str | torch.device = "cpu",
+        quantile_levels: Sequence[float] | None = None,
     ) -> None:
         super().__init__(prediction_length=prediction_length)
         if context_length < 1 or (num_samples is not None and num_samples < 1) or batch_size < 1:
             raise ValueError("context_length, num_samples and batch_size must be positive integers.")
-        from toto.pipeline import ForecastPipeline
+        from toto.pipeline import ForecastPipeline  # imported here: the pipeline module imports this package
 
         if isinstance(model_or_checkpoint, torch.nn.Module) and not isinstance(model_or_checkpoint, Toto2Model):
             self.pipeline = None  # a Toto, or a torch.compile'd one, driven through its forecaster
@@ -111,6 +117,7 @@ class TotoPredictor(Predictor):
             self.num_samples = None
         else:
             self.forecaster = TotoForecaster(self.model.model)
+        self.quantile_levels = quantile_levels  # a quantile model's forecast keys (default: its knots)
         self.context_length = context_length
         if self.forecaster is not None:
             self.num_samples = num_samples
@@ -205,7 +212,8 @@ class TotoPredictor(Predictor):
         """A quantile model's forecasts: its nine knots and "mean" (its median), shaped like the target."""
         if num_samples is not None:
             raise ValueError(f"{self.pipeline.name} is a quantile model and draws no samples: leave out num_samples")
-        prediction = self.pipeline.predict_quantiles(inputs, self.prediction_length)
+        prediction = self.pipeline.predict_quantiles(inputs, self.prediction_length,
+                                                     self.quantile_levels or QUANTILE_KNOTS)
         arrays = torch.cat([prediction.quantiles, prediction.mean[None]]).cpu().numpy()  # (keys, batch, var, time)
         keys = [str(level) for level in prediction.levels] + ["mean"]
         for row, (entry, start) in enumerate(zip(entries, starts)):
