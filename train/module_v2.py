@@ -7,7 +7,7 @@ at the placeholders before the last one predict the horizon patches, mapped with
 observed patch (the causal scaler carries them over hidden positions). Over the context, the output at patch i
 is scored against patch i + 1 (teacher forcing), scaled with patch i's statistics, which the causal scaler
 computes without patch i + 1. Both are scored in the model's space: asinh((y - loc) / scale) against the knots,
-on observed target values only.
+on observed target values only, once the scaler has a scale (`MIN_OBSERVATIONS_TO_SCORE`).
 
 Exogenous variates (known-future covariates) are extra rows after the targets, as `forecast`'s "known_dynamic":
 visible over the whole window, the horizon included, aligned with the targets, and never scored.
