@@ -59,9 +59,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--record", metavar="TITLE", help="also write the figures to docs/benchmarks.md under TITLE")
     args = parser.parse_args()
-    for name, error in compare(args.folder, getattr(torch, args.dtype)).items():
+    errors = compare(args.folder, getattr(torch, args.dtype))
+    for name, error in errors.items():
         print(f"{name:20s} {error:.2e}")
+    if args.record:
+        from benchmarks.report import command_line, markdown_table, write_section
+
+        model = Toto2Model.from_pretrained(args.folder)
+        c = model.config
+        parameters = sum(p.numel() for p in model.parameters())
+        write_section(f"parity-v2-{args.record}", "\n".join([
+            f"## Parity with toto-2 2.0.0: {args.record} ({parameters / 1e6:.1f}M parameters: {c.num_layers} layers, "
+            f"d_model {c.d_model}, {c.num_heads} heads, patch {c.patch_size}), {args.dtype} on CPU",
+            "",
+            "Reference written by `tools/make_reference_v2.py --configs 22m` in the toto-2 venv; compared with "
+            f"`{command_line()}`. Error is max |ours - official| / max |official| over the nine quantiles.",
+            "",
+            markdown_table(["case", "relative error vs toto-2 2.0.0"], [[n, f"{e:.1e}"] for n, e in errors.items()]),
+        ]))
 
 
 if __name__ == "__main__":
