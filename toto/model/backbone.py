@@ -79,6 +79,7 @@ class TotoBackbone(torch.nn.Module):
         self.exogenous_variate_label: torch.nn.Parameter | None = None
         if config.use_variate_labels:
             self.enable_variate_labels()
+        self._fused_head: tuple[tuple, Tensor, Tensor] | None = None
 
     def enable_variate_labels(self) -> None:
         """Exogenous-variable fine-tuning (Toto 1.0): learned "target" / "exogenous" label tokens (see `fusion`)."""
@@ -139,12 +140,52 @@ class TotoBackbone(torch.nn.Module):
         `num_positions` keeps only the first positions of each next patch: the unembedding's output features are
         laid out (position, embed), so a prefix of its rows computes just those (the last patch of a forecast
         often needs only part of its values).
+
+        Without gradients (inference) the unembedding and the distribution's projections, both linear, run as
+        one linear map composed once (`fused_head`): P * 4K outputs per patch instead of P * embed_dim.
         """
-        weight, bias = self.unembed.weight, self.unembed.bias
+        if torch.is_grad_enabled():
+            weight, bias = self.unembed.weight, self.unembed.bias
+            if num_positions is not None:
+                weight, bias = weight[: num_positions * self.embed_dim], bias[: num_positions * self.embed_dim]
+            flat = rearrange(F.linear(hidden, weight, bias), "b v n (p d) -> b v (n p) d", d=self.embed_dim)
+            return self.output_distribution(flat)
+        weight, bias = self.fused_head()
+        per_position = weight.shape[0] // self.patch_size
         if num_positions is not None:
-            weight, bias = weight[: num_positions * self.embed_dim], bias[: num_positions * self.embed_dim]
-        flat = rearrange(F.linear(hidden, weight, bias), "b v n (p d) -> b v (n p) d", d=self.embed_dim)
-        return self.output_distribution(flat)
+            weight, bias = weight[: num_positions * per_position], bias[: num_positions * per_position]
+        raw = rearrange(F.linear(hidden, weight, bias), "b v n (p j) -> b v (n p) j", j=per_position)
+        return self.output_distribution.from_projected(raw)
+
+    @torch.no_grad()
+    def fused_head(self) -> tuple[Tensor, Tensor]:
+        """The composition projections . unembedding: weight (P * J, embed), bias (P * J,), J = outputs per position.
+
+        Composed in float64 and cached until the weights move (device, dtype, storage), the model switches
+        train/eval mode, or a state dict is loaded.
+        """
+        projections = self.output_distribution.projections()
+        tensors = [self.unembed.weight, self.unembed.bias] + [t for p in projections for t in (p.weight, p.bias)]
+        key = tuple((t.data_ptr(), t.dtype, t.device) for t in tensors)
+        if self._fused_head is None or self._fused_head[0] != key:
+            out_weight = torch.cat([p.weight for p in projections]).double()  # (J, embed)
+            out_bias = torch.cat([p.bias for p in projections]).double()
+            dtype, embed = self.unembed.weight.dtype, self.embed_dim
+            # One position at a time, so that no float64 copy of the whole unembedding is ever held.
+            weight = torch.cat([(out_weight @ self.unembed.weight[p * embed : (p + 1) * embed].double()).to(dtype)
+                                for p in range(self.patch_size)])
+            unembed_bias = rearrange(self.unembed.bias.double(), "(p d) -> p d", d=embed)
+            bias = rearrange(unembed_bias @ out_weight.T + out_bias, "p j -> (p j)").to(dtype)
+            self._fused_head = (key, weight, bias)
+        return self._fused_head[1], self._fused_head[2]
+
+    def train(self, mode: bool = True) -> TotoBackbone:
+        self._fused_head = None  # weights may change while training
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._fused_head = None
+        super()._load_from_state_dict(*args, **kwargs)
 
     def backbone(self, inputs: Tensor, input_padding_mask: Tensor, id_mask: Tensor, kv_cache: KVCache | None = None,
                  scaling_prefix_length: int | None = None, num_exogenous_variables: int = 0

@@ -29,13 +29,21 @@ class MixtureOfStudentTsOutput(torch.nn.Module):
         self.scale_proj = torch.nn.Linear(embed_dim, k_components)
         self.mixture_weights = torch.nn.Linear(embed_dim, k_components)
 
+    def projections(self) -> list[torch.nn.Linear]:
+        """The linear maps of the head, in the order `from_projected` reads their outputs."""
+        return [self.df, self.loc_proj, self.scale_proj, self.mixture_weights]
+
     def forward(self, hidden: Tensor) -> Distribution:
         """hidden (..., embed_dim) -> a distribution with batch shape (...)."""
-        eps = torch.finfo(hidden.dtype).eps
-        df = 2.0 + F.softplus(self.df(hidden)).clamp_min(eps)
-        scale = F.softplus(self.scale_proj(hidden)).clamp_min(eps)
-        probs = F.softmax(self.mixture_weights(hidden), dim=-1)
-        components = StudentT(df, self.loc_proj(hidden), scale, validate_args=False)
+        return self.from_projected(torch.cat([p(hidden) for p in self.projections()], dim=-1))
+
+    def from_projected(self, raw: Tensor) -> Distribution:
+        """The distribution from the projections' outputs concatenated, (..., 4 * k_components)."""
+        df, loc, scale, logits = raw.split(self.k_components, dim=-1)
+        eps = torch.finfo(raw.dtype).eps
+        components = StudentT(2.0 + F.softplus(df).clamp_min(eps), loc, F.softplus(scale).clamp_min(eps),
+                              validate_args=False)
+        probs = F.softmax(logits, dim=-1)
         return MixtureSameFamily(Categorical(probs=probs, validate_args=False), components, validate_args=False)
 
 
@@ -46,11 +54,17 @@ class StudentTOutput(torch.nn.Module):
         self.loc_proj = torch.nn.Linear(embed_dim, 1)
         self.scale_proj = torch.nn.Linear(embed_dim, 1)
 
+    def projections(self) -> list[torch.nn.Linear]:
+        return [self.df, self.loc_proj, self.scale_proj]
+
     def forward(self, hidden: Tensor) -> Distribution:
-        eps = torch.finfo(hidden.dtype).eps
-        df = 2.0 + F.softplus(self.df(hidden)).clamp_min(eps).squeeze(-1)
-        scale = F.softplus(self.scale_proj(hidden)).clamp_min(eps).squeeze(-1)
-        return StudentT(df, self.loc_proj(hidden).squeeze(-1), scale, validate_args=False)
+        return self.from_projected(torch.cat([p(hidden) for p in self.projections()], dim=-1))
+
+    def from_projected(self, raw: Tensor) -> Distribution:
+        df, loc, scale = raw.unbind(-1)
+        eps = torch.finfo(raw.dtype).eps
+        return StudentT(2.0 + F.softplus(df).clamp_min(eps), loc, F.softplus(scale).clamp_min(eps),
+                        validate_args=False)
 
 
 class AffineTransformed(TransformedDistribution):

@@ -47,7 +47,8 @@ class XposRotaryEmbedding(torch.nn.Module):
         scale = self.xpos_scale ** power[..., None]
         scale = torch.cat((scale, scale), dim=-1).to(q.dtype)
         cos, sin = angles.cos(), angles.sin()
-        rotated_q = (q * cos * scale) + (rotate_half(q) * sin * scale)
+        # The position tables are small; scaling them first leaves two products per element of q and of k.
         inverse = scale**-1
-        rotated_k = (k * cos * inverse) + (rotate_half(k) * sin * inverse)
+        rotated_q = q * (cos * scale) + rotate_half(q) * (sin * scale)
+        rotated_k = k * (cos * inverse) + rotate_half(k) * (sin * inverse)
         return rotated_q.type(q.dtype), rotated_k.type(k.dtype)
