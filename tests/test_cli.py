@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import matplotlib.image
 import pandas as pd
 import pytest
+import torch
 
 from toto.cli import main
 from toto.model import checkpoint
@@ -136,3 +138,94 @@ def test_a_bad_checkpoint_or_setting_is_reported_without_traceback(tmp_path, cap
         assert exit_.value.code == 2
         error = capsys.readouterr().err
         assert message in error and "Traceback" not in error
+
+
+def _forecast_exit(args, capsys):
+    """Run `toto forecast ARGS`; return the one-line error of its exit status 2."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["forecast", *map(str, args)])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("toto forecast: error:") and "Traceback" not in error and error.count("\n") == 1
+    return error
+
+
+def test_output_or_plot_on_the_input_is_refused_under_any_spelling(tmp_path, capsys, monkeypatch):
+    source = tmp_path / "in.csv"
+    source.write_bytes((EXAMPLES / "electricity_demand.csv").read_bytes())
+    original = source.read_bytes()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.csv").symlink_to(source)
+    os.link(source, tmp_path / "hard.csv")
+    monkeypatch.chdir(tmp_path)
+    spellings = ["in.csv", "./in.csv", tmp_path / "sub" / ".." / "in.csv", tmp_path / "link.csv", "hard.csv"]
+    for spelling in spellings:
+        error = _forecast_exit([source, "-p", "4", *FAST, "--output", spelling], capsys)
+        assert "is the input file" in error and "would destroy it" in error
+    error = _forecast_exit(["in.csv", "-p", "4", *FAST, "--plot", source], capsys)
+    assert "--plot" in error and "is the input file" in error
+    assert source.read_bytes() == original
+
+
+def test_unwritable_outputs_bad_device_and_huge_horizon_are_one_line_errors(tmp_path, capsys):
+    demand = EXAMPLES / "electricity_demand.csv"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    cases = [
+        (["--output", a_file / "forecast.csv"], f"cannot write in {a_file}"),
+        (["--output", tmp_path], "is a folder: give a file name"),
+        (["--device", "bogus"], "--device 'bogus' is not a device: use cpu, cuda, cuda:N or mps"),
+        (["--device", "meta"], "--device 'meta' is not a device"),
+        (["-p", "1000000"], "--prediction-length 1000000 is over the ceiling of 8192 steps"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "this machine has no CUDA GPU"))
+    for args, message in cases:
+        error = _forecast_exit([demand, "-p", "4", *FAST, *args], capsys)
+        assert message in error, error
+
+
+def test_values_the_model_cannot_read_are_refused_and_text_columns_named(tmp_path, capsys):
+    days = pd.date_range("2024-01-01", periods=40, freq="D")
+    values = pd.Series(range(40), dtype=float)
+    path = tmp_path / "table.csv"
+    pd.DataFrame({"timestamp": days, "cpu": values.where(values != 7, 1e308)}).to_csv(path, index=False)
+    assert "holds 1e+308 in row 8" in _forecast_exit([path, "-p", "4", *FAST], capsys)
+    pd.DataFrame({"timestamp": days, "cpu": values.astype(str).where(values != 3, "1,5")}).to_csv(path, index=False)
+    assert "column 'cpu' is not numeric (column 'cpu' holds non-numeric values such as '1,5' in row 4)" in (
+        _forecast_exit([path, "-p", "4", *FAST], capsys))
+    # pandas reads 'n/a' as a missing value: a column of nothing else has no values to forecast from
+    pd.DataFrame({"timestamp": days, "cpu": values, "mem": "n/a"}).to_csv(path, index=False)
+    assert "column(s) ['mem'] have no values" in _forecast_exit([path, "-p", "4", *FAST], capsys)
+
+    pd.DataFrame({"host": "web-1", "timestamp": days, "note": "ok", "cpu": values}).to_csv(path, index=False)
+    assert main(["forecast", str(path), "-p", "4", *FAST, "--id-column", "host", "--output",
+                 str(tmp_path / "out.csv")]) == 0
+    assert "ignored   column(s) note: not numeric" in capsys.readouterr().err
+
+
+def test_the_summary_quoted_in_the_docs_is_what_make_demo_prints(tmp_path, capsys, monkeypatch):
+    """docs/cli.md quotes the summary of `make demo`: the same command must print it (but for the seconds)."""
+    monkeypatch.chdir(EXAMPLES.parent)
+    text = (EXAMPLES.parent / "docs" / "cli.md").read_text()
+    quoted = text.split("prints a summary\nlike this one (to stderr):\n\n```\n", 1)[1].split("```", 1)[0]
+    output, plot = tmp_path / "demo_forecast.csv", tmp_path / "demo_forecast.png"
+    assert main(["forecast", "examples/electricity_demand.csv", "--prediction-length", "48",
+                 "--output", str(output), "--plot", str(plot)]) == 0
+    printed = capsys.readouterr().err.replace(str(tmp_path) + "/", "")
+
+    def without_seconds(block: str) -> list[str]:
+        return [re.sub(r", [\d.]+ s$", ", N s", line) for line in block.strip().splitlines()]
+
+    assert without_seconds(printed) == without_seconds(quoted), f"update docs/cli.md with:\n{printed}"
+
+
+def test_the_table_quoted_in_the_docs_is_what_the_command_writes(capsys, monkeypatch):
+    monkeypatch.chdir(EXAMPLES.parent)
+    text = (EXAMPLES.parent / "docs" / "cli.md").read_text()
+    block = text.split("```\n$ toto forecast examples/tourist_arrivals_long.csv", 1)[1].split("```", 1)[0]
+    command, *quoted = block.strip().splitlines()
+    assert command.strip() == "-p 8 -q 0.1,0.5,0.9 | head -3"
+    assert main(["forecast", "examples/tourist_arrivals_long.csv", "-p", "8", "-q", "0.1,0.5,0.9"]) == 0
+    written = capsys.readouterr().out.splitlines()[:3]
+    assert written == quoted, "update docs/cli.md with:\n" + "\n".join(written)

@@ -3,18 +3,26 @@
 A thin layer over `toto.api`: it reads the file, calls `forecast_panel`, writes the table and the plot, and
 prints a short summary (to stderr, so that the forecast itself can go to stdout). Subcommands leave room for
 more verbs.
+
+It never destroys what a user wrote: `--output` and `--plot` may not name an input file (under any spelling of
+its path), and every path, the device and the horizon are checked before the model runs, so a mistake costs a
+one-line error (exit status 2) rather than a traceback after minutes of work.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from toto import api
 from toto.io import read_table, write_table
@@ -23,6 +31,11 @@ from toto.pipeline import DEFAULT_NUM_SAMPLES, ForecastPipeline
 
 TRAINING_SUMMARY = "training_summary.json"  # beside the weights; its status is "random-init" until trained
 SUMMARY_LINES = 5  # series-variates whose end-of-horizon forecast the summary prints
+# Decoding is autoregressive, one patch at a time: time and memory grow with the horizon. Longer horizons are
+# refused (docs/cli.md), and from LONG_HORIZON on the command says it will take a while.
+MAX_PREDICTION_LENGTH = 8192
+LONG_HORIZON = 1024
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,13 +48,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def forecast(args: argparse.Namespace) -> int:
-    """Run `toto forecast`: read, forecast, write, plot, summarise."""
+    """Run `toto forecast`: check, read, forecast, write, plot, summarise."""
+    _check_horizon(args.prediction_length)
+    _check_device(args.device)
+    _check_outputs(args)
     panel = api.to_panel(
         read_table(args.input), args.timestamp_column, args.id_column,
         api.columns_to_read(args.target_columns, args.exogenous_columns or ()), args.freq,
     )
     model = _load_model(args.checkpoint, args.device)
     future = _future_panel(args, panel)
+    if args.prediction_length >= LONG_HORIZON:
+        print(f"toto forecast: {len(panel.series)} series x {args.prediction_length} steps, decoded one patch at a"
+              " time: this takes a while (minutes on a CPU)", file=sys.stderr)
     started = time.perf_counter()
     table = api.forecast_panel(
         panel,
@@ -57,16 +76,93 @@ def forecast(args: argparse.Namespace) -> int:
         future=future,
     )
     seconds = time.perf_counter() - started
-    if args.output:
-        write_table(table, args.output)
-    else:
-        table.to_csv(sys.stdout, index=False)
-    if args.plot:
-        from toto.plotting import plot_forecast  # matplotlib is only imported when a plot is asked for
+    with _reported_write_errors():
+        if args.output:
+            write_table(table, args.output)
+        else:
+            table.to_csv(sys.stdout, index=False)
+        if args.plot:
+            from toto.plotting import plot_forecast  # matplotlib is only imported when a plot is asked for
 
-        plot_forecast(panel, table, args.plot)
+            plot_forecast(panel, table, args.plot)
     print(_summary(args, panel, model, table, seconds), file=sys.stderr)
     return 0
+
+
+def _check_horizon(prediction_length: int) -> None:
+    if prediction_length > MAX_PREDICTION_LENGTH:
+        raise api.InputError(
+            f"--prediction-length {prediction_length} is over the ceiling of {MAX_PREDICTION_LENGTH} steps: decoding"
+            " is autoregressive, so time and memory grow with the horizon; forecast a coarser frequency (resample"
+            " the input) or a shorter horizon"
+        )
+
+
+def _check_device(name: str | None) -> None:
+    """A device this machine has, named as torch names it; anything else is a one-line error."""
+    if name is None:
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise api.InputError(f"--device {name!r} is not a device: use cpu, cuda, cuda:N or mps")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise api.InputError(f"--device {name}: this machine has no CUDA GPU that torch can use; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise api.InputError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise api.InputError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse outputs that would overwrite an input (whatever the spelling of the path) or cannot be written."""
+    inputs = [path for path in (args.input, args.future) if path is not None]
+    outputs = [(flag, path) for flag, path in (("--output", args.output), ("--plot", args.plot)) if path is not None]
+    for flag, path in outputs:
+        for source in inputs:
+            if _same_file(path, source):
+                raise api.InputError(
+                    f"{flag} {path} is the input file {source}: writing there would destroy it; choose another path"
+                )
+        _check_writable(flag, path)
+    if len(outputs) == 2 and _same_file(outputs[0][1], outputs[1][1]):
+        raise api.InputError(f"--output and --plot are the same file {args.output}: give them different paths")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same resolved path (symlinks, '..', './'), or the same inode."""
+    if a.expanduser().resolve() == b.expanduser().resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links, case-insensitive file systems
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def _check_writable(flag: str, path: Path) -> None:
+    path = path.expanduser()
+    if path.is_dir():
+        raise api.InputError(f"{flag} {path} is a folder: give a file name, e.g. {path / 'forecast.csv'}")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise api.InputError(f"{flag} {path}: the file is not writable; choose another path or fix its permissions")
+        return
+    folder = path.absolute().parent
+    while not folder.exists():  # write_table creates missing folders: the nearest existing one must be writable
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise api.InputError(f"{flag} {path}: cannot write in {folder}; choose another path or fix its permissions")
+
+
+@contextlib.contextmanager
+def _reported_write_errors() -> Iterator[None]:
+    """Turn an OSError while writing (disk full, a folder removed meanwhile) into a one-line InputError."""
+    try:
+        yield
+    except OSError as error:
+        raise api.InputError(f"cannot write {error.filename or 'the output'}: {error.strerror or error}") from error
 
 
 def _future_panel(args: argparse.Namespace, panel: api.Panel) -> api.Panel | None:
@@ -140,6 +236,9 @@ def _summary(
         )
     if len(shown) > SUMMARY_LINES:
         lines.append(f"  ... and {len(shown) - SUMMARY_LINES} more in the table")
+    if panel.ignored:
+        ignored = f"ignored   column(s) {', '.join(sorted(panel.ignored))}: not numeric (name targets: --target-columns)"
+        lines.insert(next(i for i, line in enumerate(lines) if line.startswith("input")) + 1, ignored)
     written = [f"{args.output} ({len(table)} rows)"] if args.output else []
     written += [str(args.plot)] if args.plot else []
     if written:
@@ -193,7 +292,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.set_defaults(command=forecast, command_name="forecast")
     sub.add_argument("input", type=Path, help="CSV, TSV or Parquet file")
     sub.add_argument(
-        "-p", "--prediction-length", type=int, required=True, metavar="N", help="steps to forecast"
+        "-p", "--prediction-length", type=int, required=True, metavar="N",
+        help=f"steps to forecast (at most {MAX_PREDICTION_LENGTH})"
     )
     sub.add_argument(
         "-q",
