@@ -2,7 +2,8 @@
 
 1. parity of the two attention kernels (PyTorch SDPA and xformers) on the base configuration, forward and forecast;
 2. bf16-autocast training-step throughput of the base configuration (windows per second);
-3. forecast throughput of the base configuration (W1 of bench_forecast.py, 256 samples).
+3. forecast throughput of the base configuration (W1 of bench_forecast.py, 256 samples);
+4. Toto 2.0 single-pass forecast throughput (bench_forecast_v2.py's workloads), float32 and bf16.
 
 Results go to the "gpu" section of docs/benchmarks.md, with the card's name.
 """
@@ -84,6 +85,21 @@ def main() -> None:
     inputs = MaskedTimeseries.from_series(torch.randn(32, 1, 2048).cumsum(-1)).to(device)
     seconds = timed(lambda: forecaster.forecast(inputs, 64, num_samples=256, samples_per_batch=256), repeats=2)
     rows.append(["forecast 32 series, ctx 2048, h 64, 256 samples", f"{seconds:.2f} s"])
+
+    # 4. Toto 2.0, single pass, bf16 weights (scaler and head outputs float32): the bench_forecast_v2 workloads.
+    from benchmarks.bench_forecast_v2 import CONFIG, WORKLOADS, make_inputs
+    from toto.v2 import Toto2Config, Toto2Model
+
+    config = Toto2Config(**CONFIG, residual_attn_ratio=Toto2Config.residual_attn_ratio_for(2048, 32))
+    model_v2 = Toto2Model(config).to(device).eval()
+    for dtype in (torch.float32, torch.bfloat16):
+        model_v2.to(dtype)
+        for name, spec in WORKLOADS.items():
+            inputs = {k: v.to(device) for k, v in make_inputs(spec).items()}
+            with torch.no_grad():
+                seconds = timed(lambda inputs=inputs, spec=spec: model_v2.forecast(inputs, spec["horizon"]))
+            rows.append([f"Toto 2.0 23M forecast {name} ({spec['batch']}x{spec['variates']}, ctx 2048, h 96), "
+                         f"{str(dtype).removeprefix('torch.')}", f"{seconds * 1000:.1f} ms"])
 
     table = markdown_table(["check", card], rows)
     write_section("gpu", f"## GPU checks\n\nCard: {card}, torch {torch.__version__}. Command: `{command_line()}`\n\n{table}")
