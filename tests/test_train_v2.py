@@ -92,7 +92,8 @@ def test_full_finetune_through_the_cli_lowers_the_loss_and_exports(tmp_path):
 
 
 def test_lora_trains_only_adapters_and_its_merged_export_forecasts_like_the_adapted_model(tmp_path):
-    sources = [table_source(write_co2_csv(tmp_path / "co2.csv"))]
+    co2_frame().to_parquet(tmp_path / "co2.parquet")
+    sources = [table_source(tmp_path / "co2.parquet")]
     cli = run_cli(v2_fit_args(tmp_path / "run", sources, steps=15, extra=["--model.lora.r", "4"]))
     assert cli.model.lora == LoraSettings(r=4)
     adapted = cli.model.model.eval()
