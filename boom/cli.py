@@ -3,7 +3,11 @@
     boom download --out ~/boom_data                       # where the Hugging Face hub is reachable
     boom eval --model toto --checkpoint Datadog/Toto-Open-Base-1.0 --data ~/boom_data --out results/
     boom eval --model seasonalnaive --data ~/boom_data --out results/ --subset boomlet
-    boom leaderboard results/ ../shared/boom/results --plot leaderboard.png
+    boom eval --model toto --checkpoint toto-tiny --data my_metrics.csv --out results/   # your own table
+    boom leaderboard results/ ../shared/boom/results --out .       # writes ./leaderboard.csv and .png
+    boom tie-order ../shared/boom/results --published ../shared/boom/boom_leaderboard.csv
+
+Nothing is written into the folders a command reads: the leaderboard goes to the working folder or --out.
 """
 
 from __future__ import annotations
@@ -16,15 +20,26 @@ from pathlib import Path
 
 warnings.filterwarnings("ignore", message="Using `json`-module", category=UserWarning)  # GluonTS's import notice
 
+import pandas as pd  # noqa: E402
+
 from boom import data, forecasters, leaderboard  # noqa: E402
 from boom.evaluate import run  # noqa: E402
 
 
 def _eval(args: argparse.Namespace) -> int:
-    properties = data.load_properties(Path(args.data) if args.data else None, subset=args.subset)
-    configs = data.configurations(properties, terms=args.terms, series=args.series)
-    partial = args.subset != "boom" or args.series  # download only the series needed, else everything
-    data_dir = data.resolve_data_dir(args.data, series=sorted({c.series for c in configs}) if partial else None)
+    if args.data and data.is_table(args.data):
+        data_dir = data.TablePanel(args.data, args.timestamp_column, args.id_column, args.target_columns, args.freq)
+        configs = data_dir.configurations(args.terms)
+        if args.series:
+            unknown = sorted(set(args.series) - set(data_dir.series))
+            if unknown:
+                raise ValueError(f"--series {unknown} are not in {args.data}; its series are {sorted(data_dir.series)}")
+            configs = [c for c in configs if c.series in set(args.series)]
+    else:
+        properties = data.load_properties(Path(args.data) if args.data else None, subset=args.subset)
+        configs = data.configurations(properties, terms=args.terms, series=args.series)
+        partial = args.subset != "boom" or args.series  # download only the series needed, else everything
+        data_dir = data.resolve_data_dir(args.data, series=sorted({c.series for c in configs}) if partial else None)
     if args.model == "toto":
         forecaster = forecasters.toto(args.checkpoint or forecasters.DEFAULT_TOTO_CHECKPOINT,
                                       context_length=args.context_length, num_samples=args.num_samples,
@@ -52,11 +67,31 @@ def _leaderboard(args: argparse.Namespace) -> int:
     for by in args.by:
         print(f"\nScaled CRPS by {by}:")
         print(leaderboard.breakdown(scores, by, properties).map(leaderboard.format_number).to_string())
-    first = Path(args.results[0])
-    csv_path = Path(args.csv) if args.csv else first / "leaderboard.csv"
+    out = Path(args.out)
+    csv_path = Path(args.csv) if args.csv else out / "leaderboard.csv"
+    plot_path = Path(args.plot) if args.plot else out / "leaderboard.png"
+    for path in (csv_path, plot_path):
+        _refuse_inside_inputs(path, args.results)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
     table.map(leaderboard.format_number).to_csv(csv_path)
-    plot_path = leaderboard.plot(table, Path(args.plot) if args.plot else first / "leaderboard.png")
+    plot_path = leaderboard.plot(table, plot_path)
     print(f"\nWrote {csv_path} and {plot_path}")
+    return 0
+
+
+def _refuse_inside_inputs(path: Path, inputs: list[str]) -> None:
+    """Results folders are inputs (often published data): nothing is written into them."""
+    target = path.expanduser().resolve()
+    for folder in map(Path, inputs):
+        if target.is_relative_to(folder.expanduser().resolve()):
+            raise ValueError(f"{path} is inside the results folder {folder}, which this command only reads: "
+                             "write the leaderboard elsewhere (--out, or run from another folder)")
+
+
+def _tie_order(args: argparse.Namespace) -> int:
+    scores = leaderboard.score(leaderboard.load_results(*args.results))
+    published = pd.read_csv(args.published, index_col="model")
+    print("\n".join(leaderboard.recover_tie_order(scores, published)))
     return 0
 
 
@@ -75,7 +110,13 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", help="Toto checkpoint folder, embedded name (toto-tiny) or hub id "
                                          f"(default {forecasters.DEFAULT_TOTO_CHECKPOINT})")
     ev.add_argument("--name", help="results folder / model name (default: --model); name fine-tunes here")
-    ev.add_argument("--data", help=f"folder of series folders (default ${data.DATA_ENV_VAR}, else the hub)")
+    ev.add_argument("--data", help=f"folder of series folders (default ${data.DATA_ENV_VAR}, else the hub), or a"
+                                   " CSV/TSV/Parquet table of your own (wide or long), read like `toto forecast`")
+    ev.add_argument("--timestamp-column", help="table --data only: the timestamp column (default: detected)")
+    ev.add_argument("--id-column", help="table --data only: the series id column of a long table (default: detected)")
+    ev.add_argument("--target-columns", type=lambda text: [c.strip() for c in text.split(",") if c.strip()],
+                    help="table --data only: comma-separated columns to forecast (default: all numeric)")
+    ev.add_argument("--freq", help="table --data only: pandas frequency (default: inferred)")
     ev.add_argument("--subset", choices=["boom", "boomlet"], default="boom", help="boomlet: the 32-series subset")
     ev.add_argument("--terms", nargs="+", choices=[t.value for t in data.Term], default=[t.value for t in data.Term])
     ev.add_argument("--series", nargs="+", help="only these series (e.g. ds-0-T)")
@@ -95,9 +136,15 @@ def parser() -> argparse.ArgumentParser:
     lb.add_argument("--by", nargs="*", choices=leaderboard.GROUPINGS, default=[],
                     help="also print scaled CRPS per domain, frequency, term or type")
     lb.add_argument("--data", help="folder with its own boom_properties.json (for --by on a custom dataset)")
-    lb.add_argument("--csv", help="where to write the table (default RESULTS/leaderboard.csv)")
-    lb.add_argument("--plot", help="bar chart PNG (default RESULTS/leaderboard.png)")
+    lb.add_argument("--out", default=".", help="folder for leaderboard.csv and leaderboard.png (default: here)")
+    lb.add_argument("--csv", help="where to write the table (default OUT/leaderboard.csv)")
+    lb.add_argument("--plot", help="bar chart PNG (default OUT/leaderboard.png)")
     lb.set_defaults(func=_leaderboard)
+
+    order = commands.add_parser("tie-order", help="recover a tie-breaking model order from published ranks")
+    order.add_argument("results", nargs="+", help="the published results folders (<model>/all_results.csv)")
+    order.add_argument("--published", required=True, help="the published leaderboard CSV (boom_leaderboard.csv)")
+    order.set_defaults(func=_tie_order)
 
     dl = commands.add_parser("download", help=f"download {data.HUB_REPO} from the Hugging Face hub")
     dl.add_argument("--out", required=True, help="local folder to download into")

@@ -11,6 +11,10 @@ What the methodology fixes, and this module reproduces exactly:
   and taken from the end of the series (M4: one window);
 - which terms a series is evaluated on comes from `boom_properties.json` (`term: short` -> short only,
   `term: long` -> short, medium and long).
+
+A user's own table (CSV, TSV or Parquet, wide or long) is evaluated the same way without converting it to this
+layout first: `TablePanel` reads it with `toto.tables` (the rules of `toto forecast` and training) and makes
+one configuration per series and term, with the same windows and metrics.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -34,10 +39,16 @@ from gluonts.dataset.common import ProcessDataEntry
 from gluonts.dataset.split import TestData, split
 from gluonts.time_feature import get_seasonality, norm_freq_str
 
+from toto import tables
+from toto.io import read_table
+
 HUB_REPO = "Datadog/BOOM"
 DATA_ENV_VAR = "BOOM_PATH"
 TEST_SPLIT = 0.1
 MAX_WINDOWS = 20
+# GIFT-Eval's M4 datasets (m4_yearly, ..., m4_hourly), which follow M4's own prediction lengths and one window.
+M4_DATASET = re.compile(r"m4_(yearly|quarterly|monthly|weekly|daily|hourly)", re.IGNORECASE)
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq")
 # Base prediction length per frequency unit (GIFT-Eval's PRED_LENGTH_MAP, which BOOM adopts).
 PREDICTION_LENGTHS = {"S": 60, "T": 48, "H": 48, "D": 30, "W": 8, "M": 12,
                       "Q": 8}  # Q is not in GIFT-Eval's table outside M4; M4's value
@@ -125,7 +136,8 @@ class SeriesDataset:
 
     @property
     def is_m4(self) -> bool:
-        return "m4" in str(self.path)
+        """Whether the folder is one of GIFT-Eval's M4 datasets, by its own name (not by any folder above it)."""
+        return M4_DATASET.fullmatch(self.path.name) is not None
 
     @cached_property
     def hf_dataset(self) -> datasets.Dataset:
@@ -276,8 +288,80 @@ def download(local_dir: str | Path | None = None, series: Iterable[str] | None =
     return Path(path)
 
 
-def series_dataset(data_dir: Path, config: Configuration, to_univariate: bool = False) -> SeriesDataset:
+@dataclass
+class TableSeriesDataset(SeriesDataset):
+    """One series of a user's table (`TablePanel`) evaluated at one term, with the windows and metrics of BOOM."""
+
+    series: tables.Series | None = None
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.term = Term(self.term)
+
+    @property
+    def is_m4(self) -> bool:
+        return False
+
+    @cached_property
+    def freq(self) -> str:
+        return self.series.index.to_period().freqstr
+
+    @cached_property
+    def target_dim(self) -> int:
+        return len(self.series.variates)
+
+    @cached_property
+    def min_series_length(self) -> int:
+        return self.series.values.shape[-1]
+
+    @cached_property
+    def entries(self) -> list[dict[str, Any]]:
+        target = self.series.values.astype(np.float32)
+        entry = {"item_id": self.name, "start": self.series.index.to_period()[0],
+                 "target": target if self.target_dim > 1 else target[0]}
+        return list(_to_univariate([entry])) if self.to_univariate and self.target_dim > 1 else [entry]
+
+
+class TablePanel:
+    """A user's CSV/TSV/Parquet table as BOOM configurations: one per series and term.
+
+    The table is read by `toto.tables.to_panel` (columns detected unless named). Series are named by their id
+    (the file's name for a wide table); the configuration keys are `<series>/<frequency>/<term>`.
+    """
+
+    def __init__(self, path: str | Path, timestamp_column: str | None = None, id_column: str | None = None,
+                 target_columns: list[str] | None = None, freq: str | None = None) -> None:
+        self.path = Path(path)
+        self.panel = tables.to_panel(read_table(self.path), timestamp_column, id_column, target_columns, freq)
+        names = [self._name(series) for series in self.panel.series]
+        if len(set(names)) != len(names):
+            raise tables.InputError(f"{self.path}: series ids {names} are not distinct once '/' is replaced")
+        self.series = dict(zip(names, self.panel.series))
+
+    def _name(self, series: tables.Series) -> str:
+        return self.path.name.split(".")[0] if series.id is None else str(series.id).replace("/", "_")
+
+    def configurations(self, terms: Iterable[Term | str] = tuple(Term)) -> list[Configuration]:
+        """Every series at every term in `terms`."""
+        return [
+            Configuration(name, Term(term), {"frequency": series.index.freqstr, "term": "long", "domain": "",
+                                             "num_variates": len(series.variates), "type": "table"})
+            for name, series in self.series.items() for term in terms
+        ]
+
+    def dataset(self, config: Configuration, to_univariate: bool = False) -> TableSeriesDataset:
+        return TableSeriesDataset(self.path / config.series, config.term, to_univariate, self.series[config.series])
+
+
+def is_table(path: str | Path) -> bool:
+    """Whether `--data` names a table file rather than a folder of series folders."""
+    return Path(path).name.lower().endswith(TABLE_SUFFIXES)
+
+
+def series_dataset(data_dir: Path | TablePanel, config: Configuration, to_univariate: bool = False) -> SeriesDataset:
     """The test set of one configuration, with a clear error when its folder is missing."""
+    if isinstance(data_dir, TablePanel):
+        return data_dir.dataset(config, to_univariate)
     path = Path(data_dir) / config.series
     if not path.is_dir():
         raise FileNotFoundError(f"Series folder {path} is missing: {data_dir} must hold one folder per series "

@@ -40,14 +40,22 @@ def test_eval_then_leaderboard(boom_data, tiny_toto_checkpoint, tmp_path, capsys
     assert toto.filter(like="eval_metrics/").map(math.isfinite).all().all()
 
     boom = Path(sys.executable).with_name("boom")  # the installed console script
+    inputs_before = sorted(out.rglob("*"))
+    here = tmp_path / "work"
+    here.mkdir()
     done = subprocess.run([str(boom), "leaderboard", str(out), "--by", "term", "domain", "--data", str(boom_data)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, cwd=here)
     assert done.returncode == 0, done.stderr
     assert "MASE-4-scaled" in done.stdout and "Scaled CRPS by term" in done.stdout
-    table = pd.read_csv(out / "leaderboard.csv", index_col="model")
+    table = pd.read_csv(here / "leaderboard.csv", index_col="model")  # the working folder, not the inputs
     assert sorted(table.index) == ["seasonalnaive", "toto"]
     assert table.loc["seasonalnaive", "CRPS-4-scaled"] == 1.0
-    assert (out / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (here / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(out.rglob("*")) == inputs_before
+
+    assert main(["leaderboard", str(out), "--out", str(out / "toto")]) == 2
+    assert "inside the results folder" in capsys.readouterr().err
+    assert sorted(out.rglob("*")) == inputs_before
 
 
 def test_interrupted_run_resumes_without_redoing_finished_configurations(boom_data, tmp_path, capsys):
@@ -99,3 +107,40 @@ def test_failed_configurations_are_reported(tmp_path, capsys):
                  "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "failed ds-5-H/Medium/short: FileNotFoundError" in err and "ds-5-H is missing" in err
+
+
+def test_eval_on_your_own_table_matches_the_same_series_in_the_benchmark_layout(tmp_path, capsys):
+    """`boom eval --data table.csv` (long form) scores like the same series written as BOOM series folders."""
+    from boom.data import write_hub_folder
+
+    arrivals = pd.read_csv(Path(__file__).resolve().parents[1] / "examples" / "tourist_arrivals_long.csv")
+    table = tmp_path / "arrivals.csv"
+    arrivals.to_csv(table, index=False)
+    folders = tmp_path / "folders"
+    properties = {}
+    for origin, rows in arrivals.groupby("origin"):
+        write_hub_folder(folders / origin, [{"item_id": origin, "start": rows["quarter"].iloc[0], "freq": "Q",
+                                             "target": rows["arrivals"].to_numpy(dtype=float)}])
+        properties[origin] = {"domain": [""], "frequency": "QS-OCT", "num_variates": 1, "term": "long",
+                              "type": "table"}
+    (folders / "boom_properties.json").write_text(json.dumps(properties))
+
+    for data_path, out in ((table, tmp_path / "from_table"), (folders, tmp_path / "from_folders")):
+        assert main(["eval", "--model", "seasonalnaive", "--data", str(data_path), "--out", str(out),
+                     "--terms", "short", "medium", "--no-progress"]) == 0
+    assert "8 configurations evaluated" in capsys.readouterr().out
+    from_table = pd.read_csv(tmp_path / "from_table" / "seasonalnaive" / RESULTS_FILE).set_index("dataset")
+    from_folders = pd.read_csv(tmp_path / "from_folders" / "seasonalnaive" / RESULTS_FILE).set_index("dataset")
+    assert sorted(from_table.index) == sorted(f"{o}/QS-OCT/{t}" for o in properties for t in ("short", "medium"))
+    metrics = [c for c in from_table.columns if c.startswith("eval_metrics/")]
+    pd.testing.assert_frame_equal(from_table.loc[from_folders.index, metrics], from_folders[metrics])
+
+    wide = tmp_path / "japan.parquet"
+    arrivals[arrivals["origin"] == "Japan"].drop(columns="origin").to_parquet(wide)
+    assert main(["eval", "--model", "seasonalnaive", "--data", str(wide), "--out", str(tmp_path / "wide"),
+                 "--terms", "short", "--no-progress"]) == 0
+    assert list(pd.read_csv(tmp_path / "wide" / "seasonalnaive" / RESULTS_FILE)["dataset"]) == ["japan/QS-OCT/short"]
+    bad = tmp_path / "bad.csv"
+    arrivals.assign(arrivals=arrivals["arrivals"].astype(str).where(arrivals.index != 5, "1,5")).to_csv(bad)
+    assert main(["eval", "--model", "seasonalnaive", "--data", str(bad), "--out", str(tmp_path / "bad")]) == 2
+    assert "is not numeric" in capsys.readouterr().err

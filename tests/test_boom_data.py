@@ -117,3 +117,6 @@ def test_reads_gift_eval_folders_with_many_series(tmp_path):
 
     m4 = data.SeriesDataset(tmp_path / "m4_hourly", "short")  # GIFT-Eval's M4 rule: its own horizons, one window
     assert (m4.prediction_length, m4.windows) == (48, 1)
+    write_hub_folder(tmp_path / "m4data" / "weather", rows)  # "m4" in a folder above is not an M4 dataset
+    not_m4 = data.SeriesDataset(tmp_path / "m4data" / "weather", "medium")
+    assert not not_m4.is_m4 and (not_m4.prediction_length, not_m4.windows) == (480, 1)

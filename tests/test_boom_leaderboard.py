@@ -29,6 +29,18 @@ def test_reproduces_the_published_leaderboard(published_scores):
                                           published[column], err_msg=column)
 
 
+def test_published_order_is_what_the_recovery_script_finds(published_scores):
+    published = pd.read_csv(SHARED_BOOM / "boom_leaderboard.csv", index_col="model")
+    recovered = leaderboard.recover_tie_order(published_scores, published)
+    assert recovered == [*leaderboard.PUBLISHED_ORDER, leaderboard.BASELINE]
+    # The ranks depend on the order: reversed, the tie-breaking no longer reproduces the published ones.
+    reversed_order = [*reversed(leaderboard.PUBLISHED_ORDER), leaderboard.BASELINE]
+    table = leaderboard.leaderboard(leaderboard.score(leaderboard.load_results(SHARED_BOOM / "results"),
+                                                      order=reversed_order))
+    rank = "Rank-663-unscaled"
+    assert not np.array_equal(table.loc[published.index, rank].round(3), published[rank])
+
+
 def test_scaling_and_parts(published_scores):
     scaled = published_scores[published_scores["part"] == "scaled"]
     naive = scaled[scaled["model"] == leaderboard.BASELINE]
