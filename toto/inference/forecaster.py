@@ -48,6 +48,7 @@ from ..model.distribution import (
     student_t_parameters,
 )
 from ..model.kv_cache import KVCache, SharedPrefixKVCache
+from ..model.toto import Toto
 from .covariates import model_layout
 from .memory import DEFAULT_MEMORY_BUDGET_BYTES, plan_forecast
 
@@ -149,8 +150,9 @@ class TotoForecaster:
     in chunks sized to fit it.
     """
 
-    def __init__(self, model: TotoBackbone, memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES) -> None:
-        self.model = model
+    def __init__(self, model: TotoBackbone | Toto, memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES) -> None:
+        # A `Toto` (what `from_pretrained` and the fine-tuning module hold) stands for its backbone.
+        self.model = model.model if isinstance(model, Toto) else model
         self.model.eval()
         self.memory_budget_bytes = memory_budget_bytes
 

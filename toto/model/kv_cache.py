@@ -114,6 +114,9 @@ class SharedPrefixKVCache:
         self.values = torch.empty_like(self.keys)
         self._generated = 0
         self.leading_invalid = None if prefix.leading_invalid is None else prefix.leading_invalid.repeat(paths)
+        # Facts that hold for every generated patch, found once so that decoding steps need no device round trip.
+        self.padded = self.leading_invalid is not None and bool(self.leading_invalid.any())
+        self.step_space_mask: Tensor | None | bool = False  # False: not computed yet (None: no mask needed)
 
     @staticmethod
     def nbytes_for(prefix_rows: int, paths: int, time_layers: int, heads: int, head_dim: int, new_patches: int,

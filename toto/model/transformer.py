@@ -141,8 +141,14 @@ class Transformer(torch.nn.Module):
             time_mask, is_causal = time_attention_mask(key_valid, num_new, offset)
         # Positions count from each row's first observed patch, so that left-padding moves nothing: with the masks
         # above, a series gives the same outputs alone or padded inside a batch.
-        positions = offset - leading_invalid if bool(leading_invalid.any()) else offset
-        space_mask = space_attention_mask(id_mask)
+        if isinstance(kv_cache, SharedPrefixKVCache):
+            positions = offset - leading_invalid if kv_cache.padded else offset
+            if kv_cache.step_space_mask is False:  # every generated patch has the ids of the context's last one
+                kv_cache.step_space_mask = space_attention_mask(id_mask)
+            space_mask = kv_cache.step_space_mask
+        else:
+            positions = offset - leading_invalid if bool(leading_invalid.any()) else offset
+            space_mask = space_attention_mask(id_mask)
         x = inputs
         for layer in self.layers:
             if layer.axis is AttentionAxis.TIME:
