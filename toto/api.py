@@ -51,11 +51,13 @@ def forecast_panel(
     progress: bool = False,
     exogenous_columns: Sequence[str] = (),
     future: Panel | None = None,
+    series_index: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Forecast every series of `panel`; returns the tidy table described in `predict_df`.
 
     Series are forecast `batch_size` at a time; with a sampling model, series i samples from its own stream
-    `row_seeds(seed, ...)[i]` (see `toto.inference.forecaster.row_seeds`), whatever the batching.
+    `row_seeds(seed, ...)[series_index[i]]` (see `toto.inference.forecaster.row_seeds`; `series_index` defaults
+    to 0, 1, ...: a shard of a larger panel passes its series' positions in the whole), whatever the batching.
     `exogenous_columns` name variates of `panel` that are known-future covariates: `future` (a panel of the same
     series over the next `prediction_length` steps) gives their values there, and they are not forecast.
     """
@@ -65,6 +67,7 @@ def forecast_panel(
     levels = sorted({float(q) for q in names} | {0.5})  # the median column is always there
     exogenous = list(exogenous_columns)
     futures = _future_covariates(panel, future, exogenous, prediction_length)
+    positions = list(range(len(panel.series))) if series_index is None else list(series_index)
     starts = range(0, len(panel.series), batch_size)
     frames = []
     for start in tqdm(starts, desc="forecasting", unit="batch", disable=not progress or len(starts) < 2):
@@ -73,7 +76,7 @@ def forecast_panel(
         prediction = pipeline.predict_quantiles(
             inputs, prediction_length, levels,
             future_exogenous=torch.tensor(np.stack(futures[start : start + batch_size])) if exogenous else None,
-            num_samples=num_samples, seed=row_seeds(seed, len(batch), first=start),
+            num_samples=num_samples, seed=[row_seeds(seed, 1, first=i)[0] for i in positions[start : start + len(batch)]],
         )
         quantile_of = dict(zip(prediction.levels, prediction.quantiles, strict=True))
         stats = {"mean": prediction.mean, "median": quantile_of[0.5]}

@@ -51,6 +51,8 @@ def forecast(args: argparse.Namespace) -> int:
     """Run `toto forecast`: check, read, forecast, write, plot, summarise."""
     _check_horizon(args.prediction_length)
     _check_device(args.device)
+    if args.output_dir:
+        return _forecast_in_parts(args)
     _check_outputs(args)
     panel = api.to_panel(
         read_table(args.input), args.timestamp_column, args.id_column,
@@ -163,6 +165,25 @@ def _reported_write_errors() -> Iterator[None]:
         yield
     except OSError as error:
         raise api.InputError(f"cannot write {error.filename or 'the output'}: {error.strerror or error}") from error
+
+
+def _forecast_in_parts(args: argparse.Namespace) -> int:
+    """`--output-dir`: stream a large long table and forecast it over `--devices` processes, part by part."""
+    from toto.batch import BatchJob, forecast_files
+
+    if args.output or args.plot or args.exogenous_columns:
+        raise api.InputError("--output-dir writes part files: leave out --output, --plot and --exogenous-columns")
+    options = {"quantiles": args.quantiles, "num_samples": args.num_samples, "context_length": args.context_length,
+               "batch_size": args.batch_size, "seed": args.seed}
+    job = BatchJob(input_path=args.input, output_dir=args.output_dir, prediction_length=args.prediction_length,
+                   checkpoint=args.checkpoint, id_column=args.id_column or "id", timestamp_column=args.timestamp_column,
+                   target_columns=args.target_columns, freq=args.freq, series_per_part=args.series_per_part,
+                   forecast_options=options)
+    started = time.perf_counter()
+    parts = forecast_files(job, devices=args.devices, accelerator=args.accelerator)
+    print(f"wrote     {len(parts)} part files to {args.output_dir} in {time.perf_counter() - started:.1f} s"
+          " (read them with toto.batch.read_parts)", file=sys.stderr)
+    return 0
 
 
 def _future_panel(args: argparse.Namespace, panel: api.Panel) -> api.Panel | None:
@@ -363,6 +384,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--seed", type=int, default=0, metavar="N", help="random seed of the sample paths (default: 0)"
     )
+    batch = sub.add_argument_group("large panels (a long table streamed from disk, see toto.batch)")
+    batch.add_argument("--output-dir", type=Path, metavar="DIR",
+                       help="forecast part by part into DIR/part-r*.parquet; a rerun resumes with the parts there")
+    batch.add_argument("--devices", type=int, default=1, metavar="N", help="processes or devices (default: 1)")
+    batch.add_argument("--accelerator", default="cpu", metavar="NAME", help="cpu (default), cuda or auto")
+    batch.add_argument("--series-per-part", type=int, default=256, metavar="N",
+                       help="series per part file (default: 256)")
     sub.add_argument(
         "--device", metavar="DEVICE", help="torch device such as cpu or cuda (default: cuda when available)"
     )
