@@ -137,3 +137,25 @@ def test_num_output_patches_above_one_forecasts_the_next_patch():
     model = Toto2Model(Toto2Config.tiny(patch_size=8, num_output_patches=2)).eval()
     out = model.forecast(series(), 20, decode_block_size=8)
     assert out.shape == (9, 2, 3, 20) and bool(torch.isfinite(out).all())
+
+
+def test_sharded_hub_repo_loads_from_the_huggingface_cache_offline(tmp_path):
+    """The real snapshot_download path, fed from a local cache laid out as the Hub client writes it."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "cache" / "models--Datadog--Toto-2.0-22m"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    state = load_file(FIXTURE / "model.safetensors")
+    keys = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": keys[:10], "model-00002-of-00002.safetensors": keys[10:]}
+    for name, part in shards.items():
+        save_file({k: state[k] for k in part}, snapshot / name)
+    index = {"weight_map": {k: name for name, part in shards.items() for k in part}}
+    (snapshot / "model.safetensors.index.json").write_text(json.dumps(index))
+    shutil.copy(FIXTURE / "config.json", snapshot / "config.json")
+    model = Toto2Model.from_pretrained("Datadog/Toto-2.0-22m", cache_dir=tmp_path / "cache", local_files_only=True)
+    torch.testing.assert_close(model.forecast(series(), 8), Toto2Model.from_pretrained(FIXTURE).forecast(series(), 8))
+    with pytest.raises(OSError, match="could not get 'Datadog/Toto-2.0-4m' from the Hugging Face Hub"):
+        Toto2Model.from_pretrained("Datadog/Toto-2.0-4m", cache_dir=tmp_path / "cache", local_files_only=True)

@@ -24,7 +24,8 @@ __all__ = ["CONFIG_FILE", "INDEX_FILE", "WEIGHTS_FILE", "load_weights", "read_co
 
 
 def resolve(name_or_path: str | Path, revision: str | None = None, cache_dir: str | Path | None = None,
-            token: str | bool | None = None, local_files_only: bool = False) -> Path:
+            token: str | bool | None = None, local_files_only: bool = False, force_download: bool = False,
+            proxies: dict | None = None) -> Path:
     """A local folder with the checkpoint's files; a Hub repo id is downloaded (single file or shards)."""
     name = str(name_or_path)
     path = Path(name).expanduser()
@@ -35,6 +36,7 @@ def resolve(name_or_path: str | Path, revision: str | None = None, cache_dir: st
     try:
         folder = snapshot_download(
             name, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only,
+            force_download=force_download, proxies=proxies,
             allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, INDEX_FILE, "*.safetensors"],
         )
     except Exception as error:  # the hub raises many types: offline, HTTP, missing repo

@@ -254,10 +254,16 @@ class Toto2Model(torch.nn.Module):
         cache_dir: str | Path | None = None,
         token: str | bool | None = None,
         local_files_only: bool = False,
+        force_download: bool = False,
+        proxies: dict | None = None,
         **config_overrides: Any,
     ) -> Toto2Model:
-        """Load a local folder or a Hub repo (e.g. "Datadog/Toto-2.0-22m"), single-file or sharded."""
-        folder = checkpoint.resolve(name_or_path, revision, cache_dir, token, local_files_only)
+        """Load a local folder or a Hub repo (e.g. "Datadog/Toto-2.0-22m"), single-file or sharded.
+
+        The Hub arguments are those of the official `from_pretrained`; `config_overrides` replace config.json
+        fields (an unknown name is an error that lists the known ones).
+        """
+        folder = checkpoint.resolve(name_or_path, revision, cache_dir, token, local_files_only, force_download, proxies)
         config_path = folder / checkpoint.CONFIG_FILE
         config = Toto2Config.from_dict({**checkpoint.read_config(folder), **config_overrides}, source=str(config_path))
         model = cls(config)
