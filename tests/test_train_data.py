@@ -136,3 +136,52 @@ def test_batches_group_variates_and_mask_missing_values():
     assert batch.series[0, 0, 1] == 0  # missing values enter as 0, masked
     assert batch.id_mask[1].tolist() == [[0] * 4, [1] * 4]  # the padding variate is its own group
     assert not batch.padding_mask[1, 1].any() and not batch.loss_mask[1, 1].any()
+
+
+def test_tables_with_nothing_to_learn_from_are_refused_and_ignored_columns_named(tmp_path, caplog):
+    hours = pd.date_range("2024-01-01", periods=300, freq="h")
+    empty = tmp_path / "empty.csv"
+    pd.DataFrame({"timestamp": hours, "cpu": np.nan, "mem": np.nan}).to_csv(empty, index=False)
+    with pytest.raises(DataSourceError, match=r"empty\.csv: column\(s\) \['cpu', 'mem'\] have no values"):
+        TableSource(str(empty)).load()
+    half = tmp_path / "half.csv"
+    pd.DataFrame({"timestamp": hours, "cpu": np.arange(300.0), "mem": np.nan}).to_csv(half, index=False)
+    with pytest.raises(DataSourceError, match=r"half\.csv: column\(s\) \['mem'\] have no values"):
+        TableSource(str(half)).load()
+    labelled = tmp_path / "labelled.csv"
+    pd.DataFrame({"host": "a", "timestamp": hours, "cpu": np.arange(300.0), "note": "ok"}).to_csv(labelled, index=False)
+    with caplog.at_level("WARNING", logger="train.sources"):
+        (record,) = TableSource(str(labelled), id_column="host").load()
+    assert record.target.shape == (1, 300)
+    assert "labelled.csv: ignored column(s) ['note'] (not numeric)" in caplog.text
+
+
+def test_a_source_without_any_observed_value_is_refused(tmp_path):
+    import datasets
+
+    rows = {"item_id": ["a", "b"], "start": ["2024-01-01"] * 2, "freq": ["h"] * 2, "target": [[None] * 300] * 2}
+    datasets.Dataset.from_dict(rows).to_parquet(tmp_path / "missing.parquet")
+    data = TotoDataModule([HFDatasetSource(str(tmp_path / "missing.parquet"))], context_length=64, patch_size=8)
+    with pytest.raises(ValueError, match="HFDatasetSource: no series holds an observed value .* nothing to learn"):
+        data.setup()
+
+
+def test_training_loader_resumes_at_the_batch_after_its_saved_position():
+    data = _ramp_module(train_windows_per_epoch=40)  # 3 batches of 16 per epoch (the last one short)
+    straight = data.train_dataloader()
+    expected = [batch.series for _ in range(3) for batch in straight]  # three epochs, new order each
+
+    interrupted = data.train_dataloader()
+    seen = []
+    for batch in interrupted:
+        seen.append(batch.series)
+        if len(seen) == 2:
+            break
+    state = interrupted.state_dict()
+    assert state == {"epoch": 0, "batches_done": 2}
+    resumed = data.train_dataloader()
+    resumed.load_state_dict(state)
+    assert len(resumed) == 3  # Lightning still sees a whole epoch
+    seen += [batch.series for batch in resumed] + [batch.series for _ in range(2) for batch in resumed]
+    assert len(seen) == len(expected) and all(torch.equal(a, b) for a, b in zip(seen, expected))
+    assert not torch.equal(expected[0], expected[3]), "each epoch has its own order"

@@ -47,7 +47,9 @@ def test_exogenous_variates_are_last_shifted_and_out_of_the_loss(tmp_path):
 def test_exogenous_variables_change_the_forecast_when_they_carry_signal(tmp_path):
     exogenous_frame().to_csv(tmp_path / "events.csv", index=False)
     sources = [table_source(tmp_path / "events.csv", target_columns=["requests"], exogenous_columns=["event"])]
-    cli = run_cli(tiny_fit_args(tmp_path / "run", sources, steps=150, extra=["--model.use_variate_labels", "true"]))
+    # 250 steps: the learned effect is 3.7-4.8 over data orders (seeds 0-2); at 150 steps it was 1.7-2.4, so the
+    # bound below depended on the order the windows happened to come in.
+    cli = run_cli(tiny_fit_args(tmp_path / "run", sources, steps=250, extra=["--model.use_variate_labels", "true"]))
     assert cli.datamodule.num_exogenous_variables == 1
     model = Toto.from_pretrained(tmp_path / "run" / "export")
     assert model.config.use_variate_labels

@@ -1,13 +1,17 @@
-"""Callbacks the CLI always adds: training history (progress lines, loss curve CSV + PNG) and export at the end."""
+"""Callbacks the CLI always adds: training history (progress lines, loss curve CSV + PNG), the random generators'
+state (so that a resumed run draws what the uninterrupted one would) and export at the end."""
 
 from __future__ import annotations
 
 import csv
+import random
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -88,6 +92,31 @@ class TrainingHistory(Callback):
         fig.tight_layout()
         fig.savefig(folder / "loss_curve.png", dpi=100)
         plt.close(fig)
+
+
+class RandomState(Callback):
+    """Keeps the torch (CPU and CUDA), numpy and Python random generators' states in every checkpoint and restores
+    them on resume, so that dropout and any other draw continue exactly as in the uninterrupted run (together with
+    the data loader's position, see `train.datamodule.ResumableDataLoader`). Plain lists and byte tensors only, so
+    checkpoints still load with `torch.load(weights_only=True)`."""
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [kind, keys.tolist(), position, has_gauss, gauss],
+            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        if state_dict["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+        kind, keys, position, has_gauss, gauss = state_dict["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
+        version, internal, gauss_next = state_dict["python"]
+        random.setstate((version, tuple(internal), gauss_next))
 
 
 class ExportPretrained(Callback):

@@ -25,7 +25,7 @@ from jsonargparse import auto_cli
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from train.callbacks import ExportPretrained, TrainingHistory
+from train.callbacks import ExportPretrained, RandomState, TrainingHistory
 from train.datamodule import TotoDataModule
 from train.export import export_checkpoint
 from train.module import TotoModule
@@ -40,6 +40,7 @@ class TotoCLI(LightningCLI):
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath",
                               compute_fn=lambda root: os.path.join(root, "checkpoints"))
         parser.add_lightning_class_args(TrainingHistory, "history")
+        parser.add_lightning_class_args(RandomState, "random_state")
         parser.add_lightning_class_args(ExportPretrained, "export")
         parser.set_defaults({"model": {"class_path": f"{TotoModule.__module__}.{TotoModule.__qualname__}"}})
         for window_setting in ("patch_size", "horizon_length", "shift_exogenous"):

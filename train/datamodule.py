@@ -1,15 +1,76 @@
-"""The LightningDataModule: mixes sources, holds back the end of every series for validation, serves windows."""
+"""The LightningDataModule: mixes sources, holds back the end of every series for validation, serves windows.
+
+Training batches come from a `ResumableDataLoader`: epoch e visits the windows in a permutation seeded by
+(seed, e), and the loader's position (epoch, batches handed out) is part of every checkpoint, so a run killed
+mid-epoch and resumed with `--ckpt_path last` continues with the next batch, as the uninterrupted run would,
+instead of replaying the epoch from its start.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator, Sized
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from train.sources import SeriesRecord, SeriesSource
 from train.windows import WindowDataset, collate_windows
+
+
+class EpochOrder(Sampler[int]):
+    """The indices of epoch `epoch` in the order of a permutation seeded by (seed, epoch), from position `start`."""
+
+    def __init__(self, data: Sized, seed: int) -> None:
+        self.size = len(data)
+        self.seed = seed
+        self.epoch = 0
+        self.start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+        return iter(order[self.start :].tolist())
+
+    def __len__(self) -> int:
+        return self.size - self.start
+
+
+class ResumableDataLoader(DataLoader):
+    """A shuffling DataLoader whose position survives a checkpoint.
+
+    It counts the batches it hands out; `state_dict`/`load_state_dict` (Lightning saves them with every checkpoint
+    and restores them before the loop starts) carry (epoch, batches), and the next iteration skips the batches
+    already trained on, without loading them.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, **kwargs: Any) -> None:
+        self.order = EpochOrder(dataset, seed)
+        super().__init__(dataset, batch_size=batch_size, sampler=self.order, **kwargs)
+        self.epoch = 0
+        self.batches_done = 0
+
+    def __len__(self) -> int:
+        return -(-self.order.size // self.batch_size)  # a whole epoch, whatever was skipped
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._batches()
+
+    def _batches(self) -> Iterator[Any]:
+        # A generator: the position is read when the first batch is asked for, after Lightning restored it.
+        self.order.epoch, self.order.start = self.epoch, self.batches_done * self.batch_size
+        for batch in super().__iter__():
+            self.batches_done += 1
+            yield batch
+        self.epoch, self.batches_done = self.epoch + 1, 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batches_done": self.batches_done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.epoch, self.batches_done = int(state_dict["epoch"]), int(state_dict["batches_done"])
 
 
 class TotoDataModule(L.LightningDataModule):
@@ -80,9 +141,16 @@ class TotoDataModule(L.LightningDataModule):
         loaded = []
         for source in self.sources:
             records = source.load()
-            usable = [r for r in records if r.length >= self.min_length]
-            if len(usable) < len(records):
-                rank_zero_info(f"{type(source).__name__}: skipped {len(records) - len(usable)} of {len(records)} "
+            if observed := [r for r in records if np.isfinite(r.target).any()]:
+                if len(observed) < len(records):
+                    rank_zero_info(f"{type(source).__name__}: skipped {len(records) - len(observed)} series without"
+                                   f" any observed value, e.g. {next(r.name for r in records if not np.isfinite(r.target).any())}")
+            else:
+                raise ValueError(f"{type(source).__name__}: no series holds an observed value (all missing): there is"
+                                 " nothing to learn from; check the data's path and columns")
+            usable = [r for r in observed if r.length >= self.min_length]
+            if len(usable) < len(observed):
+                rank_zero_info(f"{type(source).__name__}: skipped {len(observed) - len(usable)} of {len(observed)} "
                                f"series shorter than {self.min_length} steps (val_length + horizon + 1 patch)")
             if not usable:
                 raise ValueError(f"{type(source).__name__} has no series of at least {self.min_length} steps; "
@@ -114,15 +182,17 @@ class TotoDataModule(L.LightningDataModule):
         assert self.train_dataset is not None, "call setup() first"
         return self.train_dataset.records[0].num_exogenous
 
-    def _loader(self, dataset: WindowDataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+
+    def train_dataloader(self) -> DataLoader:
+        return ResumableDataLoader(
+            self.train_dataset, self.batch_size, self.seed, num_workers=self.num_workers,
             collate_fn=collate_windows, persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, self.batch_size, shuffle=True)
-
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, self.val_batch_size, shuffle=False)
+        return DataLoader(
+            self.val_dataset, batch_size=self.val_batch_size, num_workers=self.num_workers,
+            collate_fn=collate_windows, persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
