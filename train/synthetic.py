@@ -1,4 +1,8 @@
-"""Synthetic series that look like observability metrics, for pretraining.
+"""Synthetic series for pretraining: observability-style metrics, KernelSynth GP draws and TSMixup mixtures.
+
+`SyntheticSeriesGenerator` (below) makes series that look like observability metrics.
+`KernelSynthGenerator` and `TSMixupGenerator` (at the end) follow Chronos (Ansari et al. 2024); the embedded
+model's data export (tools/prepare_embedded_data.py) writes their series as tables.
 
 Each series is a group of 1..max_variates variates sharing a latent signal (trend + several seasonalities + level
 shifts + random walk), each variate loading it with its own gain and adding its own noise (Gaussian, Laplace or
@@ -8,6 +12,9 @@ non-negative rate, or a monotone counter with resets. Magnitudes span many order
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -135,3 +142,118 @@ class SyntheticSeriesGenerator:
         x = _as_metric_kind(rng, np.stack(variates))
         x = x * 10 ** rng.uniform(-2, 5) + rng.choice([0.0, rng.normal(0, 10 ** rng.uniform(0, 4))])
         return _knock_out_gaps(rng, x, self.missing_fraction).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# KernelSynth (Ansari et al. 2024, "Chronos", section 4.2): Gaussian-process series from random kernel compositions.
+# A composition of 1..MAX_KERNELS kernels drawn from a bank, joined by random + or *, gives a covariance on a
+# [0, 1] time grid; one draw from that GP prior is a series. The periods are in steps (hours in a day and a week,
+# 5/10/15/30-minute steps in a day, days in a week and a year, months in a year, ...), so the periodic kernels
+# put the daily and weekly cycles of sub-daily data inside a 2048-step training context.
+KERNEL_PERIODS = (24, 48, 96, 144, 288, 168, 336, 672, 1008, 2016, 7, 14, 30, 60, 365, 730, 12, 4, 52, 26, 6, 3)
+MAX_KERNELS = 5
+
+
+Kernel = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # k(|x - x'|, x, x') on a [0, 1] grid
+
+
+def _periodic(d: np.ndarray, x: np.ndarray, y: np.ndarray, period: float) -> np.ndarray:
+    return np.exp(-2.0 * np.sin(np.pi * d / period) ** 2)
+
+
+def _linear(d: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float) -> np.ndarray:
+    return sigma**2 + x * y  # dot product: trends
+
+
+def _rbf(d: np.ndarray, x: np.ndarray, y: np.ndarray, scale: float) -> np.ndarray:
+    return np.exp(-0.5 * (d / scale) ** 2)  # smooth local variation
+
+
+def _rational_quadratic(d: np.ndarray, x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    return (1.0 + d**2 / (2.0 * alpha)) ** -alpha  # variation on many scales
+
+
+def _white(d: np.ndarray, x: np.ndarray, y: np.ndarray, level: float) -> np.ndarray:
+    return level * (d == 0)
+
+
+def _kernel_bank(length: int) -> list[Kernel]:
+    """Chronos' bank: periodic kernels for the periods that fit twice, linear, RBF, rational quadratic, white."""
+    return [
+        *(partial(_periodic, period=p / length) for p in KERNEL_PERIODS if p < length / 2),
+        *(partial(_linear, sigma=s) for s in (0.0, 1.0, 10.0)),
+        *(partial(_rbf, scale=s) for s in (0.1, 1.0, 10.0)),
+        *(partial(_rational_quadratic, alpha=a) for a in (0.1, 1.0, 10.0)),
+        *(partial(_white, level=v) for v in (0.1, 1.0)),
+    ]
+
+
+class KernelSynthGenerator:
+    """Deterministic KernelSynth series: `series(i)` is a (1, length) float32 draw from the i-th random GP prior."""
+
+    def __init__(self, length: int = 2048, seed: int = 0) -> None:
+        self.length = length
+        self.seed = seed
+        grid = np.linspace(0.0, 1.0, length)
+        self._x, self._y = grid[:, None], grid[None, :]
+        self._distance = np.abs(self._x - self._y)
+        self._bank = _kernel_bank(length)
+
+    def covariance(self, rng: np.random.Generator) -> np.ndarray:
+        """A random composition of up to MAX_KERNELS bank kernels joined by + or *."""
+        picks = rng.integers(len(self._bank), size=rng.integers(1, MAX_KERNELS + 1))
+        covariance = self._bank[picks[0]](self._distance, self._x, self._y)
+        for pick in picks[1:]:
+            term = self._bank[pick](self._distance, self._x, self._y)
+            covariance = covariance + term if rng.random() < 0.5 else covariance * term
+        return covariance
+
+    def series(self, index: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, index, 1])
+        covariance = self.covariance(rng)
+        jitter = 1e-6 * max(float(np.mean(np.diag(covariance))), 1e-12)
+        for _ in range(6):  # products of kernels can be numerically indefinite: raise the jitter until it factors
+            try:
+                factor = np.linalg.cholesky(covariance + jitter * np.eye(self.length))
+                break
+            except np.linalg.LinAlgError:
+                jitter *= 100
+        else:
+            raise np.linalg.LinAlgError(f"KernelSynth series {index}: covariance does not factor")
+        return (factor @ rng.standard_normal(self.length))[None, :].astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# TSMixup (Chronos, section 4.1): convex mixtures of real series. Each mixture takes 1..MAX_MIXED windows of one
+# length from random real series, scales each by its mean absolute value (so no series dominates by magnitude) and
+# combines them with Dirichlet(MIXUP_ALPHA) weights; a mixture keeps a missing value where any part misses one.
+MAX_MIXED = 3
+MIXUP_ALPHA = 1.5
+
+
+class TSMixupGenerator:
+    """Deterministic TSMixup series over a fixed list of real univariate series (1-D float arrays, NaN = missing)."""
+
+    def __init__(self, series: list[np.ndarray], min_length: int = 128, max_length: int = 2048, seed: int = 0):
+        usable = [np.asarray(s, dtype=np.float64) for s in series if len(s) >= min_length]
+        if not usable:
+            raise ValueError(f"TSMixup needs real series of at least {min_length} steps; none of {len(series)} are")
+        self.series_pool = usable
+        self.min_length = min_length
+        self.max_length = max_length
+        self.seed = seed
+
+    def series(self, index: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, index, 2])
+        picks = rng.choice(len(self.series_pool), size=rng.integers(1, MAX_MIXED + 1))
+        shortest = min(len(self.series_pool[p]) for p in picks)
+        length = int(rng.integers(self.min_length, min(self.max_length, shortest) + 1))
+        weights = rng.dirichlet(np.full(len(picks), MIXUP_ALPHA))
+        mixture = np.zeros(length)
+        for weight, pick in zip(weights, picks):
+            source = self.series_pool[pick]
+            start = int(rng.integers(0, len(source) - length + 1))
+            window = source[start : start + length]
+            scale = np.nanmean(np.abs(window))
+            mixture += weight * window / (scale if np.isfinite(scale) and scale > 0 else 1.0)
+        return mixture[None, :].astype(np.float32)
