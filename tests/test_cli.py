@@ -177,6 +177,7 @@ def test_unwritable_outputs_bad_device_and_huge_horizon_are_one_line_errors(tmp_
         (["--device", "bogus"], "--device 'bogus' is not a device: use cpu, cuda, cuda:N or mps"),
         (["--device", "meta"], "--device 'meta' is not a device"),
         (["-p", "1000000"], "--prediction-length 1000000 is over the ceiling of 8192 steps"),
+        (["-p", "8192", "--num-samples", "10000000"], "GiB for the sample paths, more than half of the"),
     ]
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda"], "this machine has no CUDA GPU"))

@@ -58,6 +58,7 @@ def forecast(args: argparse.Namespace) -> int:
         read_table(args.input), args.timestamp_column, args.id_column,
         api.columns_to_read(args.target_columns, args.exogenous_columns or ()), args.freq,
     )
+    _check_sample_memory(args, panel)
     model = _load_model(args.checkpoint, args.device)
     future = _future_panel(args, panel)
     if args.prediction_length >= LONG_HORIZON:
@@ -98,6 +99,35 @@ def _check_horizon(prediction_length: int) -> None:
             " is autoregressive, so time and memory grow with the horizon; forecast a coarser frequency (resample"
             " the input) or a shorter horizon"
         )
+
+
+def _check_sample_memory(args: argparse.Namespace, panel: api.Panel) -> None:
+    """Refuse settings whose sample paths alone (one batch of series, float32, with a working copy) would not fit
+    in the memory this machine has available: a one-line error instead of the system killing the process."""
+    available = _available_memory_bytes()
+    if available is None:
+        return
+    series = min(args.batch_size, len(panel.series))
+    variates = max(len(s.variates) for s in panel.series)
+    needed = 2 * 4 * series * variates * (args.num_samples or DEFAULT_NUM_SAMPLES) * args.prediction_length
+    if needed > available / 2:
+        raise api.InputError(
+            f"{series} series x {variates} variate(s) x {args.num_samples or DEFAULT_NUM_SAMPLES} samples x"
+            f" {args.prediction_length} steps need about {needed / 2**30:.1f} GiB for the sample paths, more than"
+            f" half of the {available / 2**30:.1f} GiB available: lower --num-samples, --batch-size or"
+            " --prediction-length"
+        )
+
+
+def _available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux); None where the system does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _check_device(name: str | None) -> None:
