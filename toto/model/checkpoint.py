@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 log = logging.getLogger(__name__)
 
@@ -194,3 +194,15 @@ def load_into(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], stri
         if strict:
             raise ValueError(message + " (pass strict=False to load anyway)")
         log.warning(message)
+
+
+def write_folder(directory: str | Path, config: dict, module: torch.nn.Module) -> Path:
+    """Write a checkpoint folder, config.json and model.safetensors (created if needed), as both families'
+    official packages lay it out."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / CONFIG_FILE, "w") as f:
+        json.dump(config, f, indent=2)
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    save_file(state, directory / WEIGHTS_FILE, metadata={"format": "pt"})
+    return directory

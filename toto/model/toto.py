@@ -6,12 +6,10 @@ a local folder or a Hub repo id; `save_pretrained` writes a folder that both thi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from . import checkpoint
 from .backbone import TotoBackbone
@@ -68,13 +66,7 @@ class Toto(torch.nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write config.json and model.safetensors to `directory` (created if needed)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        with open(directory / checkpoint.CONFIG_FILE, "w") as f:
-            json.dump(self.config.to_dict(), f, indent=2)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, directory / checkpoint.WEIGHTS_FILE, metadata={"format": "pt"})
-        return directory
+        return checkpoint.write_folder(directory, self.config.to_dict(), self)
 
     @property
     def device(self) -> torch.device:

@@ -16,11 +16,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from toto.model import checkpoint as shared
-from toto.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_config
+from toto.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_config, write_folder
 
 INDEX_FILE = "model.safetensors.index.json"
 
-__all__ = ["CONFIG_FILE", "INDEX_FILE", "WEIGHTS_FILE", "load_weights", "read_config", "read_state_dict", "resolve"]
+__all__ = ["CONFIG_FILE", "INDEX_FILE", "WEIGHTS_FILE", "load_weights", "read_config", "read_state_dict", "resolve",
+           "write_folder"]
 
 
 def resolve(name_or_path: str | Path, revision: str | None = None, cache_dir: str | Path | None = None,

@@ -12,7 +12,6 @@ instead, feeding each block's median back as data and reusing the context's keys
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,7 +19,6 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce, repeat
-from safetensors.torch import save_file
 from torch import Tensor
 
 from . import checkpoint
@@ -273,13 +271,7 @@ class Toto2Model(torch.nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the official layout: config.json (the config's fields) and model.safetensors."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        with open(directory / checkpoint.CONFIG_FILE, "w") as f:
-            json.dump(self.config.to_dict(), f, indent=2)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, directory / checkpoint.WEIGHTS_FILE, metadata={"format": "pt"})
-        return directory
+        return checkpoint.write_folder(directory, self.config.to_dict(), self)
 
 
 def _clamp_nonfinite(values: Tensor) -> Tensor:
