@@ -71,15 +71,16 @@ def test_shipped_configs_parse(configs, expected, capsys):
         assert text in printed, text
 
 
-def test_fsdp_wraps_transformer_layers():
+def test_fsdp_wraps_the_transformer_layers_of_both_models():
     import yaml
     from jsonargparse import ArgumentParser
     from lightning.pytorch.strategies import FSDPStrategy
 
     from toto.model.transformer import TransformerLayer
+    from toto.v2.transformer import TransformerLayer as V2TransformerLayer
 
     parser = ArgumentParser()
     parser.add_class_arguments(FSDPStrategy, "strategy")
     init_args = yaml.safe_load((CONFIGS / "strategy" / "fsdp.yaml").read_text())["trainer"]["strategy"]["init_args"]
     strategy = parser.instantiate(parser.parse_object({"strategy": init_args})).strategy
-    assert strategy.kwargs["auto_wrap_policy"]._module_classes == {TransformerLayer}
+    assert strategy.kwargs["auto_wrap_policy"]._module_classes == {TransformerLayer, V2TransformerLayer}

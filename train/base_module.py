@@ -18,6 +18,23 @@ from train.schedule import wsd_scheduler
 from train.windows import WindowBatch
 
 
+def global_batch_mean(weighted_sum: torch.Tensor, total_weight: torch.Tensor) -> torch.Tensor:
+    """This process's share of the global batch's weighted mean: `weighted_sum` over the average `total_weight` of
+    the processes (its own, in one process).
+
+    Data-parallel training averages the processes' gradients, and `sync_dist` logging their losses. Dividing
+    each process's sum by its own weight would make that a mean of per-process means, which overweights the
+    elements of a process whose windows hold more missing or padded values; dividing by the average weight makes
+    it the weighted mean over all processes' elements, so N processes with batch B train as one with batch N x B.
+    Every process must call it at the same step (as training and validation steps are), since it all-reduces.
+    """
+    total_weight = total_weight.detach().to(weighted_sum.dtype, copy=True)  # all_reduce works in place
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(total_weight)
+        total_weight = total_weight / torch.distributed.get_world_size()
+    return weighted_sum / total_weight.clamp_min(torch.finfo(weighted_sum.dtype).tiny)
+
+
 class ForecastModule(L.LightningModule):
     """Base of the objectives' LightningModules (`train.module.TotoModule`, `train.module_v2.Toto2Module`).
 
@@ -37,7 +54,8 @@ class ForecastModule(L.LightningModule):
     def training_step(self, batch: WindowBatch, batch_idx: int) -> torch.Tensor:
         loss = self.batch_loss(batch)
         self._step_finite = bool(torch.isfinite(loss))
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch.series.shape[0])
+        # Averaged over processes: the loss of the global batch, which the averaged gradients descend.
+        self.log("train_loss", loss, prog_bar=True, sync_dist=True, batch_size=batch.series.shape[0])
         return loss
 
     def validation_step(self, batch: WindowBatch, batch_idx: int) -> None:

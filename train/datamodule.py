@@ -15,62 +15,72 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from train.sources import SeriesRecord, SeriesSource
 from train.windows import WindowDataset, collate_windows
 
 
-class EpochOrder(Sampler[int]):
-    """The indices of epoch `epoch` in the order of a permutation seeded by (seed, epoch), from position `start`."""
+class EpochOrder(DistributedSampler):
+    """This process's share of epoch `epoch`: a permutation seeded by (seed, epoch), from position `start`, dealt
+    to the `num_replicas` processes in turn (window j of the order goes to rank j % num_replicas).
 
-    def __init__(self, data: Sized, seed: int) -> None:
+    So the windows of a step's global batch (all ranks' batches together) do not depend on the number of
+    processes: 2 processes with batch B train on the windows that 1 process with batch 2B does, and `start`
+    counts windows over all processes, so a checkpoint resumes at the same window under any number of them.
+    An epoch's last windows that cannot be dealt evenly (fewer than `num_replicas`) are left out, so that every
+    rank takes the same number of steps. Being a `DistributedSampler`, Lightning keeps it instead of wrapping it.
+    """
+
+    def __init__(self, data: Sized, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(data, num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
         self.size = len(data)
-        self.seed = seed
-        self.epoch = 0
         self.start = 0
 
     def __iter__(self) -> Iterator[int]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
-        return iter(order[self.start :].tolist())
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)[self.start :]
+        dealt = len(order) - len(order) % self.num_replicas
+        return iter(order[self.rank : dealt : self.num_replicas].tolist())
 
     def __len__(self) -> int:
-        return self.size - self.start
+        return (self.size - self.start) // self.num_replicas
 
 
 class ResumableDataLoader(DataLoader):
     """A shuffling DataLoader whose position survives a checkpoint.
 
-    It counts the batches it hands out; `state_dict`/`load_state_dict` (Lightning saves them with every checkpoint
-    and restores them before the loop starts) carry (epoch, batches), and the next iteration skips the batches
-    already trained on, without loading them.
+    It counts the windows that all processes together have trained on; `state_dict`/`load_state_dict` (Lightning
+    saves them with every checkpoint and restores them before the loop starts) carry (epoch, windows), and the
+    next iteration skips the windows already trained on, without loading them, under any number of processes.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, **kwargs: Any) -> None:
-        self.order = EpochOrder(dataset, seed)
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, num_replicas: int = 1, rank: int = 0,
+                 **kwargs: Any) -> None:
+        self.order = EpochOrder(dataset, seed, num_replicas, rank)
         super().__init__(dataset, batch_size=batch_size, sampler=self.order, **kwargs)
         self.epoch = 0
-        self.batches_done = 0
+        self.windows_done = 0
 
     def __len__(self) -> int:
-        return -(-self.order.size // self.batch_size)  # a whole epoch, whatever was skipped
+        # a whole epoch of this rank's batches, whatever was skipped
+        return -(-(self.order.size // self.order.num_replicas) // self.batch_size)
 
     def __iter__(self) -> Iterator[Any]:
         return self._batches()
 
     def _batches(self) -> Iterator[Any]:
         # A generator: the position is read when the first batch is asked for, after Lightning restored it.
-        self.order.epoch, self.order.start = self.epoch, self.batches_done * self.batch_size
+        self.order.epoch, self.order.start = self.epoch, self.windows_done
         for batch in super().__iter__():
-            self.batches_done += 1
+            self.windows_done += self.batch_size * self.order.num_replicas
             yield batch
-        self.epoch, self.batches_done = self.epoch + 1, 0
+        self.epoch, self.windows_done = self.epoch + 1, 0
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "batches_done": self.batches_done}
+        return {"epoch": self.epoch, "windows_done": self.windows_done}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self.epoch, self.batches_done = int(state_dict["epoch"]), int(state_dict["batches_done"])
+        self.epoch, self.windows_done = int(state_dict["epoch"]), int(state_dict["windows_done"])
 
 
 class TotoDataModule(L.LightningDataModule):
@@ -184,8 +194,10 @@ class TotoDataModule(L.LightningDataModule):
 
 
     def train_dataloader(self) -> DataLoader:
+        """Batches of `batch_size` windows per process (the global batch is batch_size x processes)."""
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         return ResumableDataLoader(
-            self.train_dataset, self.batch_size, self.seed, num_workers=self.num_workers,
+            self.train_dataset, self.batch_size, self.seed, world, rank, num_workers=self.num_workers,
             collate_fn=collate_windows, persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )

@@ -13,7 +13,7 @@ import torch
 from toto.model import checkpoint as toto_checkpoint
 from toto.model.config import TotoConfig
 from toto.model.toto import Toto
-from train.base_module import ForecastModule
+from train.base_module import ForecastModule, global_batch_mean
 from train.losses import TotoLoss
 from train.windows import WindowBatch
 
@@ -96,7 +96,7 @@ class TotoModule(ForecastModule):
         eps = torch.finfo(out.scale.dtype).eps
         normalised = torch.where(mask, (batch.series[..., patch:] - out.loc) / (out.scale + eps), 0.0)
         elementwise = self.loss(out.distribution, normalised)
-        return torch.where(mask, elementwise, 0.0).sum() / mask.sum().clamp_min(1)
+        return global_batch_mean(torch.where(mask, elementwise, 0.0).sum(), mask.sum())
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -21,7 +21,7 @@ import torch
 from einops import rearrange, reduce, repeat
 
 from toto.v2 import QUANTILE_KNOTS, Toto2Config, Toto2Model
-from train.base_module import ForecastModule
+from train.base_module import ForecastModule, global_batch_mean
 from train.lora import LoraSettings, add_adapters, merge_adapters
 from train.losses import pinball_loss
 from train.windows import WindowBatch
@@ -138,7 +138,7 @@ class Toto2Module(ForecastModule):
         scaled_target = torch.where(pred.scored, (pred.target - pred.loc) / pred.scale, 0.0).asinh()
         elementwise = pinball_loss(pred.knots, scaled_target, QUANTILE_KNOTS)
         weight = torch.where(pred.in_horizon, 1.0, self.context_loss_weight) * pred.scored
-        return (elementwise * weight).sum() / weight.sum().clamp_min(torch.finfo(weight.dtype).tiny)
+        return global_batch_mean((elementwise * weight).sum(), weight.sum())
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
