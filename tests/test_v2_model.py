@@ -64,10 +64,11 @@ def test_missing_shard_is_named(tmp_path):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda c: c.update(num_heads=0), "num_heads must be between 1"),
-        (lambda c: c.update(patch_size=None), "patch_size"),
-        (lambda c: c.update(d_model="32"), "d_model"),
-        (lambda c: c.update(d_model=65536), "d_model must be between"),
+        (lambda c: c.update(num_heads=0), "'num_heads' must be at least 1"),
+        (lambda c: c.update(patch_size=None), "'patch_size' must not be null"),
+        (lambda c: c.update(d_model="32"), "'d_model' must be int"),
+        # Checked on the meta device against the weights: refused without allocating a 65536-wide model.
+        (lambda c: c.update(d_model=65536, d_ff=None), "has shape"),
         (lambda c: c.update(residual_attn_ratio=None), "residual_attn_ratio must be set"),
         (lambda c: c.update(typo_field=1), "unknown Toto 2.0 config keys"),
         (lambda c: c.pop("variate_layer_first"), "missing Toto 2.0 config keys"),

@@ -9,6 +9,7 @@ safetensors only (never pickle), and checked against the model before they repla
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -69,8 +70,13 @@ def read_state_dict(folder: Path, map_location: str | torch.device = "cpu") -> d
     return state
 
 
-def load_weights(model: torch.nn.Module, folder: Path, map_location: str | torch.device, strict: bool) -> None:
-    """Check the folder's tensors against `model` (names, shapes, dtypes, finiteness), then load them."""
+def load_weights(build: Callable[[], torch.nn.Module], folder: Path, map_location: str | torch.device,
+                 strict: bool) -> torch.nn.Module:
+    """Read the folder's tensors, check them against the model `build` makes (names, shapes, dtypes, finiteness)
+    on the meta device, so that a config that does not describe them fails before a model of its size is
+    allocated, then build the model and load them."""
     state = read_state_dict(folder, map_location)
-    shared.check_state_dict(model, state, source=str(folder), strict=strict)
+    shared.validate_state_dict(state, shared.expected_tensors(build), folder, strict)
+    model = build()
     model.load_state_dict(state, strict=strict)
+    return model

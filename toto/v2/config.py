@@ -2,7 +2,8 @@
 
 Field names and derived defaults are those of the official `toto2.configuration.Toto2ModelConfig`, so a folder
 saved here loads in the official package and the other way round. Unlike the official class, values are checked
-with errors that name the field (a broken `config.json` should say what is wrong, not fail deep inside a layer).
+with errors that name the field (a broken `config.json` should say what is wrong, not fail deep inside a layer),
+by the same rules as Toto 1.0's (`toto.model.config.check_fields`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,25 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from toto.model.config import FieldRule, check_fields
+
 # The quantile levels of the output head ("knots"); every Toto 2.0 checkpoint predicts these nine.
 QUANTILE_KNOTS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-# Guards against configs that would allocate absurd amounts of memory before a weight is read.
-MAX_WIDTH = 16384
-MAX_LAYERS = 512
-MAX_PATCH_SIZE = 4096
+
+_POSITIVE = FieldRule((int,), minimum=1)
+_OPTIONAL_POSITIVE = FieldRule((int,), minimum=1, nullable=True)
+_FLAG = FieldRule((bool,))
+_FIELD_RULES: dict[str, FieldRule] = {
+    "patch_size": _POSITIVE, "d_model": _POSITIVE, "num_heads": _POSITIVE, "num_layers": _POSITIVE,
+    "layer_group_size": _POSITIVE, "num_variate_layers_per_group": FieldRule((int,), minimum=0),
+    "variate_layer_first": _FLAG, "dropout_p": FieldRule((int, float), minimum=0, maximum=1),
+    "norm_eps": FieldRule((int, float), minimum=0), "attn_bias": _FLAG, "mlp_bias": _FLAG,
+    "num_output_patches": _POSITIVE, "pre_norm": _FLAG, "d_ff": _OPTIONAL_POSITIVE, "qk_dim": _OPTIONAL_POSITIVE,
+    "v_dim": _OPTIONAL_POSITIVE, "num_groups": _OPTIONAL_POSITIVE, "heads_per_group": _OPTIONAL_POSITIVE,
+    "residual_mult": FieldRule((int, float)), "residual_attn_ratio": FieldRule((int, float), minimum=0, nullable=True),
+    "qk_norm": _FLAG, "norm_include_weight": _FLAG, "qk_norm_include_weight": FieldRule((bool,), nullable=True),
+    "per_dim_scale": _FLAG, "use_xpos": _FLAG,
+}
 
 
 @dataclass
@@ -54,7 +68,7 @@ class Toto2Config:
     use_xpos: bool = False
 
     def __post_init__(self) -> None:
-        self._check_types()
+        check_fields(dataclasses.asdict(self), _FIELD_RULES, "Toto2Config")
         if self.dropout_p != 0.0:
             raise ValueError("dropout_p must be 0.0: Toto 2.0 is trained without dropout (it destabilises training)")
         if self.residual_attn_ratio is None:
@@ -62,22 +76,14 @@ class Toto2Config:
                 "residual_attn_ratio must be set; compute it with "
                 "Toto2Config.residual_attn_ratio_for(context_length, patch_size)"
             )
-        for name, value, limit in (
-            ("patch_size", self.patch_size, MAX_PATCH_SIZE), ("d_model", self.d_model, MAX_WIDTH),
-            ("num_heads", self.num_heads, MAX_WIDTH), ("num_layers", self.num_layers, MAX_LAYERS),
-            ("layer_group_size", self.layer_group_size, MAX_LAYERS),
-            ("num_output_patches", self.num_output_patches, 64),
-        ):
-            if not 1 <= value <= limit:
-                raise ValueError(f"{name} must be between 1 and {limit}, got {value}")
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
         if self.num_layers % self.layer_group_size:
             raise ValueError(
                 f"num_layers ({self.num_layers}) must be divisible by layer_group_size ({self.layer_group_size})"
             )
-        if not 0 <= self.num_variate_layers_per_group <= self.layer_group_size:
-            raise ValueError("num_variate_layers_per_group must be between 0 and layer_group_size")
+        if self.num_variate_layers_per_group > self.layer_group_size:
+            raise ValueError("num_variate_layers_per_group must be at most layer_group_size")
         if self.d_ff is None:
             self.d_ff = (int(4 * self.d_model * 2 / 3) + 7) // 8 * 8
         if self.qk_norm_include_weight is None:
@@ -90,18 +96,6 @@ class Toto2Config:
         self.heads_per_group = self.num_heads // self.num_groups
         if self.qk_dim % 4:
             raise ValueError(f"qk_dim ({self.qk_dim}) must be a multiple of 4: rotary positions use half of it")
-        for name in ("d_ff", "qk_dim", "v_dim"):
-            if not 1 <= getattr(self, name) <= 4 * MAX_WIDTH:
-                raise ValueError(f"{name} must be between 1 and {4 * MAX_WIDTH}, got {getattr(self, name)}")
-
-    def _check_types(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if value is None and "None" in str(f.type):
-                continue
-            expected = {"int": int, "float": (int, float), "bool": bool}[str(f.type).split(" ")[0]]
-            if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
-                raise TypeError(f"config field {f.name!r} must be {str(f.type)}, got {value!r}")
 
     @staticmethod
     def residual_attn_ratio_for(context_length: int, patch_size: int) -> float:
@@ -127,10 +121,11 @@ class Toto2Config:
         )
         if missing:
             raise ValueError(f"{source}: missing Toto 2.0 config keys {missing}")
+        check_fields(values, _FIELD_RULES, source)
         try:
             return cls(**values)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{source}: {error}") from error
+        except ValueError as error:
+            raise ValueError(f"{source}: {str(error).removeprefix('Toto2Config: ')}") from error
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -264,8 +264,7 @@ class Toto2Model(torch.nn.Module):
         folder = checkpoint.resolve(name_or_path, revision, cache_dir, token, local_files_only, force_download, proxies)
         config_path = folder / checkpoint.CONFIG_FILE
         config = Toto2Config.from_dict({**checkpoint.read_config(folder), **config_overrides}, source=str(config_path))
-        model = cls(config)
-        checkpoint.load_weights(model, folder, map_location, strict)
+        model = checkpoint.load_weights(lambda: cls(config), folder, map_location, strict)
         model.name_or_path = str(name_or_path)
         return model.to(map_location).eval()
 
