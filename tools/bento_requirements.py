@@ -90,9 +90,13 @@ def read_constraints(path: Path) -> list[Requirement]:
     return [Requirement(line) for line in lines if line]
 
 
+def read_pyproject(repo: Path) -> dict:
+    return tomllib.loads((repo / "pyproject.toml").read_text())
+
+
 def bento_requirements(repo: Path, extra: str = "serve") -> list[str]:
     """The Bento's requirement lines, from `repo`'s pyproject.toml and constraints.txt."""
-    pyproject = tomllib.loads((repo / "pyproject.toml").read_text())
+    pyproject = read_pyproject(repo)
     requirements = merged(project_requirements(pyproject, extra), read_constraints(repo / "constraints.txt"))
     return [str(with_torch_build(requirement)) for requirement in requirements]
 
