@@ -183,7 +183,13 @@ class TotoForecaster:
           (`covariates.model_layout`), and the forecast holds the targets only.
         `cancel` (a callable returning True, or a threading.Event) is checked between decoding steps; when set,
         the forecast stops with ForecastCancelled.
+
+        A model that is not a `TotoBackbone` is decoded by Toto 1.0's loop, which knows none of seed,
+        exogenous_layout="aligned", cancel or the memory budget.
         """
+        if samples_per_batch is not None and (not isinstance(samples_per_batch, (int, np.integer))
+                                              or samples_per_batch <= 0):
+            raise ValueError(f"samples_per_batch must be a positive integer or None, got {samples_per_batch!r}")
         if not issubclass(type(self.model), TotoBackbone):
             return self._decode_any_model(inputs, prediction_length, num_samples, samples_per_batch or 10,
                                           use_kv_cache, future_exogenous_variables)
