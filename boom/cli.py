@@ -4,6 +4,7 @@
     boom eval --model toto --checkpoint Datadog/Toto-Open-Base-1.0 --data ~/boom_data --out results/
     boom eval --model seasonalnaive --data ~/boom_data --out results/ --subset boomlet
     boom eval --model toto --checkpoint toto-tiny --data my_metrics.csv --out results/   # your own table
+    boom eval --model toto --data ~/boom_data --out results/ --devices 4 --device cuda    # configurations sharded
     boom leaderboard results/ ../shared/boom/results --out .       # writes ./leaderboard.csv and .png
     boom tie-order ../shared/boom/results --published ../shared/boom/boom_leaderboard.csv
 
@@ -13,6 +14,7 @@ Nothing is written into the folders a command reads: the leaderboard goes to the
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 import warnings
@@ -23,7 +25,7 @@ warnings.filterwarnings("ignore", message="Using `json`-module", category=UserWa
 import pandas as pd  # noqa: E402
 
 from boom import data, forecasters, leaderboard  # noqa: E402
-from boom.evaluate import run  # noqa: E402
+from boom.evaluate import run, run_sharded  # noqa: E402
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -40,22 +42,30 @@ def _eval(args: argparse.Namespace) -> int:
         configs = data.configurations(properties, terms=args.terms, series=args.series)
         partial = args.subset != "boom" or args.series  # download only the series needed, else everything
         data_dir = data.resolve_data_dir(args.data, series=sorted({c.series for c in configs}) if partial else None)
-    if args.model == "toto":
-        forecaster = forecasters.toto(args.checkpoint or forecasters.DEFAULT_TOTO_CHECKPOINT,
-                                      context_length=args.context_length, num_samples=args.num_samples,
-                                      samples_per_batch=args.samples_per_batch, batch_size=args.batch_size,
-                                      seed=args.seed, device=args.device, name=args.name or "toto")
-    else:
-        if args.checkpoint:
-            raise SystemExit(f"--checkpoint applies to --model toto only, not {args.model}.")
-        forecaster = forecasters.classical(args.name or args.model, forecasters.CLASSICAL[args.model],
-                                           context_length=args.context_length)
-    summary = run(forecaster, data_dir, configs, Path(args.out), progress=not args.no_progress)
+    if args.checkpoint and args.model != "toto":
+        raise SystemExit(f"--checkpoint applies to --model toto only, not {args.model}.")
+    if args.devices < 1:
+        raise SystemExit(f"--devices must be at least 1, not {args.devices}.")
+    if args.devices == 1:
+        summary = run(_forecaster(args, args.device), data_dir, configs, Path(args.out), progress=not args.no_progress)
+    else:  # one process per device, each building its forecaster on its own device
+        summary = run_sharded(functools.partial(_forecaster, args), data_dir, configs, Path(args.out), args.devices,
+                              accelerator=args.device.split(":")[0], progress=not args.no_progress)
     print(f"{len(summary.evaluated)} configurations evaluated, {len(summary.skipped)} already done, "
           f"{len(summary.failed)} failed -> {summary.results_file}")
     for key, error in summary.failed.items():
         print(f"  failed {key}: {error}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def _forecaster(args: argparse.Namespace, device: str) -> forecasters.Forecaster:
+    if args.model == "toto":
+        return forecasters.toto(args.checkpoint or forecasters.DEFAULT_TOTO_CHECKPOINT,
+                                context_length=args.context_length, num_samples=args.num_samples,
+                                samples_per_batch=args.samples_per_batch, batch_size=args.batch_size,
+                                seed=args.seed, device=device, name=args.name or "toto")
+    return forecasters.classical(args.name or args.model, forecasters.CLASSICAL[args.model],
+                                 context_length=args.context_length)
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
@@ -80,12 +90,12 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _refuse_inside_inputs(path: Path, inputs: list[str]) -> None:
-    """Results folders are inputs (often published data): nothing is written into them."""
+    """The folders a command reads (benchmark data, published results) are never written into."""
     target = path.expanduser().resolve()
     for folder in map(Path, inputs):
         if target.is_relative_to(folder.expanduser().resolve()):
-            raise ValueError(f"{path} is inside the results folder {folder}, which this command only reads: "
-                             "write the leaderboard elsewhere (--out, or run from another folder)")
+            raise ValueError(f"{path} is inside {folder}, which this command only reads: write elsewhere (--out,"
+                             " or run from another folder)")
 
 
 def _tie_order(args: argparse.Namespace) -> int:
@@ -127,6 +137,9 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=16, help="Toto only: test windows forecast together")
     ev.add_argument("--seed", type=int, default=0, help="Toto only")
     ev.add_argument("--device", default="cpu", help="Toto only: cpu, cuda, ...")
+    ev.add_argument("--devices", type=int, default=1,
+                    help="processes (one per device with --device cuda) sharing out the configurations; their "
+                         "parts merge into the same all_results.csv")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=_eval)
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ import pandas as pd
 from toto.tables import InputError, to_panel
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 PART_PATTERN = "part-r{rank:03d}-{index:06d}.parquet"
 # Rows read from the file at a time; a series longer than this simply spans several reads.
 READ_ROWS = 65_536
@@ -49,17 +51,26 @@ class BatchJob:
     forecast_options: dict = field(default_factory=dict)  # passed to `toto.api.forecast_panel`
 
 
-def forecast_files(job: BatchJob, devices: int = 1, accelerator: str = "cpu") -> list[Path]:
-    """Run `job` over `devices` processes; returns the part files, all ranks' together, in order."""
+def launch(function: Callable[..., T], *args: object, devices: int = 1, accelerator: str = "cpu") -> T:
+    """Run `function(fabric, *args)` on `devices` processes through Lightning Fabric.
+
+    On CPU the processes are spawned (`ddp_spawn`): they start from `function` and its pickled arguments, and the
+    caller gets rank 0's result. Elsewhere Fabric's default applies, one process per device started by running
+    the command line again, and each process gets its own rank's result.
+    """
     from lightning.fabric import Fabric
 
+    strategy = "ddp_spawn" if devices > 1 and accelerator == "cpu" else "auto"
+    return Fabric(accelerator=accelerator, devices=devices, strategy=strategy).launch(function, *args)
+
+
+def forecast_files(job: BatchJob, devices: int = 1, accelerator: str = "cpu") -> list[Path]:
+    """Run `job` over `devices` processes; returns the part files, all ranks' together, in order."""
     if not job.input_path.is_file():
         raise InputError(f"{job.input_path}: no such file")
     check_series_together(job.input_path, job.id_column)
     job.output_dir.mkdir(parents=True, exist_ok=True)
-    strategy = "ddp_spawn" if devices > 1 and accelerator == "cpu" else "auto"
-    fabric = Fabric(accelerator=accelerator, devices=devices, strategy=strategy)
-    fabric.launch(_run_rank, job)
+    launch(_run_rank, job, devices=devices, accelerator=accelerator)
     return sorted(job.output_dir.glob("part-r*.parquet"))
 
 
