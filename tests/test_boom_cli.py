@@ -54,7 +54,7 @@ def test_eval_then_leaderboard(boom_data, tiny_toto_checkpoint, tmp_path, capsys
     assert sorted(out.rglob("*")) == inputs_before
 
     assert main(["leaderboard", str(out), "--out", str(out / "toto")]) == 2
-    assert "inside the results folder" in capsys.readouterr().err
+    assert f"is inside {out}, which this command only reads" in capsys.readouterr().err
     assert sorted(out.rglob("*")) == inputs_before
 
 
