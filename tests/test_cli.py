@@ -59,7 +59,8 @@ def test_console_script_forecasts_a_wide_csv_and_draws_a_png(tmp_path):
         "median",
         *[f"0.{i}" for i in range(1, 10)],
     ]
-    expected = pd.date_range("2000-08-28 00:00", periods=24, freq="30min")  # the file ends 2000-08-27 23:30
+    history = pd.DatetimeIndex(pd.read_csv(EXAMPLES / "electricity_demand.csv", parse_dates=["timestamp"])["timestamp"])
+    expected = pd.date_range(history[-1], periods=25, freq=pd.infer_freq(history))[1:]  # continues the file
     assert (pd.DatetimeIndex(forecast["timestamp"]) == expected).all()
     image = matplotlib.image.imread(plot)
     assert image.shape[0] > 100 and image.shape[1] > 300 and image[..., :3].std() > 0.05  # a drawn figure
@@ -95,13 +96,14 @@ def test_long_csv_to_parquet_with_chosen_quantiles(tmp_path, capsys):
 
 def test_without_output_the_forecast_goes_to_stdout(tmp_path, capsys):
     table = pd.read_csv(EXAMPLES / "electricity_demand.csv").tail(200)
-    table.insert(2, "demand_gw", table["demand_mw"] / 1000)  # a second variate of the same series
+    (name,) = table.columns.drop("timestamp")
+    table.insert(2, "in_thousands", table[name] / 1000)  # a second variate of the same series
     table.to_csv(tmp_path / "two.csv", index=False)
     assert main(["forecast", str(tmp_path / "two.csv"), "-p", "3", *FAST]) == 0
 
     printed = capsys.readouterr()
     forecast = pd.read_csv(io.StringIO(printed.out))
-    assert forecast.groupby("variate").size().to_dict() == {"demand_gw": 3, "demand_mw": 3}
+    assert forecast.groupby("variate").size().to_dict() == {"in_thousands": 3, name: 3}
     assert "wrote" not in printed.err
 
 
