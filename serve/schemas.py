@@ -106,9 +106,11 @@ class SeriesInput(BaseModel):
         Raises TimestampError when the timestamps cannot be put on a grid (unknown frequency, duplicates,
         timestamps off the grid, dates beyond what pandas can represent).
         """
-        if self.start is None and self.timestamps is None:
-            return None
         try:
+            if self.freq is not None:
+                parse_frequency(self.freq)  # checked even when unused, rather than silently ignored
+            if self.start is None and self.timestamps is None:
+                return None
             if self.timestamps is None:
                 return pd.date_range(self.start, periods=self.length, freq=parse_frequency(self.freq), unit="s")
             index = pd.DatetimeIndex(self.timestamps)

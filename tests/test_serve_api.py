@@ -209,6 +209,8 @@ BAD_INPUTS = {
                      422, "'fortnight' is not a pandas frequency"),
     "empty freq": (_body(series=[{"variates": {"a": [1.0, 2.0]}, "start": "2024-01-01", "freq": ""}]),
                    422, "'' is not a pandas frequency"),
+    "unknown freq without timestamps": (_body(series=[{"variates": {"a": [1.0, 2.0]}, "freq": "fortnight"}]),
+                                        422, "'fortnight' is not a pandas frequency"),
     "timestamps past 9999": (_body(series=[{"variates": {"a": [1.0, 2.0]}, "start": "9999-12-01", "freq": "D"}],
                                    prediction_length=60), 422, "cannot continue the timestamps"),
     "duplicate timestamps": (_body(series=[{"variates": {"a": [1.0, 2.0, 3.0]},
