@@ -64,15 +64,14 @@ def fit_args(run: Path, sources: list[dict], steps: int, batch: int, extra: list
                                                           str(batch), "--trainer.accelerator", "cpu", *extra])
 
 
-def fit_ddp(run: Path, sources: list[dict], steps: int, write_log: Path, extra: list[str] = ()) -> None:
-    """`python -m train.cli fit` with 2 processes: Lightning starts the second by running the command again."""
+def fit_ddp(args: list[str], write_log: Path) -> None:
+    """`python -m train.cli <args>` with 2 processes: Lightning starts the second by running the command again."""
     write_log.mkdir(parents=True, exist_ok=True)
     (write_log / "sitecustomize.py").write_text(WRITE_LOGGER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TEST_WRITE_LOG": str(write_log),
            "PYTHONPATH": os.pathsep.join([str(write_log), os.environ.get("PYTHONPATH", "")])}
-    args = fit_args(run, sources, steps, BATCH, ["--trainer.strategy", "ddp", "--trainer.devices", "2", *extra])
-    done = subprocess.run([sys.executable, "-m", "train.cli", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "train.cli", *args, "--trainer.strategy", "ddp", "--trainer.devices",
+                           "2"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -98,7 +97,7 @@ def test_two_processes_train_as_one_with_the_global_batch_and_resume_under_eithe
     assert sorted(expected) == list(range(1, RESUMED_STEPS + 1))
 
     ddp = tmp_path / "ddp"
-    fit_ddp(ddp, sources, STEPS, tmp_path / "writes-first")
+    fit_ddp(fit_args(ddp, sources, STEPS, BATCH), tmp_path / "writes-first")
     first = train_losses(ddp)
     assert sorted(first) == list(range(1, STEPS + 1))
     for step, loss in first.items():
@@ -116,7 +115,7 @@ def test_two_processes_train_as_one_with_the_global_batch_and_resume_under_eithe
     shutil.copytree(ddp, copy)
     one = run_cli([*fit_args(copy, sources, RESUMED_STEPS, 2 * BATCH), "--ckpt_path", "last"])
     # ... and under DDP again.
-    fit_ddp(ddp, sources, RESUMED_STEPS, tmp_path / "writes-resumed", ["--ckpt_path", "last"])
+    fit_ddp([*fit_args(ddp, sources, RESUMED_STEPS, BATCH), "--ckpt_path", "last"], tmp_path / "writes-resumed")
     assert set(writes_by_rank(tmp_path / "writes-resumed", ddp)) == {0}
     for resumed in (ddp, copy):
         losses = train_losses(resumed)
@@ -129,6 +128,24 @@ def test_two_processes_train_as_one_with_the_global_batch_and_resume_under_eithe
     for name, value in straight.model.state_dict().items():
         torch.testing.assert_close(one.model.state_dict()[name], value, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(ddp_weights[name], value, rtol=1e-4, atol=1e-6)
+
+
+def test_toto2_module_trains_on_two_processes_as_on_one(tmp_path):
+    """Toto 2.0's objective (pinball loss, weighted context and horizon) under DDP, on the gqa fixture."""
+    from test_train_v2 import v2_fit_args
+
+    sources = [table_source(write_co2_csv(tmp_path / "co2.csv"))]
+
+    def args(run: Path, batch: int) -> list[str]:
+        return v2_fit_args(run, sources, steps=3, extra=["--data.batch_size", str(batch), "--trainer.accelerator",
+                                                         "cpu", "--export.enabled", "false"])
+
+    run_cli(args(tmp_path / "one", 2 * BATCH))
+    fit_ddp(args(tmp_path / "ddp", BATCH), tmp_path / "writes")
+    expected, losses = train_losses(tmp_path / "one"), train_losses(tmp_path / "ddp")
+    assert sorted(losses) == sorted(expected) == [1, 2, 3]
+    for step, loss in losses.items():
+        assert loss == pytest.approx(expected[step], rel=LOSS_RTOL), step
 
 
 def _window_ends(loader: ResumableDataLoader, batches: int) -> list[list[float]]:
