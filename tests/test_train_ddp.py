@@ -1,6 +1,6 @@
 """Training on several processes, for real: the `toto-train fit` CLI under Lightning's DDP with 2 CPU processes
-(gloo), against one process with the same global batch; resuming a DDP checkpoint under DDP and under one
-process; which process writes the run's files; FSDP's refusal on CPU.
+(gloo), against one process with the same global batch (Toto 1.0 and Toto 2.0); resuming a DDP checkpoint under
+DDP and under one process; which process writes the run's files; FSDP's refusal on CPU.
 
 Tolerance of the loss comparison (docs/training.md, "Several processes"): relative 1e-5. The two runs train on
 the same windows (`train.datamodule.EpochOrder`) with the same objective (`train.base_module.global_batch_mean`),

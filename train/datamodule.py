@@ -1,9 +1,11 @@
 """The LightningDataModule: mixes sources, holds back the end of every series for validation, serves windows.
 
 Training batches come from a `ResumableDataLoader`: epoch e visits the windows in a permutation seeded by
-(seed, e), and the loader's position (epoch, batches handed out) is part of every checkpoint, so a run killed
+(seed, e), and the loader's position (epoch, windows handed out) is part of every checkpoint, so a run killed
 mid-epoch and resumed with `--ckpt_path last` continues with the next batch, as the uninterrupted run would,
-instead of replaying the epoch from its start.
+instead of replaying the epoch from its start. Under DDP the permutation is dealt to the processes in turn
+(`EpochOrder`), so N processes with batch B train on the windows of one process with batch N x B, and the
+position, counted over all processes, resumes under any number of them.
 """
 
 from __future__ import annotations
