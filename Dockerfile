@@ -18,8 +18,10 @@
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
-# cpu or gpu: picks torch's build (its local version label, +cpu or +cu128) and the extras installed.
+# cpu or gpu: picks torch's build (its local version label, +cpu or +$CUDA_BUILD) and the extras installed.
 ARG DEVICE=cpu
+# The CUDA build of torch on the GPU image: one PyTorch publishes for the pinned version (cu126, cu128, cu130, ...).
+ARG CUDA_BUILD=cu128
 # Where torch and its dependencies come from; empty: PyTorch's index of that build.
 ARG TORCH_INDEX_URL=
 # The index of everything else.
@@ -47,7 +49,7 @@ COPY constraints.txt ./
 RUN set -eu; \
     case "$DEVICE" in \
       cpu) build=cpu ;; \
-      gpu) build=cu128 ;; \
+      gpu) build=$CUDA_BUILD ;; \
       *) echo "DEVICE must be cpu or gpu, not '$DEVICE'" >&2; exit 1 ;; \
     esac; \
     sed -E "s/^(torch==[^+ #]+)/\1+$build/" constraints.txt > /opt/constraints.txt; \
