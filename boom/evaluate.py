@@ -91,8 +91,10 @@ def merge_parts(results_file: Path, configs: list[Configuration]) -> None:
     Rows are copied as text, so the merge changes no number. The file is replaced whole, atomically, before the
     parts go: an interruption leaves either the parts or the merged file, and a rerun finishes the merge.
     """
-    parts = part_files(results_file)
+    folder, parts = results_file.parent / PARTS_FOLDER, part_files(results_file)
     if not parts:
+        if folder.is_dir():  # left empty by ranks that had nothing to do, or whose configurations all failed
+            shutil.rmtree(folder)
         return
     rows: dict[str, dict[str, str]] = {}
     for path in [results_file, *parts] if results_file.exists() else parts:
@@ -107,7 +109,7 @@ def merge_parts(results_file: Path, configs: list[Configuration]) -> None:
         writer.writeheader()
         writer.writerows(rows[key] for key in order)
     os.replace(temporary, results_file)
-    shutil.rmtree(parts[0].parent)
+    shutil.rmtree(folder)
 
 
 @dataclass
@@ -194,7 +196,7 @@ def _run_shard(fabric, make_forecaster: Callable[[str], Forecaster], data_dir: P
     fabric.barrier()  # all ranks have read what is done before any writes
     todo = [c for c in configs if c.key not in done]
     part = results_file.parent / PARTS_FOLDER / f"rank-{rank:03d}.csv"
-    part.parent.mkdir(parents=True, exist_ok=True)
+    part.parent.mkdir(parents=True, exist_ok=True)  # results_file's folder too
     summary = RunSummary(results_file, skipped=[c.key for c in configs if c.key in done])
     mine = todo[rank::world]
     _evaluate_into(part, forecaster, data_dir, mine, summary, progress,
