@@ -46,10 +46,6 @@ def _engine_problem() -> str | None:
     return None
 
 
-if (problem := _engine_problem()) is not None:
-    pytest.skip(problem, allow_module_level=True)
-
-
 def _docker(*args: str, timeout: float = 120) -> str:
     result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
@@ -59,6 +55,9 @@ def _docker(*args: str, timeout: float = 120) -> str:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The CPU image, built from this tree (checked here, not at import, so that `make test` never asks Docker)."""
+    if problem := _engine_problem():
+        pytest.skip(problem)
     if problem := base_image_problem(local_sources()):
         pytest.skip(problem)
     log_path = tmp_path_factory.mktemp("image") / "build.log"
