@@ -4,11 +4,13 @@
 #   docker build -t open-toto-serve:gpu --build-arg DEVICE=gpu .      # CUDA torch and the `gpu` extra
 #   docker run -p 3000:3000 -e TOTO_SERVE_CHECKPOINT=toto-tiny open-toto-serve
 #
-# Where base images cannot be pulled and PyTorch's index is not reachable (`make test-container` does this):
-#   bash tools/build_base_image.sh                                    # open-toto-base:bookworm, from Debian packages
+# Where base images cannot be pulled and PyTorch's index is not reachable:
+#   bash tools/build_base_image.sh          # open-toto-base:bookworm, from Debian's packages
+#   make image                              # python -m tools.build_image: this Dockerfile with, in effect,
 #   docker build --network host --build-arg BASE_IMAGE=open-toto-base:bookworm \
-#       --build-arg TORCH_INDEX_URL=https://pypi.org/simple --build-arg FIND_LINKS=http://127.0.0.1:PORT/ .
-#   (FIND_LINKS: a folder holding torch-X+cpu wheels, served with `python -m http.server`.)
+#       --build-arg TORCH_INDEX_URL=https://pypi.org/simple --build-arg FIND_LINKS=http://127.0.0.1:47813/ \
+#       --build-arg CA_BUNDLE_URL=http://127.0.0.1:47813/ca-bundle.pem .
+#   (the torch wheel of pip's find-links folder and pip's cert bundle, served on 127.0.0.1 during the build)
 #
 # The GPU image needs no CUDA base image: PyTorch's CUDA wheels bring the CUDA libraries as pip packages, and the
 # driver comes from the host (`docker run --gpus all`, NVIDIA Container Toolkit).
