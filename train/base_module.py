@@ -12,6 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 
 from train.schedule import wsd_scheduler
@@ -71,6 +72,17 @@ class ForecastModule(L.LightningModule):
                            f"({self.nonfinite_steps} so far)")
         self.log("nonfinite_steps", float(self.nonfinite_steps))
         self.log("lr", optimizer.param_groups[0]["lr"])
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Clip as `trainer.gradient_clip_val` says; under FSDP by the sharded root module's own `clip_grad_norm_`,
+        which computes the norm over all shards (Lightning's FSDP refuses to clip by norm: it would need that
+        module, Lightning-AI/pytorch-lightning#19235), so the configs' `gradient_clip_val` works with fsdp.yaml."""
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and isinstance(
+                self.trainer.strategy, FSDPStrategy):
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self) -> dict[str, Any]:
         h = self.hparams
