@@ -156,9 +156,9 @@ def main() -> None:
             else:
                 row.append("")
             rows.append(row)
-    headers = ["workload", "weights", "shape", "ours s (median)", "ours peak RSS MB"]
+    headers = ["workload", "weights", "shape", f"ours s (best of {args.repeats})", "ours peak RSS MB"]
     if args.reference_python:
-        headers += ["toto-ts s (float32)", "toto-ts peak RSS MB", "speed-up", "mean forecast max rel diff",
+        headers += [f"toto-ts s (float32, best of {args.repeats})", "toto-ts peak RSS MB", "speed-up", "mean forecast max rel diff",
                     "sample-mean gap / sample std"]
     headers.append("sample mean vs ours float32 (mean / max rel)")
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()

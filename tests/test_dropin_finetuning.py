@@ -41,9 +41,9 @@ def test_finetuning_tutorial_runs_unchanged(local, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the tutorial writes checkpoints/ and lightning_logs/ where it runs
     base_config = {
         "seed": 42, "pretrained_model": str(local / "weights"), "device": "cpu",
-        "model": {"lr": 3e-3, "min_lr": 1e-4, "warmup_steps": 2, "stable_steps": 6, "decay_steps": 2},
+        "model": {"lr": 3e-3, "min_lr": 1e-4, "warmup_steps": 1, "stable_steps": 4, "decay_steps": 1},
         "data": {"context_factor": 8, "train_batch_size": 4, "val_batch_size": 4, "num_train_samples": 8},
-        "trainer": {"max_steps": 10, "val_check_interval": 5, "enable_progress_bar": False},
+        "trainer": {"max_steps": 6, "val_check_interval": 3, "enable_progress_bar": False},
         "checkpoint": {"monitor": "val_loss", "mode": "min", "save_top_k": 1},
         "logging": {"save_dir": "lightning_logs"},
     }
