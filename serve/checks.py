@@ -2,7 +2,8 @@
 
 A request can be well formed and still unprocessable here: a horizon beyond `max_prediction_length`, more samples
 than `max_num_samples`, timestamps off their grid or beyond the year 9999. `find_problems` lists every such problem with
-the field it concerns, and `/forecast` answers them with a 422 before any work is queued.
+the field it concerns, and `/forecast` answers them with a 422 before any work is queued. A request whose memory
+cost can never fit the budget is answered 413 (`over_budget`).
 """
 
 from __future__ import annotations
@@ -25,10 +26,24 @@ class Problem:
         return {"loc": list(self.loc), "msg": self.msg, **({"limit": self.limit} if self.limit is not None else {})}
 
 
+def env_var(settings: ServeSettings, setting: str) -> str:
+    """The environment variable that sets `setting`."""
+    return f"{settings.model_config['env_prefix']}{setting.upper()}"
+
+
 def _over(loc: tuple[str | int, ...], what: str, value: int, settings: ServeSettings, setting: str) -> Problem:
     limit = getattr(settings, setting)
-    env = f"{settings.model_config['env_prefix']}{setting.upper()}"
-    return Problem(loc, f"{what} is {value}, over this server's limit {setting}={limit} (set by {env})", limit)
+    return Problem(loc, f"{what} is {value}, over this server's limit {setting}={limit} (set by "
+                        f"{env_var(settings, setting)})", limit)
+
+
+def over_budget(cost_bytes: int, settings: ServeSettings) -> Problem:
+    """A request whose cost can never fit the memory budget (answered 413)."""
+    budget = settings.memory_budget_bytes
+    return Problem(("body",), f"this request needs {cost_bytes} bytes ({cost_bytes / 2**20:,.1f} MiB) of working "
+                   f"memory, over this server's memory budget memory_budget_bytes={budget} ({budget / 2**20:,.1f} "
+                   f"MiB, set by {env_var(settings, 'memory_budget_bytes')}): send fewer series, variates or "
+                   "samples, a shorter context or horizon, no samples back, or raise the budget", budget)
 
 
 def limit_problems(request: ForecastRequest, settings: ServeSettings) -> list[Problem]:

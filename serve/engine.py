@@ -5,13 +5,19 @@ decoding settings (variates, exogenous variables, horizon, samples) run as one `
 shorter contexts left-padded with NaN. Each task keeps its own random stream (one seed per batch row), and the
 forecaster is invariant to left-padding, so a series gets the same numbers whether it is served alone or merged
 with others, up to float32 rounding in the batched matrix products (docs/serving.md states and tests the bound).
+
+Memory: every forward pass is planned to fit a byte limit (`memory.plan_forecast` for sampling models, a
+one-pass estimate for quantile models), so a merged group is split into passes that fit. `request_cost` is
+what the service admits a request on: the memory its answer holds plus its largest single-series pass.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from pydantic import BaseModel, Field, model_validator
@@ -21,10 +27,16 @@ from serve.schemas import STRICT, ForecastRequest, QuantileLevel, SeriesForecast
 from serve.settings import get_settings
 from toto.api import load_model
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged
-from toto.inference.forecaster import Forecast, TotoForecaster, row_seeds
+from toto.inference.forecaster import Cancellation, Forecast, TotoForecaster, row_seeds
+from toto.inference.memory import FLOAT32, MemoryBudgetExceeded, plan_forecast
 from toto.pipeline import ForecastPipeline
 
 log = logging.getLogger(__name__)
+
+# Bytes one value of an answer costs until it is sent: a Python float in a list (32 B) held twice (the list made
+# from the tensor, and the copy BentoML's client rebuilds after the hop from the batching endpoint to /forecast),
+# and its JSON text twice (that hop and the response), rounded up.
+RESULT_BYTES_PER_VALUE = 128
 
 
 class SeriesTask(BaseModel):
@@ -43,6 +55,7 @@ class SeriesTask(BaseModel):
     quantile_levels: list[QuantileLevel]
     return_samples: bool
     row_seed: int = Field(ge=0, lt=2**32)
+    ticket: str | None = Field(None, description="The /forecast request the task belongs to (for cancellation).")
 
     @model_validator(mode="after")
     def _within_limits(self) -> SeriesTask:
@@ -55,7 +68,7 @@ class SeriesTask(BaseModel):
         return self
 
     @classmethod
-    def split(cls, request: ForecastRequest, seed: int) -> list[SeriesTask]:
+    def split(cls, request: ForecastRequest, seed: int, ticket: str | None = None) -> list[SeriesTask]:
         """Series i gets `row_seeds(seed, n)[i]`: the stream `TotoForecaster.forecast(<all n series>, seed=seed)`
         gives it, so the service answers what the forecaster would for the same input and seed."""
         seeds = row_seeds(seed, len(request.series))
@@ -63,24 +76,49 @@ class SeriesTask(BaseModel):
             cls.model_construct(  # the request was validated; its series need no second pass here
                 series=series, prediction_length=request.prediction_length, num_samples=request.num_samples,
                 quantile_levels=request.quantile_levels, return_samples=request.return_samples, row_seed=row_seed,
+                ticket=ticket,
             )
             for series, row_seed in zip(request.series, seeds)
         ]
 
 
-def load_engine(checkpoint: str, device: str | None, samples_per_batch: int) -> ForecastEngine:
+@dataclass(frozen=True)
+class RequestCost:
+    """The memory a request is admitted on, in bytes."""
+
+    result_bytes: int
+    """Its answer (mean, median, quantiles, samples) as Python objects and JSON, held until it is sent."""
+    working_bytes: int
+    """The largest forward pass it needs on its own (one series), under what the budget leaves after its answer."""
+
+    @property
+    def total_bytes(self) -> int:
+        return self.result_bytes + self.working_bytes
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """One forward pass over tasks of equal shape key: which tasks, and how many sample paths are decoded together."""
+
+    indices: list[int]
+    paths_per_chunk: int
+
+
+def load_engine(checkpoint: str, device: str | None, samples_per_batch: int,
+                memory_budget_bytes: int) -> ForecastEngine:
     """The model behind the service: the one place that says how a checkpoint becomes a forecaster."""
-    return ForecastEngine(load_model(checkpoint, device), samples_per_batch)
+    return ForecastEngine(load_model(checkpoint, device), samples_per_batch, memory_budget_bytes)
 
 
 class ForecastEngine:
     """A loaded model of either family (`ForecastPipeline`) and the batching rules above."""
 
-    def __init__(self, pipeline: ForecastPipeline, samples_per_batch: int) -> None:
+    def __init__(self, pipeline: ForecastPipeline, samples_per_batch: int, memory_budget_bytes: int) -> None:
         self.pipeline = pipeline
-        self.forecaster = TotoForecaster(pipeline.model.model) if pipeline.samples else None
+        self.memory_budget_bytes = memory_budget_bytes
+        self.forecaster = (TotoForecaster(pipeline.model.model, memory_budget_bytes) if pipeline.samples else None)
         self.patch_size = pipeline.patch_size
-        # Fixed, not derived from the batch size: the chunking of sample paths selects the random streams.
+        # The most sample paths decoded together (fewer when a pass would not fit its memory limit).
         self.samples_per_batch = samples_per_batch
 
     def problems(self, request: ForecastRequest) -> list[Problem]:
@@ -90,18 +128,81 @@ class ForecastEngine:
                             " in one pass and has no sample paths to return; set return_samples to false")]
         return []
 
-    def forecast(self, tasks: Sequence[SeriesTask]) -> list[SeriesForecast]:
-        """One forecast per task, in order."""
+    def request_cost(self, request: ForecastRequest) -> RequestCost:
+        """What `request` is admitted on; raises MemoryBudgetExceeded when it can never fit the budget."""
+        levels = len(request.quantile_levels)
+        values = sum(len(s.variates) for s in request.series) * request.prediction_length * (
+            2 + levels + (request.num_samples if request.return_samples else 0))
+        result = values * RESULT_BYTES_PER_VALUE
+        room = self.memory_budget_bytes - result
+        try:
+            working = max(self._pass_bytes(task, 1, _context_length(task), room)[0]
+                          for task in SeriesTask.split(request, seed=0))
+        except MemoryBudgetExceeded as error:
+            raise MemoryBudgetExceeded(result + max(error.needed_bytes, 0), self.memory_budget_bytes) from None
+        return RequestCost(result, working)
+
+    def forecast(self, tasks: Sequence[SeriesTask], pass_limit_bytes: int | None = None,
+                 cancel: Cancellation | None = None) -> list[SeriesForecast]:
+        """One forecast per task, in order. Each forward pass fits `pass_limit_bytes` (by default the budget):
+        groups are split where needed. `cancel` is checked between decoding steps (ForecastCancelled)."""
+        limit = self.memory_budget_bytes if pass_limit_bytes is None else pass_limit_bytes
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, task in enumerate(tasks):
             groups[self._shape_key(task)].append(i)
+        passes = [plan for indices in groups.values() for plan in self._split(tasks, indices, limit)]
         results: list[SeriesForecast | None] = [None] * len(tasks)
-        for indices in groups.values():
-            group = [tasks[i] for i in indices]
-            for i, result in zip(indices, self._forecast_group(group)):
+        for plan in passes:
+            group = [tasks[i] for i in plan.indices]
+            for i, result in zip(plan.indices, self._forecast_group(group, plan.paths_per_chunk, cancel)):
                 results[i] = result
-        log.debug("forecast %d series in %d forward pass(es)", len(tasks), len(groups))
+        log.debug("forecast %d series in %d forward pass(es)", len(tasks), len(passes))
         return results
+
+    def _split(self, tasks: Sequence[SeriesTask], indices: list[int], limit: int) -> list[PassPlan]:
+        """Passes over the tasks `indices` (of one shape key) that each fit `limit` bytes and decode as many paths
+        together as their first task would alone; similar context lengths go together (less padding)."""
+        lengths = {i: _context_length(tasks[i]) for i in indices}
+        passes: list[PassPlan] = []
+        for i in sorted(indices, key=lengths.__getitem__):  # longest last: the pass's context is its length
+            if passes:
+                current = passes[-1]
+                try:
+                    _, paths = self._pass_bytes(tasks[i], len(current.indices) + 1, lengths[i], limit)
+                except MemoryBudgetExceeded:
+                    paths = 0
+                if paths >= current.paths_per_chunk:
+                    current.indices.append(i)
+                    continue
+            _, paths = self._pass_bytes(tasks[i], 1, lengths[i], limit)  # admission made sure one series fits
+            passes.append(PassPlan([i], paths))
+        return passes
+
+    def _pass_bytes(self, task: SeriesTask, count: int, context: int, limit: int) -> tuple[int, int]:
+        """(peak bytes, sample paths decoded together) of one forward pass over `count` tasks shaped like `task`
+        with contexts of at most `context` steps, under `limit` bytes; raises MemoryBudgetExceeded if it cannot fit."""
+        width = len(task.series.variates) + len(task.series.exogenous)
+        if self.forecaster is not None:
+            model = self.forecaster.model
+            plan = plan_forecast(model.config, count, width, context, task.prediction_length, task.num_samples,
+                                 limit, self.samples_per_batch, element_size=next(model.parameters()).element_size())
+            return plan.peak_bytes, plan.paths_per_chunk
+        peak = self._quantile_pass_bytes(count * width, context, task.prediction_length, len(task.quantile_levels))
+        if peak > limit:
+            raise MemoryBudgetExceeded(peak, limit)
+        return peak, 1
+
+    def _quantile_pass_bytes(self, rows: int, context: int, horizon: int, levels: int) -> int:
+        """An upper estimate of a quantile model's single pass (context and horizon patches through every layer),
+        in the spirit of `memory.plan_forecast`: inputs, one layer's activations of every token, the attention
+        scores of one layer, and the quantiles."""
+        config = self.pipeline.model.config
+        tokens = math.ceil(context / config.patch_size) + math.ceil(horizon / config.patch_size)
+        inputs = rows * (context + horizon) * 64
+        activations = rows * tokens * (6 * config.d_model + 3 * config.d_ff) * FLOAT32
+        attention = 2 * rows * config.num_heads * tokens**2 * FLOAT32
+        outputs = 3 * rows * horizon * (9 + levels + 1) * FLOAT32
+        return inputs + activations + attention + outputs
 
     @staticmethod
     def _shape_key(task: SeriesTask) -> tuple[int, ...]:
@@ -109,7 +210,8 @@ class ForecastEngine:
         width = len(series.variates) + len(series.exogenous)
         return width, len(series.exogenous), task.prediction_length, task.num_samples
 
-    def _forecast_group(self, tasks: list[SeriesTask]) -> list[SeriesForecast]:
+    def _forecast_group(self, tasks: list[SeriesTask], paths_per_chunk: int,
+                        cancel: Cancellation | None) -> list[SeriesForecast]:
         """One forward pass over tasks of equal shape key; contexts are left-padded with NaN (missing)."""
         series = [task.series for task in tasks]
         first = tasks[0]
@@ -125,10 +227,11 @@ class ForecastEngine:
                 inputs._replace(num_exogenous_variables=num_exogenous),
                 first.prediction_length,
                 num_samples=first.num_samples,
-                samples_per_batch=self.samples_per_batch,
+                samples_per_batch=paths_per_chunk,
                 future_exogenous_variables=future,
                 exogenous_layout="aligned",
                 seed=[task.row_seed for task in tasks],
+                cancel=cancel,
             )
         return self._summarise(forecast, tasks)
 
@@ -177,3 +280,11 @@ class ForecastEngine:
             timestamps = series.future_timestamps(series.time_grid(), task.prediction_length)
             results.append(SeriesForecast(id=series.id, timestamps=timestamps, variates=variates))
         return results
+
+
+def _context_length(task: SeriesTask) -> int:
+    """The time steps the model reads: the series' length, or its time grid's when gaps are filled in."""
+    series = task.series
+    if series.timestamps is None:
+        return series.length
+    return len(series.time_grid())

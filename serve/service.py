@@ -6,11 +6,16 @@ examples, also with BentoML's own `bentoml.SyncHTTPClient`):
 1. BentoML parses the body into the strict pydantic model (400 naming the field when it does not fit); the
    request guard has already refused duplicated JSON keys, ambiguous framing, non-JSON and oversize bodies.
 2. `find_problems` checks the server's limits and the timestamps (422 naming the field and the limit).
+   The request's memory cost is computed from its shape (`ForecastEngine.request_cost`): one that can never fit
+   the memory budget gets a 413 naming the budget, the cost and `TOTO_SERVE_MEMORY_BUDGET_BYTES`; the others wait
+   their turn for the budget (`serve.budget`), first come, first served.
 3. The request is split into one task per series and sent to `forecast_series`, a batchable BentoML endpoint
    (`@bentoml.api(batchable=True)`): BentoML's adaptive batching merges the tasks of concurrent requests into one
    forward pass (at most `max_batch_size` series, waiting at most `max_latency_ms`); each request gets its own
    forecasts back, in order. `/forecast` reaches it through the service's own client (`self.forecast_series`),
-   BentoML's public way to call a batchable endpoint.
+   BentoML's public way to call a batchable endpoint. Each forward pass is split to fit the budget.
+4. Work stops when nobody waits: a request whose client has gone (polled through the Starlette request of
+   `bentoml.Context`) or that passed `timeout_s` is cancelled between decoding steps, which frees the model lock.
 
 The checkpoint (`TOTO_SERVE_CHECKPOINT`: an embedded model name, a local folder or a Hugging Face repo id) loads in
 a worker thread after start-up: `/livez` answers at once, and `/readyz` turns 200 once the model is loaded and the
@@ -26,20 +31,28 @@ import asyncio
 import logging
 import secrets
 import threading
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import anyio
 import bentoml
+import torch
 from bentoml.exceptions import BentoMLException, ServiceUnavailable
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from serve.checks import Problem, find_problems
+from serve.budget import MemoryLedger
+from serve.checks import Problem, find_problems, over_budget
 from serve.engine import ForecastEngine, SeriesTask, load_engine
 from serve.guard import RequestGuard
 from serve.logs import log_client_errors_as_warnings
 from serve.openapi import DocumentedService
 from serve.schemas import ForecastRequest, ForecastResponse, SeriesForecast, SeriesInput
 from serve.settings import get_settings
+from toto.inference.forecaster import Cancellation, ForecastCancelled
+from toto.inference.memory import MemoryBudgetExceeded
 
 log = logging.getLogger(__name__)
 SETTINGS = get_settings()
@@ -50,6 +63,8 @@ BATCH_SERIES = bentoml.metrics.Histogram(
 )
 # More than the dispatcher's timing phase uses (8 calls of one task, then one each of 1, 2 and 3 tasks).
 WARM_UP_TASKS = 16
+# How often a running request checks that its client is still connected.
+CLIENT_POLL_S = 0.25
 log_client_errors_as_warnings()
 
 
@@ -59,6 +74,30 @@ log_client_errors_as_warnings()
 # in process, so there is nothing to renew: the limits are lifted (docs/serving.md, "Batching"; regression test
 # in tests/test_serve_load.py).
 NEVER_RENEW = {"max_requests": 2**31 - 1, "max_age": 10.0**9}
+
+
+class OverMemory(BentoMLException):
+    """A forward pass that cannot be allocated (answered 413, never 500)."""
+
+    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class Abandoned(BentoMLException):
+    """A forward pass cancelled because none of its requests waits for it any more."""
+
+    error_code = HTTPStatus.REQUEST_TIMEOUT
+
+
+@dataclass
+class Waiter:
+    """Whether anybody still waits for a /forecast request: its client is connected and its deadline is ahead."""
+
+    deadline: float
+    gone: threading.Event = field(default_factory=threading.Event)
+    client_left: bool = False
+
+    def abandoned(self) -> bool:
+        return self.gone.is_set() or time.monotonic() > self.deadline
 
 
 @bentoml.service(
@@ -78,6 +117,8 @@ class TotoService:
         self.ready = False
         self.loading: asyncio.Task[None] | None = None
         self.model_lock = threading.Lock()  # one forward pass at a time
+        self.ledger = MemoryLedger(SETTINGS.memory_budget_bytes)
+        self.waiting: dict[str, Waiter] = {}  # /forecast requests in progress, by the ticket their tasks carry
 
     @bentoml.on_startup
     async def _start_loading(self) -> None:
@@ -88,7 +129,7 @@ class TotoService:
         device = None if SETTINGS.device == "auto" else SETTINGS.device
         try:
             engine = await anyio.to_thread.run_sync(
-                load_engine, SETTINGS.checkpoint, device, SETTINGS.samples_per_batch
+                load_engine, SETTINGS.checkpoint, device, SETTINGS.samples_per_batch, SETTINGS.memory_budget_bytes
             )
         except Exception as error:  # a bad checkpoint must not kill the process silently: /livez reports it
             log.exception("cannot load checkpoint %r", self.model_id)
@@ -111,22 +152,42 @@ class TotoService:
         return self.load_error is None
 
     @bentoml.api(route="/forecast", input_spec=ForecastRequest, output_spec=ForecastResponse)
-    async def forecast(self, **fields: Any) -> ForecastResponse:
+    async def forecast(self, ctx: bentoml.Context, **fields: Any) -> ForecastResponse:
         """Forecast one or many series: per series and variate the mean, median and requested quantiles."""
         request = ForecastRequest.model_construct(**fields)  # validated by BentoML against ForecastRequest
+        # BentoML sends Responses as is, with the status set on ctx.
         if problems := find_problems(request, SETTINGS):
-            return _error_response(422, problems)  # type: ignore[return-value]  # BentoML sends Responses as is
+            return _answer(ctx, _error_response(422, problems))
         if self.engine is None:
             reason = self.load_error or "the model is still loading: retry when /readyz answers 200"
-            return JSONResponse({"error": reason}, status_code=503)  # type: ignore[return-value]
+            return _answer(ctx, JSONResponse({"error": reason}, status_code=503))
         if problems := self.engine.problems(request):
-            return _error_response(422, problems)  # type: ignore[return-value]
-        seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
-        tasks = SeriesTask.split(request, seed)
+            return _answer(ctx, _error_response(422, problems))
         try:
-            forecasts = await (self._merged(tasks) if SETTINGS.batching else self._forecast(tasks))
+            cost = self.engine.request_cost(request)
+        except MemoryBudgetExceeded as error:
+            return _answer(ctx, _error_response(413, [over_budget(error.needed_bytes, SETTINGS)]))
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
+        ticket = secrets.token_urlsafe(16)
+        waiter = self.waiting[ticket] = Waiter(time.monotonic() + SETTINGS.timeout_s)
+        watch = asyncio.create_task(_watch_client(ctx.request, waiter, asyncio.current_task()))
+        try:
+            async with self.ledger.reserve(cost):
+                tasks = SeriesTask.split(request, seed, ticket)
+                forecasts = await (self._merged(tasks) if SETTINGS.batching else self._forecast(tasks))
         except ServiceUnavailable as error:
-            return JSONResponse({"error": str(error)}, status_code=503)  # type: ignore[return-value]
+            return _answer(ctx, JSONResponse({"error": str(error)}, status_code=503))
+        except OverMemory as error:
+            return _answer(ctx, JSONResponse({"error": str(error)}, status_code=413))
+        except asyncio.CancelledError:
+            if not waiter.client_left:  # a timeout: BentoML answers 504
+                raise
+            asyncio.current_task().uncancel()
+            return _answer(ctx, JSONResponse({"error": "the client closed the connection"}, status_code=499))
+        finally:
+            waiter.gone.set()
+            watch.cancel()
+            del self.waiting[ticket]
         return ForecastResponse(
             model_id=self.model_id,
             prediction_length=request.prediction_length,
@@ -145,7 +206,11 @@ class TotoService:
         """The batchable endpoint behind /forecast: one task per series, merged across concurrent requests."""
         if self.engine is None:
             raise ServiceUnavailable(self.load_error or "the model is still loading: retry when /readyz answers 200")
-        return await self._forecast(tasks)
+        waiters = [self.waiting.get(task.ticket) for task in tasks]
+        cancel = None
+        if all(waiters):  # tasks of /forecast requests: stop once none of them is waited for
+            cancel = lambda: all(waiter.abandoned() for waiter in waiters)  # noqa: E731
+        return await self._forecast(tasks, cancel)
 
     async def _merged(self, tasks: list[SeriesTask]) -> list[SeriesForecast]:
         """`forecast_series` through BentoML's client, which is what puts the tasks into adaptive batching."""
@@ -154,18 +219,52 @@ class TotoService:
         except BentoMLException as error:
             if error.error_code.value == 503:
                 raise ServiceUnavailable(str(error)) from error
+            if error.error_code.value == 413:
+                raise OverMemory(str(error)) from error
             raise
         return [SeriesForecast.model_validate(answer) for answer in answers]
 
-    async def _forecast(self, tasks: list[SeriesTask]) -> list[SeriesForecast]:
-        """Run the model in a worker thread, so that the event loop keeps accepting and queueing requests."""
+    async def _forecast(self, tasks: list[SeriesTask], cancel: Cancellation | None = None) -> list[SeriesForecast]:
+        """Run the model in a worker thread, so that the event loop keeps accepting and queueing requests. Each
+        forward pass fits what the memory budget leaves after the admitted requests' answers."""
         BATCH_SERIES.observe(len(tasks))
 
         def run() -> list[SeriesForecast]:
             with self.model_lock:
-                return self.engine.forecast(tasks)
+                try:
+                    return self.engine.forecast(tasks, self.ledger.pass_limit_bytes, cancel)
+                except ForecastCancelled as error:
+                    raise Abandoned(str(error)) from error
+                except MemoryBudgetExceeded as error:  # tasks sent to /forecast_series directly, not admitted
+                    raise OverMemory(str(error)) from error
+                except (MemoryError, torch.OutOfMemoryError, RuntimeError) as error:
+                    if not _is_allocation_failure(error):
+                        raise
+                    raise OverMemory(f"this forecast could not be allocated ({error}): send a smaller request, or "
+                                     "lower TOTO_SERVE_MEMORY_BUDGET_BYTES to what this machine has") from error
 
         return await anyio.to_thread.run_sync(run)
+
+
+async def _watch_client(request: Request, waiter: Waiter, handler: asyncio.Task[Any]) -> None:
+    """Cancel `handler` once the client of `request` has disconnected (Starlette's `Request.is_disconnected`)."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(CLIENT_POLL_S)
+    waiter.client_left = True
+    waiter.gone.set()
+    handler.cancel()
+
+
+def _is_allocation_failure(error: BaseException) -> bool:
+    """Out of memory: Python's MemoryError, torch's on accelerators, and its CPU allocator's RuntimeError."""
+    return not isinstance(error, RuntimeError) or isinstance(error, torch.OutOfMemoryError) or (
+        "can't allocate memory" in str(error))
+
+
+def _answer(ctx: bentoml.Context, response: JSONResponse) -> Any:
+    """`response` as the handler's answer: BentoML gives it the status set on `ctx`, so set it there too."""
+    ctx.response.status_code = response.status_code
+    return response
 
 
 def _error_response(status: int, problems: list[Problem]) -> JSONResponse:

@@ -12,6 +12,8 @@ import functools
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from toto.inference.memory import DEFAULT_MEMORY_BUDGET_BYTES
+
 
 class ServeSettings(BaseSettings):
     """Every knob of the forecasting service; set `TOTO_SERVE_<NAME>` (e.g. `TOTO_SERVE_CHECKPOINT`)."""
@@ -37,7 +39,14 @@ class ServeSettings(BaseSettings):
     max_batch_size: int = Field(64, ge=2, description="Most series in one forward pass.")
     max_latency_ms: int = Field(30_000, ge=10, description="Latency bound of the batching queue.")
     samples_per_batch: int = Field(256, ge=1, description="Sample paths decoded together per series.")
-    timeout_s: int = Field(120, ge=1, description="Per-request timeout.")
+    timeout_s: int = Field(120, ge=1, description="Per-request timeout; past it the forecast is cancelled.")
+
+    # Memory: requests are admitted on their cost in bytes (docs/serving.md, "Memory budget").
+    memory_budget_bytes: int = Field(
+        DEFAULT_MEMORY_BUDGET_BYTES, ge=2**20,
+        description="Working memory of the admitted requests together (answers and forward passes), weights not "
+        "counted; a request that can never fit gets 413, others wait their turn.",
+    )
 
 
 @functools.cache
