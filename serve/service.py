@@ -234,6 +234,7 @@ class TotoService:
                 try:
                     return self.engine.forecast(tasks, self.ledger.pass_limit_bytes, cancel)
                 except ForecastCancelled as error:
+                    log.warning("a forward pass of %d series stopped: %s", len(tasks), error)
                     raise Abandoned(str(error)) from error
                 except MemoryBudgetExceeded as error:  # tasks sent to /forecast_series directly, not admitted
                     raise OverMemory(str(error)) from error

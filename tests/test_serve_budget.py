@@ -1,0 +1,106 @@
+"""The service's memory budget and cancellation, on a real server with a small budget and a short timeout.
+
+A scaled-down "largest request the limits allow": within every request limit, but over the memory budget, so it
+gets a 413 naming the budget, its cost and the knob; a small one is answered; /readyz stays healthy. A slow
+request that times out, or whose client leaves, is cancelled between decoding steps and frees the worker.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from serve_fixtures import LIMITS, co2_weekly, values
+
+from serve.local import local_server
+from toto.model.config import TotoConfig
+from toto.model.toto import Toto
+
+BUDGET = 24 * 2**20
+TIMEOUT_S = 4
+WIDE = [f"v{i}" for i in range(LIMITS["TOTO_SERVE_MAX_VARIATES"])]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    workdir = tmp_path_factory.mktemp("budget")
+    torch.manual_seed(0)
+    checkpoint = Toto.from_config(TotoConfig.tiny()).save_pretrained(workdir / "checkpoint")
+    env = {"TOTO_SERVE_CHECKPOINT": checkpoint, **LIMITS, "TOTO_SERVE_MEMORY_BUDGET_BYTES": BUDGET,
+           "TOTO_SERVE_TIMEOUT_S": TIMEOUT_S, "TOTO_SERVE_MAX_BODY_BYTES": 4_000_000}  # bodies of the widest requests
+    with local_server(workdir, env) as running:
+        yield running
+
+
+def request(series: int, return_samples: bool) -> dict:
+    """`series` series of the limits' width and length, the longest horizon and the most samples allowed."""
+    co2 = values(co2_weekly().iloc[-LIMITS["TOTO_SERVE_MAX_CONTEXT_LENGTH"]:])
+    one = {"variates": {name: co2 for name in WIDE}}
+    return {"series": [one] * series, "prediction_length": LIMITS["TOTO_SERVE_MAX_PREDICTION_LENGTH"],
+            "num_samples": LIMITS["TOTO_SERVE_MAX_NUM_SAMPLES"], "return_samples": return_samples, "seed": 0}
+
+
+def small() -> dict:
+    return {"series": [{"variates": {"co2": values(co2_weekly().iloc[-64:])}}], "prediction_length": 16,
+            "num_samples": 8, "seed": 0}
+
+
+def ready(server) -> bool:
+    return httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
+
+
+def test_over_budget_gets_413_naming_budget_cost_and_knob(server) -> None:
+    largest = request(LIMITS["TOTO_SERVE_MAX_SERIES"], return_samples=True)
+    answer = httpx.post(f"{server.url}/forecast", json=largest, timeout=60)
+    assert answer.status_code == 413, answer.text
+    body = answer.json()
+    message = body["error"]
+    assert "TOTO_SERVE_MEMORY_BUDGET_BYTES" in message and f"memory_budget_bytes={BUDGET}" in message
+    cost = int(re.search(r"needs (\d+) bytes", message).group(1))
+    assert cost > BUDGET
+    assert body["detail"][0]["limit"] == BUDGET
+    assert ready(server)
+    within = httpx.post(f"{server.url}/forecast", json=small(), timeout=60)
+    assert within.status_code == 200, within.text
+    assert len(within.json()["forecasts"][0]["variates"]["co2"]["mean"]) == 16
+    assert ready(server)
+
+
+def abandoned_passes(server) -> int:
+    return Path(server.log_path).read_text(errors="replace").count("cancelled between decoding steps")
+
+
+def follow_up_seconds(server) -> float:
+    start = time.monotonic()
+    answer = httpx.post(f"{server.url}/forecast", json=small(), timeout=60)
+    assert answer.status_code == 200, answer.text
+    return time.monotonic() - start
+
+
+def test_timed_out_request_is_cancelled_and_frees_the_worker(server) -> None:
+    before = abandoned_passes(server)
+    start = time.monotonic()
+    slow = httpx.post(f"{server.url}/forecast", json=request(LIMITS["TOTO_SERVE_MAX_SERIES"], False), timeout=120)
+    assert slow.status_code == 504, slow.text  # BentoML's answer past traffic.timeout
+    assert time.monotonic() - start < TIMEOUT_S + 5
+    assert ready(server)
+    assert follow_up_seconds(server) < 10
+    assert abandoned_passes(server) > before
+
+
+def test_request_whose_client_left_is_cancelled(server) -> None:
+    before = abandoned_passes(server)
+    start = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.url}/forecast", json=request(LIMITS["TOTO_SERVE_MAX_SERIES"], False), timeout=1.5)
+    time.sleep(0.5)  # the server polls the connection every 0.25 s and checks between decoding steps
+    follow_up_seconds(server)
+    # Answered before the slow request's own timeout could have stopped it: the departure did.
+    assert time.monotonic() - start < TIMEOUT_S
+    assert abandoned_passes(server) > before
+    assert "status=499" in Path(server.log_path).read_text(errors="replace")
+    assert ready(server)
