@@ -8,7 +8,9 @@ few requests, then 1, 8 and 32 concurrent clients each send
 `--rounds` requests one after the other: one weekly CO2 series (statsmodels) per request, each client its own
 stretch and seed. Reported: requests per second, p50 and p99 latency, and the peak resident memory of the server's
 processes (arbiter and worker, sampled every 0.1 s). Goal: with batching, 32 clients get at least 4x the requests
-per second of one client calling sequentially. Results go to docs/benchmarks.md and docs/serve_benchmark.png.
+per second of one client calling sequentially, counted against the best single-client rate (the higher of the
+batching-on and batching-off runs, since a lone client may be served faster without the batching queue).
+Results go to docs/benchmarks.md and docs/serve_benchmark.png.
 """
 
 from __future__ import annotations
@@ -143,7 +145,9 @@ def main() -> None:
         rows = [row for batching in (True, False) for row in run_setting(batching, series, args, Path(workdir))]
 
     rps = {(r["batching"], r["clients"]): r["rps"] for r in rows}
-    speedup = rps[True, 32] / rps[True, 1]
+    sequential_batching = max((False, True), key=lambda batching: rps[batching, 1])
+    sequential = rps[sequential_batching, 1]
+    speedup = rps[True, 32] / sequential
     table = markdown_table(
         ["batching", "clients", "requests", "requests/s", "p50 ms", "p99 ms", "server peak RSS MiB"],
         [["on" if r["batching"] else "off", r["clients"], r["requests"], f"{r['rps']:.1f}", f"{r['p50']:.0f}",
@@ -156,9 +160,10 @@ def main() -> None:
         f"Command: `{command_line()}`. Checkpoint `{args.checkpoint}`, one weekly CO2 series per request "
         f"(context {args.context}, horizon {args.horizon}, {args.num_samples} samples), clients and server on the "
         f"same machine. Plot: [serve_benchmark.png](serve_benchmark.png).\n\n{table}\n\n"
-        f"Batching at 32 clients serves **{speedup:.1f}x** the requests per second of sequential calls "
-        f"(goal {GOAL:.0f}x: {verdict}); without batching, 32 clients get "
-        f"{rps[False, 32] / rps[False, 1]:.1f}x.\n"
+        f"Best single-client rate: {sequential:.1f} requests/s (batching {'on' if sequential_batching else 'off'}). "
+        f"Batching at 32 clients serves **{speedup:.1f}x** that rate (goal {GOAL:.0f}x: {verdict}); against the "
+        f"single client with batching on it is {rps[True, 32] / rps[True, 1]:.1f}x, and without batching 32 "
+        f"clients get {rps[False, 32] / rps[False, 1]:.1f}x.\n"
     )
     write_section("serve", markdown)
     print(markdown)
