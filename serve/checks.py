@@ -40,8 +40,8 @@ def _over(loc: tuple[str | int, ...], what: str, value: int, settings: ServeSett
 def over_budget(cost_bytes: int, settings: ServeSettings) -> Problem:
     """A request whose cost can never fit the memory budget (answered 413)."""
     budget = settings.memory_budget_bytes
-    return Problem(("body",), f"this request needs {cost_bytes} bytes ({cost_bytes / 2**20:,.1f} MiB) of working "
-                   f"memory, over this server's memory budget memory_budget_bytes={budget} ({budget / 2**20:,.1f} "
+    return Problem(("body",), f"this request needs {cost_bytes} bytes ({cost_bytes / 2**20:,.1f} MiB) of memory "
+                   f"(its answer and its largest forward pass), over this server's memory budget memory_budget_bytes={budget} ({budget / 2**20:,.1f} "
                    f"MiB, set by {env_var(settings, 'memory_budget_bytes')}): send fewer series, variates or "
                    "samples, a shorter context or horizon, no samples back, or raise the budget", budget)
 

@@ -174,7 +174,8 @@ class TotoService:
         try:
             async with self.ledger.reserve(cost):
                 tasks = SeriesTask.split(request, seed, ticket)
-                forecasts = await (self._merged(tasks) if SETTINGS.batching else self._forecast(tasks))
+                work = self._merged(tasks) if SETTINGS.batching else self._forecast(tasks, waiter.abandoned)
+                forecasts = await work
         except ServiceUnavailable as error:
             return _answer(ctx, JSONResponse({"error": str(error)}, status_code=503))
         except OverMemory as error:
