@@ -47,7 +47,13 @@ class RMSNorm(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.ones(dim)) if include_weight else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.rms_norm(x, (self.dim,), self.weight, self.eps)
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, (self.dim,), self.weight, self.eps)
+        # Half precision: the mean square is accumulated in float32 without a float32 copy of x, which
+        # F.rms_norm makes (a large share of a bf16 forward on CPU).
+        mean_square = torch.mean(x * x, dim=-1, keepdim=True, dtype=torch.float32)
+        out = x * torch.rsqrt(mean_square + self.eps).to(x.dtype)
+        return out if self.weight is None else out * self.weight
 
 
 def residual_add(branch: Tensor, skip: Tensor, tau: float) -> Tensor:
