@@ -14,8 +14,8 @@ examples, also with BentoML's own `bentoml.SyncHTTPClient`):
    forward pass (at most `max_batch_size` series, waiting at most `max_latency_ms`); each request gets its own
    forecasts back, in order. `/forecast` reaches it through the service's own client (`self.forecast_series`),
    BentoML's public way to call a batchable endpoint. Each forward pass is split to fit the budget.
-4. Work stops when nobody waits: a request whose client has gone (polled through the Starlette request of
-   `bentoml.Context`) or that passed `timeout_s` is cancelled between decoding steps, which frees the model lock.
+4. Work stops when nobody waits: a request whose client has gone (checked, once it runs past
+   `client_check_after_s`, through the Starlette request of `bentoml.Context`) or that passed `timeout_s` is cancelled between decoding steps, which frees the model lock.
 
 The checkpoint (`TOTO_SERVE_CHECKPOINT`: an embedded model name, a local folder or a Hugging Face repo id) loads in
 a worker thread after start-up: `/livez` answers at once, and `/readyz` turns 200 once the model is loaded and the
@@ -63,8 +63,8 @@ BATCH_SERIES = bentoml.metrics.Histogram(
 )
 # More than the dispatcher's timing phase uses (8 calls of one task, then one each of 1, 2 and 3 tasks).
 WARM_UP_TASKS = 16
-# How often a running request checks that its client is still connected.
-CLIENT_POLL_S = 0.25
+# How often a request running past `client_check_after_s` checks that its client is still connected.
+CLIENT_POLL_S = 0.5
 log_client_errors_as_warnings()
 
 
@@ -249,7 +249,13 @@ class TotoService:
 
 
 async def _watch_client(request: Request, waiter: Waiter, handler: asyncio.Task[Any]) -> None:
-    """Cancel `handler` once the client of `request` has disconnected (Starlette's `Request.is_disconnected`)."""
+    """Cancel `handler` once the client of `request` has disconnected (Starlette's `Request.is_disconnected`).
+
+    Only requests still running after `client_check_after_s` are watched: watching every request from the start
+    (polling, or awaiting the disconnect message) made adaptive batching 4-5x slower at 32 clients
+    (`benchmarks/bench_serve.py`, cause not found), while the requests worth stopping are the long ones.
+    """
+    await asyncio.sleep(SETTINGS.client_check_after_s)
     while not await request.is_disconnected():
         await asyncio.sleep(CLIENT_POLL_S)
     waiter.client_left = True

@@ -40,6 +40,9 @@ class ServeSettings(BaseSettings):
     max_latency_ms: int = Field(30_000, ge=10, description="Latency bound of the batching queue.")
     samples_per_batch: int = Field(256, ge=1, description="Sample paths decoded together per series.")
     timeout_s: int = Field(120, ge=1, description="Per-request timeout; past it the forecast is cancelled.")
+    client_check_after_s: float = Field(
+        5.0, ge=0, description="A request running longer is checked for a departed client (then cancelled)."
+    )
 
     # Memory: requests are admitted on their cost in bytes (docs/serving.md, "Memory budget").
     memory_budget_bytes: int = Field(
