@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -103,4 +104,21 @@ def test_request_whose_client_left_is_cancelled(server) -> None:
     assert time.monotonic() - start < TIMEOUT_S
     assert abandoned_passes(server) > before
     assert "status=499" in Path(server.log_path).read_text(errors="replace")
+    assert ready(server)
+
+
+def test_requests_that_fit_only_one_at_a_time_wait_their_turn(server) -> None:
+    co2 = values(co2_weekly().iloc[-LIMITS["TOTO_SERVE_MAX_CONTEXT_LENGTH"]:])
+    # It reserves about 23.8 MiB of the 24 MiB budget (16.3 MiB of it its samples): one at a time.
+    body = {"series": [{"variates": {name: co2 for name in WIDE}}], "prediction_length": 64, "num_samples": 256,
+            "return_samples": True, "seed": 0}
+
+    def post(seed: int) -> httpx.Response:
+        return httpx.post(f"{server.url}/forecast", json={**body, "seed": seed}, timeout=60)
+
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(post, range(3)))
+    assert [answer.status_code for answer in answers] == [200, 200, 200], [a.text[:200] for a in answers]
+    samples = [answer.json()["forecasts"][0]["variates"]["v0"]["samples"] for answer in answers]
+    assert all(len(s) == 256 and len(s[0]) == 64 for s in samples) and samples[0] != samples[1]
     assert ready(server)
