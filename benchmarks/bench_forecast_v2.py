@@ -138,7 +138,8 @@ def main() -> None:
     write_section("forecast-v2", "\n".join([
         f"## Toto 2.0 forecast speed ({parameters / 1e6:.1f}M parameters, random weights, single pass)",
         "",
-        f"Machine: {cpu}-core CPU, torch {torch.__version__}. Command: `{command_line()}`",
+        f"Machine: {cpu}-core CPU, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} at the end of the"
+        f" run (a shared machine: best of alternating rounds). Command: `{command_line()}`",
         "",
         f"Workloads: {shapes}. Config: {json.dumps(CONFIG)}.",
         "",
