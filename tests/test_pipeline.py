@@ -143,3 +143,15 @@ def test_service_serves_a_toto2_checkpoint(tmp_path):
         assert len(cpu["quantiles"]["0.25"]) == 8 and cpu["mean"] == cpu["median"]
         refused = httpx.post(f"{server.url}/forecast", json={**body, "return_samples": True}, timeout=60)
         assert refused.status_code == 422 and "return_samples" in refused.text
+        # Known-future covariates reach a Toto 2.0 forecast through the service, as in predict_df. The output
+        # at a patch sees covariates up to that patch, so they inform the horizon from its second patch on.
+        deploys = {}
+        for flag in (0.0, 1.0):
+            series = {**body["series"][0], "exogenous": {"deploy": [0.0] * 64},
+                      "future_exogenous": {"deploy": [flag] * 16}}
+            request = {**body, "series": [series], "prediction_length": 16}
+            answer = httpx.post(f"{server.url}/forecast", json=request, timeout=60)
+            assert answer.status_code == 200, answer.text
+            assert list(answer.json()["forecasts"][0]["variates"]) == ["cpu"]
+            deploys[flag] = answer.json()["forecasts"][0]["variates"]["cpu"]["median"]
+        assert deploys[0.0] != deploys[1.0]
