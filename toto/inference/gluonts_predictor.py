@@ -25,6 +25,16 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
+
+try:
+    import gluonts  # noqa: F401  (only to say which extra is missing)
+except ImportError as error:
+    from toto.extras import DISTRIBUTION, MissingExtraError
+
+    raise MissingExtraError(
+        f"toto.inference.gluonts_predictor (TotoPredictor) needs gluonts, from the 'boom' extra: "
+        f"pip install '{DISTRIBUTION}[boom]' -c constraints.txt"
+    ) from error
 from gluonts.dataset import DataEntry
 from gluonts.dataset.util import forecast_start
 from gluonts.itertools import batcher
