@@ -8,6 +8,7 @@ kept in checkpoints). All ranks take the same decision, so distributed runs stay
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import lightning as L
@@ -36,7 +37,7 @@ def global_batch_mean(weighted_sum: torch.Tensor, total_weight: torch.Tensor) ->
     return weighted_sum / total_weight.clamp_min(torch.finfo(weighted_sum.dtype).tiny)
 
 
-class ForecastModule(L.LightningModule):
+class ForecastModule(L.LightningModule, abc.ABC):
     """Base of the objectives' LightningModules (`train.module.TotoModule`, `train.module_v2.Toto2Module`).
 
     A subclass defines `batch_loss(batch)` and calls `save_hyperparameters()` with the optimizer arguments lr,
@@ -49,8 +50,9 @@ class ForecastModule(L.LightningModule):
         self.nonfinite_steps = 0
         self._step_finite = True
 
+    @abc.abstractmethod
     def batch_loss(self, batch: WindowBatch) -> torch.Tensor:
-        raise NotImplementedError
+        """The objective's loss of one batch (the subclass's model and loss)."""
 
     def training_step(self, batch: WindowBatch, batch_idx: int) -> torch.Tensor:
         loss = self.batch_loss(batch)
