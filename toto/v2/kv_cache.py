@@ -41,6 +41,18 @@ class KVCache:
         keys = self.layers[0].keys if self.layers else None
         return 0 if keys is None else keys.shape[-2]
 
+    def extend_valid(self, valid: Tensor) -> Tensor | None:
+        """Record which of this call's positions are valid keys; return the cached ones followed by the new ones
+        (None on the first call, whose mask is the plain one). The first call's positions are valid where their
+        patch has data; positions decoded later always are (they hold forecasts), as in the official decoder."""
+        keep = self.layers[0].keep if self.layers else None
+        if self.key_valid is None:
+            self.key_valid = valid if keep is None else valid[:, :keep]
+            return None
+        key_valid = torch.cat([self.key_valid, torch.ones_like(valid)], dim=-1)
+        self.key_valid = key_valid if keep is None else key_valid[:, : self.length + keep]
+        return key_valid
+
     def set_keep(self, keep: int) -> None:
         for layer in self.layers:
             layer.keep = keep

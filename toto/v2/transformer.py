@@ -92,16 +92,11 @@ class VariateTimeDecoder(torch.nn.Module):
         """(rows, 1, seq, keys) bool mask of the time layers, or None for plain causal attention."""
         valid = rearrange(group_ids != -1, "b n s -> (b n) s")
         seq_len = valid.shape[-1]
-        if cache is not None and cache.key_valid is not None:  # decoding after a prefill
-            key_valid = torch.cat([cache.key_valid, torch.ones_like(valid)], dim=-1)
-            if cache.layers[0].keep is not None:
-                cache.key_valid = key_valid[:, : cache.length + cache.layers[0].keep]
+        key_valid = cache.extend_valid(valid) if cache is not None else None
+        if key_valid is not None:  # decoding after a prefill: every cached key with data, causally
             offset = key_valid.shape[-1] - seq_len
             causal = torch.ones(seq_len, key_valid.shape[-1], dtype=torch.bool, device=valid.device).tril(offset)
             return (causal & key_valid[:, None, :])[:, None]
-        if cache is not None:  # prefill: remember which context patches hold data
-            keep = cache.layers[0].keep
-            cache.key_valid = valid if keep is None else valid[:, :keep]
         if not has_missing_values or bool(valid.all()):
             return None
         causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=valid.device).tril()
