@@ -27,8 +27,9 @@ from serve.schemas import STRICT, ForecastRequest, QuantileLevel, SeriesForecast
 from serve.settings import get_settings
 from toto.api import load_model
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged
-from toto.inference.forecaster import Cancellation, Forecast, TotoForecaster, row_seeds
+from toto.inference.forecaster import Cancellation, Forecast, TotoForecaster
 from toto.inference.memory import FLOAT32, MemoryBudgetExceeded, plan_forecast
+from toto.inference.streams import row_seeds
 from toto.pipeline import ForecastPipeline
 
 log = logging.getLogger(__name__)

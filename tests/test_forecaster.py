@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from toto import MaskedTimeseries, Toto, TotoConfig, TotoForecaster
-from toto.inference.forecaster import row_seeds
+from toto.inference.streams import row_seeds
 
 
 @pytest.fixture(scope="module")

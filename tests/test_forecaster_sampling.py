@@ -11,10 +11,11 @@ from scipy import stats
 
 from toto import MaskedTimeseries, Toto, TotoConfig, TotoForecaster
 from toto.inference.covariates import model_layout, shift_exogenous
-from toto.inference.forecaster import Forecast, ForecastCancelled, PathStreams, _accepted_polar_points
+from toto.inference.forecaster import Forecast, ForecastCancelled
 from toto.inference.memory import MemoryBudgetExceeded, plan_forecast
+from toto.inference.streams import PathStreams, row_seeds
 from toto.model.attention import attend_shared_prefix
-from toto.model.distribution import UNIFORMS_PER_VALUE, polar_variates, student_t_from_polar
+from toto.model.distribution import UNIFORMS_PER_VALUE, disc_point, student_t_from_polar
 
 
 def seasonal(length: int, variates: int = 2, seed: int = 0, level: float = 10.0) -> torch.Tensor:
@@ -70,21 +71,31 @@ def test_shared_prefix_attention_equals_attention_over_the_copied_context():
     torch.testing.assert_close(merged, reference, rtol=1e-5, atol=1e-6)
 
 
-def test_polar_method_samples_student_t_and_redraws_rejected_candidates():
+def test_disc_point_gives_student_t_with_two_uniforms():
     torch.manual_seed(0)
-    df = torch.full((200_000,), 3.5)
-    u, w, accepted = polar_variates(torch.rand(200_000, UNIFORMS_PER_VALUE - 1))
-    assert float(accepted.float().mean()) > 1 - 1e-4  # all 8 candidates fail with probability (1 - pi/4)^8
-    draws = student_t_from_polar(u, w, df)[accepted].numpy()
-    assert stats.kstest(draws, stats.t(df=3.5).cdf).pvalue > 0.01
-    # All candidates outside the disc: those values draw again from their own streams, in order.
-    streams = PathStreams([1, 2], first_path=0, paths=1)
-    numbers = torch.rand(1, 2, 1, 3, UNIFORMS_PER_VALUE)
-    numbers[0, 1, 0, 2, 1:] = 0.999  # (2u - 1)^2 + (2v - 1)^2 > 1 for every candidate
-    u, w = _accepted_polar_points(numbers, streams)
-    assert bool(((w > 0) & (w <= 1)).all())
-    again = PathStreams([1, 2], first_path=0, paths=1)
-    assert torch.equal(u[0, 1, 0, 2], polar_variates(again.redraw(1, UNIFORMS_PER_VALUE - 1))[0])
+    for df in (2.5, 3.5, 30.0):
+        u, w = disc_point(torch.rand(200_000, UNIFORMS_PER_VALUE - 1))
+        assert bool(((w > 0) & (w <= 1)).all())
+        draws = student_t_from_polar(u, w, torch.full((200_000,), df)).numpy()
+        assert stats.kstest(draws, stats.t(df=df).cdf).pvalue > 0.01
+
+
+def test_path_streams_are_uniform_independent_and_do_not_depend_on_how_they_are_drawn():
+    streams = PathStreams(row_seeds(0, 64), first_path=0, paths=64)  # 4,096 streams, keys from nearby seeds
+    numbers = streams.uniforms(256).double()
+    assert numbers.min() >= 0 and numbers.max() < 1
+    assert stats.kstest(numbers.flatten().numpy(), "uniform").pvalue > 0.01
+    # Neighbouring streams and neighbouring numbers of a stream are uncorrelated (|r| ~ 1/sqrt(n) = 0.004).
+    centred = numbers - 0.5
+    assert abs(float((centred[:-1] * centred[1:]).mean() / centred.var())) < 0.02
+    assert abs(float((centred[:, :-1] * centred[:, 1:]).mean() / centred.var())) < 0.02
+    # No stream repeats another's numbers, shifted or not.
+    assert len(set(numbers[:, :8].flatten().tolist())) > 0.99 * numbers[:, :8].numel()
+    # Drawn in one go or in pieces, and decoded with other paths or alone, a stream gives the same numbers.
+    pieces = PathStreams(row_seeds(0, 64), first_path=0, paths=64)
+    assert torch.equal(torch.cat([pieces.uniforms(100), pieces.uniforms(156)], dim=-1), numbers.float())
+    alone = PathStreams(row_seeds(0, 64)[5:6], first_path=3, paths=1)
+    assert torch.equal(alone.uniforms(256)[0], numbers[3 * 64 + 5].float())
 
 
 def test_mixture_sampling_matches_the_mixture_distribution(forecaster):

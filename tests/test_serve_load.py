@@ -19,7 +19,8 @@ from schemathesis import GenerationMode
 from serve_fixtures import LIMITS, Server, co2_weekly, start_server, values
 
 from toto.data.util.dataset import MaskedTimeseries
-from toto.inference.forecaster import TotoForecaster, row_seeds
+from toto.inference.forecaster import TotoForecaster
+from toto.inference.streams import row_seeds
 from toto.model.toto import Toto
 
 CLIENTS = 32

@@ -23,7 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged
-from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, row_seeds
+from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH
+from toto.inference.streams import row_seeds
 from toto.pipeline import ForecastPipeline
 from toto.tables import MIN_TIME_STEPS, InputError, Panel, Series, to_panel
 
@@ -56,7 +57,7 @@ def forecast_panel(
     """Forecast every series of `panel`; returns the tidy table described in `predict_df`.
 
     Series are forecast `batch_size` at a time; with a sampling model, series i samples from its own stream
-    `row_seeds(seed, ...)[series_index[i]]` (see `toto.inference.forecaster.row_seeds`; `series_index` defaults
+    `row_seeds(seed, ...)[series_index[i]]` (see `toto.inference.streams.row_seeds`; `series_index` defaults
     to 0, 1, ...: a shard of a larger panel passes its series' positions in the whole), whatever the batching.
     `exogenous_columns` name variates of `panel` that are known-future covariates: `future` (a panel of the same
     series over the next `prediction_length` steps) gives their values there, and they are not forecast.

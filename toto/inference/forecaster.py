@@ -12,10 +12,11 @@ How a forecast flows (see docs/architecture.md):
    the mean, when `num_samples=None`), appended, and fed back through the cached transformer. Known future
    exogenous values overwrite their variates before being fed back.
 
-Sampling draws each value's mixture component, then samples only that component's Student-T.
-Seeds: with `seed`, each (series, path) pair draws from its own random stream, derived from the series' seed and the
-path's index. So a series' samples depend neither on the other series of its batch nor on how the paths are chunked
-(a server can merge requests and still answer each one as if it were alone).
+Sampling draws each value's mixture component, then samples only that component's Student-T, from three uniforms
+(`distribution.disc_point`: no rejection, so no redraws and no host synchronisation).
+Seeds: with `seed`, each (series, path) pair draws from its own counter-based random stream (`streams.PathStreams`),
+derived from the series' seed and the path's index. So a series' samples depend neither on the other series of its
+batch nor on how the paths are chunked (a server can merge requests and still answer each one as if it were alone).
 
 Models other than `TotoBackbone` that have Toto 1.0's call interface (`model(inputs=..., input_padding_mask=...,
 id_mask=..., kv_cache=..., scaling_prefix_length=..., num_exogenous_variables=...)` returning (distribution, loc,
@@ -34,15 +35,15 @@ import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor
-from torch.distributions import Distribution, StudentT
+from torch.distributions import Distribution
 
 from ..data.util.dataset import MaskedTimeseries, left_pad, left_pad_edge
 from ..model.backbone import ScalerState, TotoBackbone
 from ..model.distribution import (
     UNIFORMS_PER_VALUE,
     AffineTransformed,
+    disc_point,
     distribution_mean,
-    polar_variates,
     select_component,
     student_t_from_polar,
     student_t_parameters,
@@ -51,6 +52,7 @@ from ..model.kv_cache import KVCache, SharedPrefixKVCache
 from ..model.toto import Toto
 from .covariates import model_layout
 from .memory import DEFAULT_MEMORY_BUDGET_BYTES, plan_forecast
+from .streams import PathStreams, row_seeds
 
 # History the high-level entry points (pandas API, CLI, GluonTS predictor, BOOM) feed to the model by default:
 # Toto 1.0 was evaluated on BOOM with 2048 steps.
@@ -109,38 +111,6 @@ class Forecast:
         if self.samples is None:
             raise ValueError(f"{what} need samples: forecast with num_samples set (for example 256), not None")
         return self.samples
-
-
-def row_seeds(seed: int, count: int, first: int = 0) -> list[int]:
-    """Independent per-series seeds derived from one seed: those of series first, ..., first + count - 1.
-
-    `forecast(seed=seed)` gives batch row i the seed `row_seeds(seed, batch)[i]`; the pandas API, the GluonTS
-    predictor and the service give the i-th series of a panel, dataset or request the same one, so all of them
-    return the same numbers for the same series, seed and position.
-    """
-    return [int(np.random.SeedSequence(seed, spawn_key=(i,)).generate_state(1)[0]) for i in range(first, first + count)]
-
-
-class PathStreams:
-    """One random stream per (series, path) of a chunk of paths, rows ordered (path, series) like the paths.
-
-    Stream (s, p) is a CPU torch generator seeded from series s's seed and the path index p, so its numbers do not
-    depend on which other series or paths are decoded with it. Draws are made on the CPU and moved to the model's
-    device (no synchronisation with the device).
-    """
-
-    def __init__(self, series_seeds: Sequence[int], first_path: int, paths: int) -> None:
-        self.generators = [
-            torch.Generator().manual_seed(int(np.random.SeedSequence([seed, path]).generate_state(1)[0]))
-            for path in range(first_path, first_path + paths) for seed in series_seeds
-        ]
-
-    def uniforms(self, per_row: int) -> Tensor:
-        """(rows, per_row) uniforms in [0, 1), the next `per_row` numbers of every stream."""
-        return torch.stack([torch.rand(per_row, generator=g) for g in self.generators])
-
-    def redraw(self, row: int, count: int) -> Tensor:
-        return torch.rand(count, generator=self.generators[row])
 
 
 class TotoForecaster:
@@ -328,15 +298,11 @@ class TotoForecaster:
         else:
             df, loc, scale = (t.expand(draws_per_row, *t.shape) for t in (df, loc, scale))
         if streams is None:
-            uniform = torch.rand(shape, device=df.device) if probs is not None else None
-            df, loc, scale = select_component(probs, df, loc, scale, uniform)
-            standard = StudentT(df, validate_args=False).sample()
+            numbers = torch.rand(*shape, UNIFORMS_PER_VALUE, device=df.device)
         else:
             numbers = streams.uniforms(math.prod(shape[2:]) * UNIFORMS_PER_VALUE).view(*shape, UNIFORMS_PER_VALUE)
-            u, w = _accepted_polar_points(numbers, streams)
-            numbers, u, w = (t.to(df.device, non_blocking=True) for t in (numbers[..., 0], u, w))
-            df, loc, scale = select_component(probs, df, loc, scale, numbers)
-            standard = student_t_from_polar(u, w, df)
+        df, loc, scale = select_component(probs, df, loc, scale, numbers[..., 0])
+        standard = student_t_from_polar(*disc_point(numbers[..., 1:]), df)
         return (loc + scale * standard).reshape(-1, *shape[2:])
 
     def _aligned_covariates(self, inputs: MaskedTimeseries, future: Tensor | None, prediction_length: int
@@ -504,22 +470,6 @@ class _History:
         self.scaled = torch.cat([self.scaled, scaled], dim=-1)
         self.padding_mask = torch.cat([self.padding_mask, padding_mask], dim=-1)
         self.id_mask = torch.cat([self.id_mask, id_mask], dim=-1)
-
-
-def _accepted_polar_points(numbers: Tensor, streams: PathStreams) -> tuple[Tensor, Tensor]:
-    """The polar method's accepted points for uniforms (draws, rows, variates, width, UNIFORMS_PER_VALUE); values
-    whose candidates all fell outside the disc draw new candidates from their own stream, in order."""
-    u, w, accepted = polar_variates(numbers[..., 1:])
-    while not bool(accepted.all()):
-        flat_accepted = accepted.view(accepted.shape[0] * accepted.shape[1], -1)
-        flat_u, flat_w = u.view_as(flat_accepted), w.view_as(flat_accepted)
-        for row in (~flat_accepted).any(-1).nonzero().flatten().tolist():
-            missing = (~flat_accepted[row]).nonzero().flatten()
-            extra = streams.redraw(row, len(missing) * (UNIFORMS_PER_VALUE - 1)).view(len(missing), -1)
-            new_u, new_w, new_accepted = polar_variates(extra)
-            flat_u[row, missing], flat_w[row, missing] = new_u, new_w
-            flat_accepted[row, missing] = new_accepted
-    return u, w
 
 
 def _targets(forecast: Forecast, num_targets: int | None) -> Forecast:

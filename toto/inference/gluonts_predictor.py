@@ -43,7 +43,8 @@ from gluonts.model.predictor import Predictor
 from gluonts.torch.batchify import batchify
 
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged
-from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, TotoForecaster, row_seeds
+from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, TotoForecaster
+from toto.inference.streams import row_seeds
 from toto.model.toto import Toto
 from toto.v2 import QUANTILE_KNOTS, Toto2Model
 

@@ -6,9 +6,10 @@ weights = softmax(.). Student-T with df > 2 has a finite mean and variance, whic
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor
 from torch.distributions import (
     AffineTransform,
@@ -114,21 +115,21 @@ def select_component(probs: Tensor | None, df: Tensor, loc: Tensor, scale: Tenso
     return tuple(t.gather(-1, index).squeeze(-1) for t in (df, loc, scale))
 
 
-# Candidate pairs per value of the polar method; each is accepted with probability pi/4, so all 8 fail with
-# probability 4.6e-6 and are then redrawn from the same stream.
-POLAR_CANDIDATES = 8
-UNIFORMS_PER_VALUE = 1 + 2 * POLAR_CANDIDATES
+# Uniforms per sampled value: one picks the mixture component, two give a point of the unit disc.
+UNIFORMS_PER_VALUE = 3
 
 
-def polar_variates(uniforms: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Bailey's polar method, the parameter-free half: uniforms (..., 2 * POLAR_CANDIDATES) in [0, 1) -> the first
-    accepted point (u, w) of the unit disc, w = u^2 + v^2 in (0, 1], and whether one was accepted."""
-    points = rearrange(uniforms * 2.0 - 1.0, "... (c two) -> ... c two", two=2)
-    u = points[..., 0]
-    w = (points**2).sum(-1)
-    accepted = (w <= 1.0) & (w > 0.0)
-    first = torch.argmax(accepted.int(), dim=-1, keepdim=True)
-    return u.gather(-1, first).squeeze(-1), w.gather(-1, first).squeeze(-1), accepted.any(-1)
+def disc_point(uniforms: Tensor) -> tuple[Tensor, Tensor]:
+    """A uniform point of the unit disc from two uniforms in [0, 1) (..., 2): its first coordinate u and its squared
+    radius w in (0, 1].
+
+    Bailey's polar method draws such a point by rejection (pairs of the square until one falls in the disc); here
+    it is drawn directly, w uniform and the angle uniform (a point uniform in the disc has a uniform squared radius
+    and an independent uniform angle), so every value takes exactly two uniforms and nothing is redrawn.
+    """
+    w = 1.0 - uniforms[..., 0]
+    u = torch.sqrt(w) * torch.cos(2.0 * math.pi * uniforms[..., 1])
+    return u, w
 
 
 def student_t_from_polar(u: Tensor, w: Tensor, df: Tensor) -> Tensor:
