@@ -65,7 +65,7 @@ def _forecaster(args: argparse.Namespace, device: str) -> forecasters.Forecaster
                                 samples_per_batch=args.samples_per_batch, batch_size=args.batch_size,
                                 seed=args.seed, device=device, name=args.name or "toto")
     return forecasters.classical(args.name or args.model, forecasters.CLASSICAL[args.model],
-                                 context_length=args.context_length)
+                                 context_length=args.context_length or forecasters.DEFAULT_CONTEXT_LENGTH)
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
@@ -131,7 +131,9 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--terms", nargs="+", choices=[t.value for t in data.Term], default=[t.value for t in data.Term])
     ev.add_argument("--series", nargs="+", help="only these series (e.g. ds-0-T)")
     ev.add_argument("--out", default="results", help="results root: writes OUT/<name>/all_results.csv")
-    ev.add_argument("--context-length", type=int, default=forecasters.DEFAULT_CONTEXT_LENGTH)
+    ev.add_argument("--context-length", type=int,
+                    help="most recent steps each model sees (default: for toto, the context the checkpoint was "
+                    f"trained with when its folder records it; otherwise {forecasters.DEFAULT_CONTEXT_LENGTH})")
     ev.add_argument("--num-samples", type=int, default=forecasters.DEFAULT_NUM_SAMPLES, help="Toto only")
     ev.add_argument("--samples-per-batch", type=int, help="Toto only: sample paths decoded together")
     ev.add_argument("--batch-size", type=int, default=16, help="Toto only: test windows forecast together")

@@ -83,15 +83,17 @@ def classical(name: str, predictor_cls: type[StatsForecastPredictor],
     return Forecaster(name, build, context_length=context_length)
 
 
-def toto(checkpoint: str | Path = DEFAULT_TOTO_CHECKPOINT, context_length: int = DEFAULT_CONTEXT_LENGTH,
+def toto(checkpoint: str | Path = DEFAULT_TOTO_CHECKPOINT, context_length: int | None = None,
          num_samples: int | None = DEFAULT_NUM_SAMPLES, samples_per_batch: int | None = None, batch_size: int = 16,
          seed: int | None = 0, device: str = "cpu", name: str = "toto") -> Forecaster:
     """Toto 1.0 or 2.0 from a checkpoint folder, an embedded name ("toto-tiny") or a hub id, loaded once for all
-    configs. A quantile model (Toto 2.0) forecasts its knots in one pass: `num_samples` does not apply to it."""
+    configs. A quantile model (Toto 2.0) forecasts its knots in one pass: `num_samples` does not apply to it.
+    `context_length` defaults to the checkpoint's (`ForecastPipeline.context_length`)."""
     from toto.inference.gluonts_predictor import TotoPredictor
     from toto.pipeline import ForecastPipeline
 
     pipeline = ForecastPipeline.from_pretrained(checkpoint, device=device)
+    context_length = pipeline.context_length if context_length is None else context_length
     if not pipeline.samples:
         num_samples = None
 

@@ -13,6 +13,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from toto.inference.memory import DEFAULT_MEMORY_BUDGET_BYTES
+from toto.model.checkpoint import DEFAULT_MODEL
 
 
 class ServeSettings(BaseSettings):
@@ -21,7 +22,7 @@ class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOTO_SERVE_", frozen=True)
 
     checkpoint: str = Field(
-        "toto-tiny", description="Hub id, local folder or embedded model name given to Toto.from_pretrained."
+        DEFAULT_MODEL, description="Hub id, local folder or embedded model name of either family (Toto 1.0 or 2.0)."
     )
     device: str = Field("auto", description="torch device; 'auto' picks cuda when available, else cpu.")
 

@@ -53,6 +53,25 @@ def test_from_pretrained_picks_the_family_from_config_json(v2):
     assert isinstance(ForecastPipeline.from_pretrained("toto-tiny", device="cpu"), Toto1Pipeline)
 
 
+def test_the_default_context_is_the_one_the_model_was_trained_with(table, tmp_path):
+    """A folder whose training_summary.json records context_length gets it as the default of every entry point;
+    without one the default is 2048, and an explicit context_length wins."""
+    assert ForecastPipeline.from_pretrained(V2, device="cpu").context_length == 2048
+    folder = tmp_path / "trained-on-96"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).write_bytes((V2 / name).read_bytes())
+    (folder / "training_summary.json").write_text('{"status": "trained", "context_length": 96}')
+    pipeline = ForecastPipeline.from_pretrained(folder, device="cpu")
+    assert pipeline.context_length == 96
+    default = predict_df(table, 24, model=pipeline, id_column="host", target_columns=["cpu"])
+    cropped = predict_df(table, 24, model=V2, id_column="host", target_columns=["cpu"], context_length=96)
+    whole = predict_df(table, 24, model=pipeline, id_column="host", target_columns=["cpu"], context_length=400)
+    pd.testing.assert_frame_equal(default, cropped)
+    assert not np.allclose(default["median"], whole["median"])
+    assert ForecastPipeline.from_pretrained("toto-tiny", device="cpu").context_length == 512
+
+
 def test_levels_between_knots_are_linear_and_outside_ones_take_the_edge_knot(v2):
     inputs = MaskedTimeseries.from_series(torch.randn(2, 3, 70).cumsum(-1))
     knots = v2.predict_quantiles(inputs, 12).quantiles

@@ -3,13 +3,15 @@
     .venv/bin/python tools/ship_embedded_model.py runs/pretrain-tiny --minutes 95
 
 1. Evaluates, with `boom eval` on data/embedded/validation (the windows and metrics of `make eval-embedded`):
-   seasonal naive, AutoETS, AutoTheta, the weights in toto/checkpoints/toto-tiny and the run's export/. Results are
-   cached in --eval-dir per model, and per weights file (`toto-tiny@<sha256 prefix>`), so reruns only evaluate
-   what is new.
+   seasonal naive, AutoETS, AutoTheta, the current default embedded model (`--against`) and the run's export/,
+   each Toto model at the context it was trained with (the run's config; the shipped model's training_summary.json,
+   as the pipelines default to it). Results are cached in --eval-dir per model, and per weights file and context
+   (`toto-tiny@<sha256 prefix>-c<context>`), so reruns only evaluate what is new.
 2. Scores them as `boom leaderboard` does (MASE and CRPS over seasonal naive's, shifted geometric means) and
    writes the per-series table to <eval-dir>/validation_table.md.
-3. If the run's weights are better than the current ones on both aggregates (or --force), copies config.json and
-   model.safetensors into the package, writes training_summary.json beside them (data, steps, windows, wall time,
+3. If the run's weights are better than the current default on both aggregates (or --force), copies config.json
+   and model.safetensors into the package as toto/checkpoints/<--name> (a Toto 2.0 run ships beside toto-tiny as
+   toto2-tiny; making it the default is then the one-line change of `toto.model.checkpoint.DEFAULT_MODEL`), writes training_summary.json beside them (data, steps, windows, wall time,
    validation scores) and the loss curve to docs/embedded-model-loss.png. Otherwise it changes nothing.
 """
 
@@ -27,25 +29,33 @@ import pandas as pd
 import yaml
 
 from boom import leaderboard
-from toto.model.checkpoint import CONFIG_FILE, EMBEDDED_DIR, WEIGHTS_FILE
+from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH
+from toto.model.checkpoint import (
+    CONFIG_FILE,
+    DEFAULT_MODEL,
+    EMBEDDED_DIR,
+    WEIGHTS_FILE,
+    read_training_summary,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = ("seasonalnaive", "autoets", "autotheta")
 NAMES = {"seasonalnaive": "seasonal naive", "autoets": "AutoETS", "autotheta": "AutoTheta"}
 
 
-def weights_id(folder: Path) -> str:
-    """`<folder name>@<first 10 hex digits of the weights' sha256>`: a results folder per set of weights."""
+def weights_id(name: str, folder: Path, context_length: int) -> str:
+    """`<name>@<first 10 hex digits of the weights' sha256>-c<context>`: a results folder per weights and context."""
     digest = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()[:10]
-    return f"toto-tiny@{digest}"
+    return f"{name}@{digest}-c{context_length}"
 
 
-def boom_eval(model: str, data: Path, out: Path, checkpoint: Path | None = None, name: str | None = None) -> None:
+def boom_eval(model: str, data: Path, out: Path, checkpoint: Path | None = None, name: str | None = None,
+              context_length: int | None = None) -> None:
     """`boom eval` in a subprocess (it resumes: configurations already in the results file are skipped)."""
     command = [str(Path(sys.executable).with_name("boom")), "eval", "--model", model, "--data", str(data),
                "--out", str(out), "--no-progress"]
     if checkpoint is not None:
-        command += ["--checkpoint", str(checkpoint)]
+        command += ["--checkpoint", str(checkpoint), "--context-length", str(context_length)]
     if name is not None:
         command += ["--name", name]
     print("$", " ".join(command), flush=True)
@@ -86,24 +96,29 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "pretrain-tiny.yaml")
     parser.add_argument("--data", type=Path, default=REPO / "data" / "embedded" / "validation")
     parser.add_argument("--eval-dir", type=Path, default=REPO / "runs" / "validation-eval")
-    parser.add_argument("--name", default="toto-tiny")
+    parser.add_argument("--name", default=DEFAULT_MODEL, help="the embedded folder to ship into (toto/checkpoints/NAME)")
+    parser.add_argument("--against", default=DEFAULT_MODEL, help="the embedded model to beat (the current default)")
     parser.add_argument("--force", action="store_true", help="ship even if it does not beat the current weights")
     args = parser.parse_args()
 
-    target = EMBEDDED_DIR / args.name
+    target, against = EMBEDDED_DIR / args.name, EMBEDDED_DIR / args.against
     export = args.run / "export"
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (export / name).exists():
             raise SystemExit(f"{export / name} is missing: run `toto-train export {args.run}` first")
+    config = yaml.safe_load(args.config.read_text())
+    run_context = int(config["data"]["context_length"])
+    current_context = int(read_training_summary(against).get("context_length", DEFAULT_CONTEXT_LENGTH))
     for model in BASELINES:
         boom_eval(model, args.data, args.eval_dir)
-    current, candidate = weights_id(target), weights_id(export)
-    boom_eval("toto", args.data, args.eval_dir, checkpoint=target, name=current)
-    boom_eval("toto", args.data, args.eval_dir, checkpoint=export, name=candidate)
+    current = weights_id(args.against, against, current_context)
+    candidate = weights_id(args.name, export, run_context)
+    boom_eval("toto", args.data, args.eval_dir, checkpoint=against, name=current, context_length=current_context)
+    boom_eval("toto", args.data, args.eval_dir, checkpoint=export, name=candidate, context_length=run_context)
 
     models = [candidate, *([current] if current != candidate else []), *BASELINES]
     aggregate, per_series = scores(args.eval_dir, models)
-    labels = {candidate: f"**this run** ({candidate})", current: f"current toto-tiny ({current})", **NAMES}
+    labels = {candidate: f"**this run** ({candidate})", current: f"current default ({current})", **NAMES}
     table = markdown(aggregate, per_series, labels)
     (args.eval_dir / "validation_table.md").write_text(table)
     print(table)
@@ -118,7 +133,6 @@ def main() -> None:
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         shutil.copyfile(export / name, target / name)
     curve = pd.read_csv(args.run / "loss_curve.csv")
-    config = yaml.safe_load(args.config.read_text())
     data_summary = pd.read_csv(REPO / "data" / "embedded" / "summary.csv")
     train_rows = data_summary[data_summary["split"] == "train"]
     validation = curve.dropna(subset=["val_loss"])
@@ -135,7 +149,7 @@ def main() -> None:
         },
         "steps": int(curve["step"].max()),
         "windows_seen": int(curve["step"].max()) * int(config["data"]["batch_size"]),
-        "context_length": int(config["data"]["context_length"]),
+        "context_length": run_context,
         "wall_minutes": args.minutes,
         "final_train_loss": round(float(curve["train_loss"].dropna().tail(50).mean()), 4),
         "best_val_loss": round(float(validation["val_loss"].min()), 4),

@@ -23,8 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged
-from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH
 from toto.inference.streams import row_seeds
+from toto.model.checkpoint import DEFAULT_MODEL
 from toto.pipeline import ForecastPipeline
 from toto.tables import MIN_TIME_STEPS, InputError, Panel, Series, to_panel
 
@@ -33,9 +33,9 @@ ModelLike = str | Path | torch.nn.Module | ForecastPipeline
 
 
 def load_model(
-    checkpoint: str | Path = "toto-tiny", device: str | None = None, dtype: torch.dtype | None = None
+    checkpoint: str | Path = DEFAULT_MODEL, device: str | None = None, dtype: torch.dtype | None = None
 ) -> ForecastPipeline:
-    """A forecasting pipeline for the embedded "toto-tiny", a local folder or a Hugging Face hub id, of either
+    """A forecasting pipeline for the embedded default model, a local folder or a Hugging Face hub id, of either
     model family (Toto 1.0 or 2.0). The device defaults to the GPU when there is one."""
     return ForecastPipeline.from_pretrained(checkpoint, device=device, dtype=dtype)
 
@@ -43,10 +43,10 @@ def load_model(
 def forecast_panel(
     panel: Panel,
     prediction_length: int,
-    model: ModelLike = "toto-tiny",
+    model: ModelLike = DEFAULT_MODEL,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     num_samples: int | None = None,
-    context_length: int = DEFAULT_CONTEXT_LENGTH,
+    context_length: int | None = None,
     batch_size: int = 16,
     seed: int = 0,
     progress: bool = False,
@@ -61,8 +61,10 @@ def forecast_panel(
     to 0, 1, ...: a shard of a larger panel passes its series' positions in the whole), whatever the batching.
     `exogenous_columns` name variates of `panel` that are known-future covariates: `future` (a panel of the same
     series over the next `prediction_length` steps) gives their values there, and they are not forecast.
+    `context_length` (most recent steps read per series) defaults to the model's (`ForecastPipeline.context_length`).
     """
     pipeline = ForecastPipeline.of(model)
+    context_length = pipeline.context_length if context_length is None else context_length
     _check_settings(pipeline, prediction_length, quantiles, num_samples, context_length, batch_size)
     names = [str(float(q)) for q in sorted(set(quantiles))]  # column names as the user wrote the levels
     levels = sorted({float(q) for q in names} | {0.5})  # the median column is always there
@@ -96,14 +98,14 @@ def forecast_panel(
 def predict_df(
     df: pd.DataFrame,
     prediction_length: int,
-    model: ModelLike = "toto-tiny",
+    model: ModelLike = DEFAULT_MODEL,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     num_samples: int | None = None,
     timestamp_column: str | None = None,
     id_column: str | None = None,
     target_columns: Sequence[str] | None = None,
     freq: str | None = None,
-    context_length: int = DEFAULT_CONTEXT_LENGTH,
+    context_length: int | None = None,
     batch_size: int = 16,
     seed: int = 0,
     progress: bool = False,

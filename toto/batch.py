@@ -26,6 +26,7 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
+from toto.model.checkpoint import DEFAULT_MODEL
 from toto.tables import InputError, to_panel
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class BatchJob:
     input_path: Path
     output_dir: Path
     prediction_length: int
-    checkpoint: str = "toto-tiny"
+    checkpoint: str = DEFAULT_MODEL
     id_column: str = "id"
     timestamp_column: str | None = None
     target_columns: Sequence[str] | None = None

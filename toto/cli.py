@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -25,11 +24,11 @@ import pandas as pd
 import torch
 
 from toto import api
+from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH
 from toto.io import read_table, write_table
 from toto.model import checkpoint
 from toto.pipeline import DEFAULT_NUM_SAMPLES, ForecastPipeline
 
-TRAINING_SUMMARY = "training_summary.json"  # beside the weights; its status is "random-init" until trained
 SUMMARY_LINES = 5  # series-variates whose end-of-horizon forecast the summary prints
 # Decoding is autoregressive, one patch at a time: time and memory grow with the horizon. Longer horizons are
 # refused (docs/cli.md), and from LONG_HORIZON on the command says it will take a while.
@@ -310,8 +309,8 @@ def _number(value: float) -> str:
 def _random_weights_note(name: str) -> str | None:
     """The note of a checkpoint whose training_summary.json marks its weights as untrained ("random-init")."""
     try:
-        summary = json.loads((checkpoint.resolve(name, local_files_only=True) / TRAINING_SUMMARY).read_text())
-    except (OSError, ValueError):  # no such file (most checkpoints), or not JSON: nothing to warn about
+        summary = checkpoint.read_training_summary(checkpoint.resolve(name, local_files_only=True))
+    except OSError:  # not a local folder or embedded name: nothing to warn about
         return None
     if summary.get("status") != "random-init":
         return None
@@ -361,10 +360,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "-c",
         "--checkpoint",
-        default="toto-tiny",
+        default=checkpoint.DEFAULT_MODEL,
         metavar="CHECKPOINT",
-        help="model of either family, Toto 1.0 or 2.0: the embedded toto-tiny (default), a local folder or a"
-        " Hugging Face hub id (e.g. Datadog/Toto-2.0-22m)",
+        help=f"model of either family, Toto 1.0 or 2.0: an embedded model (default: {checkpoint.DEFAULT_MODEL}), a local"
+        " folder or a Hugging Face hub id (e.g. Datadog/Toto-2.0-22m)",
     )
     sub.add_argument(
         "--exogenous-columns",
@@ -404,9 +403,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--context-length",
         type=int,
-        default=api.DEFAULT_CONTEXT_LENGTH,
+        default=None,
         metavar="N",
-        help=f"most recent steps the model sees (default: {api.DEFAULT_CONTEXT_LENGTH})",
+        help="most recent steps the model sees (default: the context the model was trained with, 512 for toto-tiny, "
+        f"when its folder records it; else {DEFAULT_CONTEXT_LENGTH})",
     )
     sub.add_argument(
         "--batch-size", type=int, default=16, metavar="N", help="series forecast together (default: 16)"

@@ -34,7 +34,8 @@ import torch
 from torch import Tensor
 
 from toto.data.util.dataset import MaskedTimeseries
-from toto.inference.forecaster import TotoForecaster
+from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, TotoForecaster
+from toto.model.checkpoint import DEFAULT_MODEL, read_training_summary
 from toto.model.toto import Toto
 from toto.v2 import QUANTILE_KNOTS, Toto2Model
 from toto.v2 import checkpoint as checkpoint_v2
@@ -61,28 +62,33 @@ class ForecastPipeline(abc.ABC):
     family: ClassVar[str]
     samples: ClassVar[bool]  # whether the model forecasts by sampling paths
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, context_length: int = DEFAULT_CONTEXT_LENGTH) -> None:
+        """`context_length`: the history the entry points feed the model unless told otherwise."""
         self.model = model.eval()
+        self.context_length = context_length
 
     @staticmethod
     def from_pretrained(
-        name_or_path: str | Path = "toto-tiny", device: str | torch.device | None = None,
+        name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
         dtype: torch.dtype | None = None, **hub_kwargs: object,
     ) -> ForecastPipeline:
         """Load an embedded model name, a local folder or a Hub repo id of either family.
 
         `device` defaults to the GPU when there is one. `dtype=torch.bfloat16` runs the weights and matmuls in
-        bf16; scaling and outputs stay float32.
+        bf16; scaling and outputs stay float32. The pipeline's `context_length` is the context the model was
+        trained with when its folder records it (`training_summary.json`, as the embedded models do: a model
+        trained on 512 steps forecasts worse from 2048, whose later positions it never saw), else 2048.
         """
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         folder = checkpoint_v2.resolve(name_or_path, **hub_kwargs)
         config = checkpoint_v2.read_config(folder)
+        context_length = int(read_training_summary(folder).get("context_length", DEFAULT_CONTEXT_LENGTH))
         if isinstance(config, dict) and "d_model" in config:
             model: torch.nn.Module = Toto2Model.from_pretrained(folder, map_location=device)
-            pipeline: ForecastPipeline = Toto2Pipeline(model)
+            pipeline: ForecastPipeline = Toto2Pipeline(model, context_length=context_length)
         else:
             model = Toto.from_pretrained(folder, map_location=device)
-            pipeline = Toto1Pipeline(model)
+            pipeline = Toto1Pipeline(model, context_length=context_length)
         model.name_or_path = str(name_or_path)
         if dtype is not None:
             model.to(dtype)
@@ -198,12 +204,12 @@ class Toto2Pipeline(ForecastPipeline):
 
     def __init__(
         self, model: Toto2Model, decode_block_size: int | None = None, scaler_fallback_min_obs: int = 8,
-        quantile_real_cap_k: float = 1e4,
+        quantile_real_cap_k: float = 1e4, context_length: int = DEFAULT_CONTEXT_LENGTH,
     ) -> None:
         """The defaults are those of the official GluonTS wrapper (`Toto2GluonTSModelConfig`), which produced
         the published BOOM results: the whole horizon in one pass, leading patches with fewer than 8 observations
         scaled by the first 8, and quantiles clipped to the context's range widened by 10,000 scales."""
-        super().__init__(model)
+        super().__init__(model, context_length)
         self.decode_block_size = decode_block_size  # None: the whole horizon in one forward pass
         self.scaler_fallback_min_obs = scaler_fallback_min_obs
         self.quantile_real_cap_k = quantile_real_cap_k

@@ -21,8 +21,14 @@ from safetensors.torch import load_file, save_file
 log = logging.getLogger(__name__)
 
 EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+# The embedded model that every entry point (CLI, pandas API, service, batch forecasting) uses by default.
+DEFAULT_MODEL = "toto-tiny"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# Optional, beside the weights: how they were trained (written by tools/ship_embedded_model.py). Its "status" is
+# "random-init" for untrained weights, and its "context_length" is the context the model was trained with, which
+# the pipelines then default to.
+TRAINING_SUMMARY_FILE = "training_summary.json"
 PICKLE_WEIGHTS = ("pytorch_model.bin", "model.pt", "model.pth", "model.ckpt")
 
 # Toto 1.0 checkpoints store the SwiGLU MLP either fused (xformers) or as two plain linear layers.
@@ -123,6 +129,15 @@ def check_state_dict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor
                      strict: bool = True) -> None:
     """`validate_state_dict` against an existing module's own state dict."""
     validate_state_dict(state_dict, module.state_dict(), source, strict)
+
+
+def read_training_summary(folder: Path) -> dict:
+    """The folder's training_summary.json; {} when there is none (most checkpoints) or it is not a JSON object."""
+    try:
+        summary = json.loads((folder / TRAINING_SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
 
 
 def read_config(folder: Path) -> dict:
