@@ -176,9 +176,10 @@ def main() -> None:
         "standard deviations: 0.18 for 64 samples, 0.09 for 256, 0.25 for 32). bf16 rows: weights and matmuls in "
         "bfloat16, series, scaler and sampling in float32; their mean-forecast difference to toto-ts (float32) is "
         "bf16 rounding, and with the same seeded random numbers their sample means stay within the last column of "
-        "ours in float32. Our sampler draws each value's mixture component and then samples only that Student-T "
-        "(toto-ts samples every component), so the random numbers differ in order and kind; the sample-mean gap "
-        "column shows that the distribution is the same.",
+        "ours in float32. Our sampler draws each value's mixture component and then samples only that Student-T, "
+        "from three uniforms of the (series, path)'s counter-based stream (toto-ts samples every component from "
+        "torch's global generator), so the random numbers differ in order and kind; the sample-mean gap column "
+        "shows that the distribution is the same.",
     ]))
     print(markdown_table(headers, rows))
 
