@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-container bento image serve embedded-data pretrain-tiny eval-embedded lint clean
+.PHONY: venv demo test test-container bento image serve embedded-data pretrain-tiny pretrain-tiny-v2 eval-embedded lint clean
 
 venv: $(STAMP)
 
@@ -58,6 +58,14 @@ pretrain-tiny: embedded-data
 	OMP_NUM_THREADS=$(TRAIN_THREADS) MKL_NUM_THREADS=$(TRAIN_THREADS) \
 		$(VENV)/bin/toto-train fit --config configs/pretrain-tiny.yaml && \
 	$(PY) tools/ship_embedded_model.py runs/pretrain-tiny --minutes $$(( ($$(date +%s) - start) / 60 ))
+
+# The Toto 2.0 candidate (configs/pretrain-tiny-v2.yaml, two threads by default): shipped as toto2-tiny only if it
+# beats the current default on validation (docs/embedded-model.md).
+pretrain-tiny-v2: embedded-data
+	start=$$(date +%s); \
+	OMP_NUM_THREADS=$(or $(TRAIN_THREADS_V2),2) $(VENV)/bin/toto-train fit --config configs/pretrain-tiny-v2.yaml && \
+	$(PY) tools/ship_embedded_model.py runs/pretrain-tiny-v2 --config configs/pretrain-tiny-v2.yaml --name toto2-tiny \
+		--minutes $$(( ($$(date +%s) - start) / 60 ))
 
 # Zero-shot scores of the embedded model on the validation series, next to seasonal naive, AutoETS and AutoTheta.
 EVAL_DIR := runs/eval-embedded
