@@ -43,10 +43,7 @@ from ..model.distribution import (
     UNIFORMS_PER_VALUE,
     AffineTransformed,
     disc_point,
-    distribution_mean,
-    select_component,
     student_t_from_polar,
-    student_t_parameters,
 )
 from ..model.kv_cache import KVCache, SharedPrefixKVCache
 from ..model.toto import Toto
@@ -266,7 +263,8 @@ class TotoForecaster:
             _check_cancelled(cancel)
             # The last patch is only computed as far as the horizon reaches.
             width = min(patch, horizon - step * patch)
-            normalised = self._draw(model.head(hidden, width), paths if step == 0 else 1, sample, streams)
+            normalised = self._draw(model.output_distribution, model.head_projections(hidden, width),
+                                    paths if step == 0 else 1, sample, streams)
             values = _replace_non_finite(normalised * scale[..., :width] + loc[..., :width])
             if exogenous is not None:
                 values[:, -context.num_exogenous:] = exogenous[:, :, step * patch : step * patch + width]
@@ -282,26 +280,23 @@ class TotoForecaster:
                                           context.num_exogenous)[:, :, -1:]
         return torch.cat(generated, dim=-1)
 
-    def _draw(self, distribution: Distribution, draws_per_row: int, sample: bool,
+    def _draw(self, head: torch.nn.Module, raw: Tensor, draws_per_row: int, sample: bool,
               streams: PathStreams | None) -> Tensor:
-        """The next values in normalised space, float32, `draws_per_row` per row, rows ordered (draw, row).
+        """The next values in normalised space, float32, `draws_per_row` per row, rows ordered (draw, row), from
+        the output head's projections `raw` (rows, variates, width, 4K).
 
-        The mean; or a draw of each value's mixture component followed by a sample of that Student-T only, from
-        the global random state or from each (series, path)'s own stream.
+        The mean; or a draw of each value's mixture component followed by a sample of that Student-T only (only
+        the drawn component's parameters are mapped), from the global random state or from each (series, path)'s
+        own stream.
         """
         if not sample:
-            return distribution_mean(distribution).repeat(draws_per_row, 1, 1)
-        probs, df, loc, scale = student_t_parameters(distribution)
-        shape = (draws_per_row, *df.shape[:3])  # (draws, rows, variates, width)
-        if probs is not None:
-            probs, df, loc, scale = (t.expand(draws_per_row, *t.shape) for t in (probs, df, loc, scale))
-        else:
-            df, loc, scale = (t.expand(draws_per_row, *t.shape) for t in (df, loc, scale))
+            return head.mean_from_projected(raw).repeat(draws_per_row, 1, 1)
+        shape = (draws_per_row, *raw.shape[:3])  # (draws, rows, variates, width)
         if streams is None:
-            numbers = torch.rand(*shape, UNIFORMS_PER_VALUE, device=df.device)
+            numbers = torch.rand(*shape, UNIFORMS_PER_VALUE, device=raw.device)
         else:
             numbers = streams.uniforms(math.prod(shape[2:]) * UNIFORMS_PER_VALUE).view(*shape, UNIFORMS_PER_VALUE)
-        df, loc, scale = select_component(probs, df, loc, scale, numbers[..., 0])
+        df, loc, scale = head.drawn_component(raw.expand(draws_per_row, *raw.shape), numbers[..., 0])
         standard = student_t_from_polar(*disc_point(numbers[..., 1:]), df)
         return (loc + scale * standard).reshape(-1, *shape[2:])
 

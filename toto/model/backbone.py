@@ -140,9 +140,6 @@ class TotoBackbone(torch.nn.Module):
         `num_positions` keeps only the first positions of each next patch: the unembedding's output features are
         laid out (position, embed), so a prefix of its rows computes just those (the last patch of a forecast
         often needs only part of its values).
-
-        Without gradients (inference) the unembedding and the distribution's projections, both linear, run as
-        one linear map composed once (`fused_head`): P * 4K outputs per patch instead of P * embed_dim.
         """
         if torch.is_grad_enabled():
             weight, bias = self.unembed.weight, self.unembed.bias
@@ -150,12 +147,20 @@ class TotoBackbone(torch.nn.Module):
                 weight, bias = weight[: num_positions * self.embed_dim], bias[: num_positions * self.embed_dim]
             flat = rearrange(F.linear(hidden, weight, bias), "b v n (p d) -> b v (n p) d", d=self.embed_dim)
             return self.output_distribution(flat)
+        return self.output_distribution.from_projected(self.head_projections(hidden, num_positions))
+
+    def head_projections(self, hidden: Tensor, num_positions: int | None = None) -> Tensor:
+        """Without gradients: the output distribution's projections, (batch, variate, patch*P, 4K) for a mixture of
+        K (what `output_distribution.from_projected`, `mean_from_projected` and `drawn_component` read).
+
+        The unembedding and the distribution's projections, both linear, run as one linear map composed once
+        (`fused_head`): P * 4K outputs per patch instead of P * embed_dim.
+        """
         weight, bias = self.fused_head()
         per_position = weight.shape[0] // self.patch_size
         if num_positions is not None:
             weight, bias = weight[: num_positions * per_position], bias[: num_positions * per_position]
-        raw = rearrange(F.linear(hidden, weight, bias), "b v n (p j) -> b v (n p) j", j=per_position)
-        return self.output_distribution.from_projected(raw)
+        return rearrange(F.linear(hidden, weight, bias), "b v n (p j) -> b v (n p) j", j=per_position)
 
     @torch.no_grad()
     def fused_head(self) -> tuple[Tensor, Tensor]:

@@ -21,7 +21,19 @@ from torch.distributions import (
 )
 
 
+def student_t_df(raw: Tensor) -> Tensor:
+    return 2.0 + F.softplus(raw).clamp_min(torch.finfo(raw.dtype).eps)
+
+
+def student_t_scale(raw: Tensor) -> Tensor:
+    return F.softplus(raw).clamp_min(torch.finfo(raw.dtype).eps)
+
+
 class MixtureOfStudentTsOutput(torch.nn.Module):
+    """A mixture of k Student-T. Besides the torch distribution (training, `forward`), it gives the two things a
+    forecast needs straight from the projections, in float32: the mean, and the parameters of one drawn component
+    per value (`drawn_component`), which maps only that component's df and scale instead of all k."""
+
     def __init__(self, embed_dim: int, k_components: int) -> None:
         super().__init__()
         self.k_components = k_components
@@ -41,11 +53,23 @@ class MixtureOfStudentTsOutput(torch.nn.Module):
     def from_projected(self, raw: Tensor) -> Distribution:
         """The distribution from the projections' outputs concatenated, (..., 4 * k_components)."""
         df, loc, scale, logits = raw.split(self.k_components, dim=-1)
-        eps = torch.finfo(raw.dtype).eps
-        components = StudentT(2.0 + F.softplus(df).clamp_min(eps), loc, F.softplus(scale).clamp_min(eps),
-                              validate_args=False)
+        components = StudentT(student_t_df(df), loc, student_t_scale(scale), validate_args=False)
         probs = F.softmax(logits, dim=-1)
         return MixtureSameFamily(Categorical(probs=probs, validate_args=False), components, validate_args=False)
+
+    def mean_from_projected(self, raw: Tensor) -> Tensor:
+        """(..., 4k) -> (...) float32: the weighted component locations (df > 2, so every component has a mean)."""
+        _, loc, _, logits = raw.float().split(self.k_components, dim=-1)
+        return (F.softmax(logits, dim=-1) * loc).sum(-1)
+
+    def drawn_component(self, raw: Tensor, uniform: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(df, loc, scale), float32, of the component that each uniform in [0, 1) draws (inverse CDF of the
+        weights; unnormalised exp(logits - max), which selects as the softmax does)."""
+        df, loc, scale, logits = raw.float().split(self.k_components, dim=-1)
+        weights = (logits - logits.amax(-1, keepdim=True)).exp()
+        index = pick_component(weights, uniform)[..., None]
+        df, loc, scale = (t.gather(-1, index).squeeze(-1) for t in (df, loc, scale))
+        return student_t_df(df), loc, student_t_scale(scale)
 
 
 class StudentTOutput(torch.nn.Module):
@@ -63,9 +87,15 @@ class StudentTOutput(torch.nn.Module):
 
     def from_projected(self, raw: Tensor) -> Distribution:
         df, loc, scale = raw.unbind(-1)
-        eps = torch.finfo(raw.dtype).eps
-        return StudentT(2.0 + F.softplus(df).clamp_min(eps), loc, F.softplus(scale).clamp_min(eps),
-                        validate_args=False)
+        return StudentT(student_t_df(df), loc, student_t_scale(scale), validate_args=False)
+
+    def mean_from_projected(self, raw: Tensor) -> Tensor:
+        return raw[..., 1].float()
+
+    def drawn_component(self, raw: Tensor, uniform: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(df, loc, scale) in float32; there is one component, so `uniform` is not used."""
+        df, loc, scale = raw.float().unbind(-1)
+        return student_t_df(df), loc, student_t_scale(scale)
 
 
 class AffineTransformed(TransformedDistribution):
@@ -85,34 +115,11 @@ class AffineTransformed(TransformedDistribution):
         return self.base_dist.variance * self.scale**2
 
 
-def student_t_parameters(dist: Distribution) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
-    """(mixture weights or None, df, loc, scale) of a Student-T (mixture) head, in float32 whatever the weights."""
-    if isinstance(dist, MixtureSameFamily):
-        components = dist.component_distribution
-        return (dist.mixture_distribution.probs.float(), components.df.float(), components.loc.float(),
-                components.scale.float())
-    return None, dist.df.float(), dist.loc.float(), dist.scale.float()
-
-
-def distribution_mean(dist: Distribution) -> Tensor:
-    """The mean in float32: the weighted component locations (df > 2, so every component has a mean)."""
-    probs, _, loc, _ = student_t_parameters(dist)
-    return loc if probs is None else (probs * loc).sum(-1)
-
-
 def pick_component(probs: Tensor, uniform: Tensor) -> Tensor:
-    """Index of the mixture component each uniform in [0, 1) selects (inverse CDF of the weights)."""
+    """Index of the mixture component each uniform in [0, 1) selects (inverse CDF of the weights, which need not
+    sum to 1)."""
     cumulative = probs.cumsum(-1)
     return (cumulative < uniform[..., None] * cumulative[..., -1:]).sum(-1).clamp_max(probs.shape[-1] - 1)
-
-
-def select_component(probs: Tensor | None, df: Tensor, loc: Tensor, scale: Tensor,
-                     uniform: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-    """The drawn component's (df, loc, scale): only that Student-T is sampled afterwards."""
-    if probs is None:
-        return df, loc, scale
-    index = pick_component(probs, uniform)[..., None]
-    return tuple(t.gather(-1, index).squeeze(-1) for t in (df, loc, scale))
 
 
 # Uniforms per sampled value: one picks the mixture component, two give a point of the unit disc.
