@@ -196,7 +196,7 @@ class TotoForecaster:
         chunks = []
         for start in range(0, num_samples, plan.paths_per_chunk):
             paths = min(plan.paths_per_chunk, num_samples - start)
-            streams = None if seeds is None else PathStreams(seeds, start, paths)
+            streams = None if seeds is None else PathStreams(seeds, start, paths, device=series.device)
             values = self._decode(context, paths, prediction_length, streams, cancel, sample=True)
             chunks.append(rearrange(values, "(s b) v t -> b v t s", s=paths))
         samples = torch.cat(chunks, dim=-1) if len(chunks) > 1 else chunks[0]
