@@ -65,10 +65,6 @@ class PathStreams:
         self.keys = torch.stack([key0, mix32(key0 ^ _GOLDEN32)], dim=-1)  # (rows, 2)
         self.drawn = 0  # every stream has handed out this many numbers
 
-    @property
-    def rows(self) -> int:
-        return self.keys.shape[0]
-
     def uniforms(self, per_row: int) -> Tensor:
         """(rows, per_row) float32 uniforms in [0, 1): the next `per_row` numbers of every stream."""
         counter = torch.arange(self.drawn, self.drawn + per_row, dtype=torch.int64, device=self.keys.device)
