@@ -61,9 +61,10 @@ pretrain-tiny: embedded-data
 
 # The Toto 2.0 candidate (configs/pretrain-tiny-v2.yaml, two threads by default): shipped as toto2-tiny only if it
 # beats the current default on validation (docs/embedded-model.md).
+TRAIN_THREADS_V2 ?= 2
 pretrain-tiny-v2: embedded-data
 	start=$$(date +%s); \
-	OMP_NUM_THREADS=$(or $(TRAIN_THREADS_V2),2) $(VENV)/bin/toto-train fit --config configs/pretrain-tiny-v2.yaml && \
+	OMP_NUM_THREADS=$(TRAIN_THREADS_V2) $(VENV)/bin/toto-train fit --config configs/pretrain-tiny-v2.yaml && \
 	$(PY) tools/ship_embedded_model.py runs/pretrain-tiny-v2 --config configs/pretrain-tiny-v2.yaml --name toto2-tiny \
 		--minutes $$(( ($$(date +%s) - start) / 60 ))
 

@@ -19,19 +19,18 @@ import argparse
 import asyncio
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import matplotlib
 import numpy as np
-import psutil
 from statsmodels.datasets import co2
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script, still import benchmarks.report
 from benchmarks.report import command_line, markdown_table, write_section  # noqa: E402
+from benchmarks.sampling import PeakMemory  # noqa: E402
 from serve.local import local_server  # noqa: E402
 
 matplotlib.use("Agg")
@@ -40,35 +39,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 CLIENTS = (1, 8, 32)
 GOAL = 4.0
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "serve_benchmark.png"
-
-
-class PeakMemory:
-    """Largest summed RSS of a process and its descendants, sampled in a background thread."""
-
-    def __init__(self, pid: int, every_s: float = 0.1) -> None:
-        self.root, self.every_s, self.peak = psutil.Process(pid), every_s, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            processes = [self.root, *self.root.children(recursive=True)]
-            rss = 0
-            for process in processes:
-                try:
-                    rss += process.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
-            self.peak = max(self.peak, rss)
-            self._stop.wait(self.every_s)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def make_request(series: np.ndarray, client: int, args: argparse.Namespace) -> dict:

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -28,43 +27,32 @@ import numpy as np
 from statsmodels.datasets import co2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script, still import benchmarks.*
-from benchmarks.bench_serve import PeakMemory  # noqa: E402
 from benchmarks.report import command_line, markdown_table, write_section  # noqa: E402
+from benchmarks.sampling import PeakMemory, PeriodicSampler  # noqa: E402
 from serve.local import local_server  # noqa: E402
 from serve.settings import ServeSettings  # noqa: E402
 
 RSS_GOAL_BYTES = 8 * 10**9
 
 
-class ReadyProbe:
-    """GET /readyz every `every_s` seconds in a background thread: failures and the slowest answer."""
+class ReadyProbe(PeriodicSampler):
+    """GET /readyz every `every_s` seconds: failures and the slowest answer."""
 
     def __init__(self, url: str, every_s: float = 0.5) -> None:
-        self.url, self.every_s = url, every_s
+        super().__init__(every_s)
+        self.url = url
         self.probes = self.failures = 0
         self.slowest_s = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._probe, daemon=True)
 
-    def _probe(self) -> None:
-        while not self._stop.is_set():
-            start = time.perf_counter()
-            try:
-                healthy = httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200
-            except httpx.TransportError:
-                healthy = False
-            self.probes += 1
-            self.failures += not healthy
-            self.slowest_s = max(self.slowest_s, time.perf_counter() - start)
-            self._stop.wait(self.every_s)
-
-    def __enter__(self) -> ReadyProbe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        start = time.perf_counter()
+        try:
+            healthy = httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200
+        except httpx.TransportError:
+            healthy = False
+        self.probes += 1
+        self.failures += not healthy
+        self.slowest_s = max(self.slowest_s, time.perf_counter() - start)
 
 
 def series(values: np.ndarray, variates: int, length: int, offset: int = 0) -> dict:

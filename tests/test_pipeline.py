@@ -69,6 +69,8 @@ def test_the_default_context_is_the_one_the_model_was_trained_with(table, tmp_pa
     whole = predict_df(table, 24, model=pipeline, id_column="host", target_columns=["cpu"], context_length=400)
     pd.testing.assert_frame_equal(default, cropped)
     assert not np.allclose(default["median"], whole["median"])
+    assert TotoPredictor(folder, 24).context_length == 96 and TotoPredictor(V2, 24).context_length == 2048
+    assert TotoPredictor(pipeline, 24, context_length=400).context_length == 400
     assert ForecastPipeline.from_pretrained("toto-tiny", device="cpu").context_length == 512
 
 

@@ -29,14 +29,8 @@ import pandas as pd
 import yaml
 
 from boom import leaderboard
-from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH
-from toto.model.checkpoint import (
-    CONFIG_FILE,
-    DEFAULT_MODEL,
-    EMBEDDED_DIR,
-    WEIGHTS_FILE,
-    read_training_summary,
-)
+from toto.model.checkpoint import CONFIG_FILE, DEFAULT_MODEL, EMBEDDED_DIR, WEIGHTS_FILE
+from toto.pipeline import trained_context_length
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = ("seasonalnaive", "autoets", "autotheta")
@@ -108,7 +102,7 @@ def main() -> None:
             raise SystemExit(f"{export / name} is missing: run `toto-train export {args.run}` first")
     config = yaml.safe_load(args.config.read_text())
     run_context = int(config["data"]["context_length"])
-    current_context = int(read_training_summary(against).get("context_length", DEFAULT_CONTEXT_LENGTH))
+    current_context = trained_context_length(against)
     for model in BASELINES:
         boom_eval(model, args.data, args.eval_dir)
     current = weights_id(args.against, against, current_context)

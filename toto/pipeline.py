@@ -82,7 +82,7 @@ class ForecastPipeline(abc.ABC):
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         folder = checkpoint_v2.resolve(name_or_path, **hub_kwargs)
         config = checkpoint_v2.read_config(folder)
-        context_length = int(read_training_summary(folder).get("context_length", DEFAULT_CONTEXT_LENGTH))
+        context_length = trained_context_length(folder)
         if isinstance(config, dict) and "d_model" in config:
             model: torch.nn.Module = Toto2Model.from_pretrained(folder, map_location=device)
             pipeline: ForecastPipeline = Toto2Pipeline(model, context_length=context_length)
@@ -253,6 +253,12 @@ class Toto2Pipeline(ForecastPipeline):
                 "known_dynamic_series_ids": series_ids[:, targets:],
             }
         return model_inputs
+
+
+def trained_context_length(folder: Path) -> int:
+    """The context a checkpoint folder says its model was trained with (`training_summary.json`), else 2048: the
+    history every entry point feeds the model unless told otherwise."""
+    return int(read_training_summary(folder).get("context_length", DEFAULT_CONTEXT_LENGTH))
 
 
 def forward_fill(values: Tensor, observed: Tensor) -> Tensor:

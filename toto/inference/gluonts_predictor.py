@@ -80,7 +80,9 @@ class TotoPredictor(Predictor):
     Args:
         model_or_checkpoint: a `Toto` or `Toto2Model`, a `ForecastPipeline`, or a checkpoint of either family.
         prediction_length: steps to forecast after each entry's target.
-        context_length: most recent steps of history fed to the model (Toto 1.0 used 2048 on BOOM).
+        context_length: most recent steps of history fed to the model (Toto 1.0 used 2048 on BOOM). None: the
+            pipeline's (`ForecastPipeline.context_length`: the context a checkpoint was trained with, when its
+            folder records it), 2048 for a loaded Toto 1.0 model.
         num_samples: samples drawn per forecast; quantiles and sample-based metrics come from them. None makes
             mean forecasts (one "sample", the decoded mean), as Toto 1.0's `predict()` without num_samples.
         samples_per_batch: sample paths decoded together; lower it to save memory (None: the forecaster's
@@ -100,7 +102,7 @@ class TotoPredictor(Predictor):
         self,
         model_or_checkpoint: Toto | str | Path,
         prediction_length: int,
-        context_length: int = DEFAULT_CONTEXT_LENGTH,
+        context_length: int | None = None,
         num_samples: int | None = 256,
         samples_per_batch: int | None = None,
         batch_size: int = 16,
@@ -110,7 +112,8 @@ class TotoPredictor(Predictor):
         quantile_levels: Sequence[float] | None = None,
     ) -> None:
         super().__init__(prediction_length=prediction_length)
-        if context_length < 1 or (num_samples is not None and num_samples < 1) or batch_size < 1:
+        if (context_length is not None and context_length < 1) or (num_samples is not None and num_samples < 1) \
+                or batch_size < 1:
             raise ValueError("context_length, num_samples and batch_size must be positive integers.")
         from toto.pipeline import ForecastPipeline  # imported here: the pipeline module imports this package
 
@@ -129,6 +132,8 @@ class TotoPredictor(Predictor):
         else:
             self.forecaster = TotoForecaster(self.model.model)
         self.quantile_levels = quantile_levels  # a quantile model's forecast keys (default: its knots)
+        if context_length is None:
+            context_length = DEFAULT_CONTEXT_LENGTH if self.pipeline is None else self.pipeline.context_length
         self.context_length = context_length
         if self.forecaster is not None:
             self.num_samples = num_samples
