@@ -55,6 +55,8 @@ def test_pretrain_tiny_mixes_synthetic_and_real_series(tmp_path):
                              "eps: 1.0e-07", "weight_decay: 0.01", "- 0.999"]),
         (["finetune-exogenous.yaml"], ["use_variate_labels: true", "- deploys"]),
         (["pretrain-tiny.yaml"], ["embed_dim: 128", "class_path: train.sources.SyntheticSource"]),
+        (["pretrain-tiny-v2-stage2.yaml"],
+         ["pretrained: runs/pretrain-tiny-v2/export", "class_path: train.sources.RepeatingProfileSource"]),
         (["pretrain-base.yaml", "strategy/ddp.yaml"], ["embed_dim: 768", "strategy: ddp", "precision: bf16-mixed"]),
         (["pretrain-base.yaml", "strategy/fsdp.yaml"],
          ["FSDPStrategy", "- toto.model.transformer.TransformerLayer", "state_dict_type: full", "bf16-mixed"]),

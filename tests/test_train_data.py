@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from train_fixtures import co2_frame, write_co2_csv  # noqa: F401
 
 from train.datamodule import TotoDataModule
-from train.sources import DataSourceError, HFDatasetSource, SyntheticSource, TableSource
+from train.sources import DataSourceError, HFDatasetSource, RepeatingProfileSource, SyntheticSource, TableSource
 from train.synthetic import SyntheticSeriesGenerator
 from train.windows import collate_windows
 
@@ -93,6 +93,29 @@ def test_synthetic_series_are_reproducible_and_varied():
     kurtosis = [pd.Series(d).kurt() for d in diffs]
     assert max(kurtosis) > 20  # heavy tails / spikes
 
+
+
+def test_repeating_profiles_repeat_their_cycle_almost_exactly():
+    source = RepeatingProfileSource(num_series=60, length=1200, max_variates=3, seed=0)
+    records = source.load()
+    np.testing.assert_array_equal(records[5].target, RepeatingProfileSource(60, 1200, 3, seed=0).load()[5].target)
+    assert {r.target.shape[0] for r in records} == {1, 2, 3}
+    assert all(np.isfinite(r.target).all() and r.target.shape[1] == 1200 for r in records)
+
+    def best_seasonal_naive_ratio(values: np.ndarray, max_lag: int = 400) -> float:
+        """Error of repeating the value `lag` steps back, over that of repeating the last value 1..lag steps ahead
+        (the naive forecast over the same horizon), at the best lag of 2..max_lag."""
+        lag_errors = np.array([np.abs(values[lag:] - values[:-lag]).mean() for lag in range(1, max_lag + 1)])
+        naive_errors = np.cumsum(lag_errors) / np.arange(1, max_lag + 1)
+        return float((lag_errors / naive_errors)[1:].min())
+
+    ratios = np.array([best_seasonal_naive_ratio(r.target[0].astype(float)) for r in records])
+    # Repeating the cycle beats repeating the last value by far on most series. Series without a cycle do not:
+    # white noise gives about 1 at every lag, a random walk more than 1.
+    assert np.median(ratios) < 0.3
+    assert np.mean(ratios < 0.5) > 0.75
+    walk = np.cumsum(np.random.default_rng(0).normal(size=1200))
+    assert best_seasonal_naive_ratio(walk) > 0.6
 
 def _ramp_module(length: int = 400, **kwargs) -> TotoDataModule:
     """One series whose value is its time index, so windows reveal where they were cut."""

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from toto.tables import InputError, Panel, long_to_wide, to_panel
-from train.synthetic import SyntheticSeriesGenerator
+from train.synthetic import RepeatingProfileGenerator, SyntheticSeriesGenerator
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,20 @@ class SyntheticSource(SeriesSource):
 
     def load(self) -> list[SeriesRecord]:
         return [SeriesRecord(f"synthetic/{i}", self.generator.series(i)) for i in range(self.num_series)]
+
+
+class RepeatingProfileSource(SeriesSource):
+    """Synthetic series that repeat a cycle almost exactly (see `train.synthetic.RepeatingProfileGenerator`)."""
+
+    def __init__(
+        self, num_series: int = 1000, length: int = 2176, max_variates: int = 3, seed: int = 0, weight: float = 1.0
+    ) -> None:
+        super().__init__(weight)
+        self.num_series = num_series
+        self.generator = RepeatingProfileGenerator(length=length, max_variates=max_variates, seed=seed)
+
+    def load(self) -> list[SeriesRecord]:
+        return [SeriesRecord(f"profile/{i}", self.generator.series(i)) for i in range(self.num_series)]
 
 
 def _expand_paths(path: str, suffixes: tuple[str, ...]) -> list[Path]:

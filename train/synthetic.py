@@ -1,8 +1,10 @@
-"""Synthetic series for pretraining: observability-style metrics, KernelSynth GP draws and TSMixup mixtures.
+"""Synthetic series for pretraining: observability-style metrics, repeating profiles, KernelSynth GP draws and
+TSMixup mixtures.
 
-`SyntheticSeriesGenerator` (below) makes series that look like observability metrics.
-`KernelSynthGenerator` and `TSMixupGenerator` (at the end) follow Chronos (Ansari et al. 2024); the embedded
-model's data export (tools/prepare_embedded_data.py) writes their series as tables.
+`SyntheticSeriesGenerator` (below) makes series that look like observability metrics, and
+`RepeatingProfileGenerator` series that repeat one cycle almost exactly. `KernelSynthGenerator` and
+`TSMixupGenerator` (at the end) follow Chronos (Ansari et al. 2024); the embedded model's data export
+(tools/prepare_embedded_data.py) writes their series as tables.
 
 Each series is a group of 1..max_variates variates sharing a latent signal (trend + several seasonalities + level
 shifts + random walk), each variate loading it with its own gain and adding its own noise (Gaussian, Laplace or
@@ -142,6 +144,68 @@ class SyntheticSeriesGenerator:
         x = _as_metric_kind(rng, np.stack(variates))
         x = x * 10 ** rng.uniform(-2, 5) + rng.choice([0.0, rng.normal(0, 10 ** rng.uniform(0, 4))])
         return _knock_out_gaps(rng, x, self.missing_fraction).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Repeating profiles: climatologies, daily load curves, seasonal production. Their next cycle is almost their last
+# one, so seasonal naive is nearly exact on them; noisy metrics rarely teach a model that (there the best forecast
+# is a smoothed cycle), and a model that has not learnt to copy cycles loses to seasonal naive by far on such series.
+PROFILE_PERIODS = (24, 48, 96, 144, 288, 168, 336, 7, 12, 52, 4, 60)
+
+
+def _profile(rng: np.random.Generator, period: int) -> np.ndarray:
+    """One cycle of `period` steps, standardised: a few harmonics, a plateau shape or a closed random walk."""
+    phase = np.arange(period) / period
+    kind = rng.choice(["harmonics", "harmonics", "plateaus", "walk"])
+    if kind == "harmonics":
+        harmonics = np.arange(1, int(rng.integers(1, max(2, min(8, period // 2)) + 1)) + 1)
+        weights = rng.normal(0, 1, (2, len(harmonics))) / harmonics ** rng.uniform(0.5, 2.0)
+        angles = 2 * np.pi * np.outer(phase, harmonics)
+        cycle = np.cos(angles) @ weights[0] + np.sin(angles) @ weights[1]
+    elif kind == "plateaus":  # business hours, shifts, opening times: levels joined by short ramps
+        edges = np.sort(rng.uniform(0, 1, int(rng.integers(2, 6))))
+        cycle = rng.normal(0, 1, len(edges) + 1)[np.searchsorted(edges, phase)]
+        cycle = np.mean([np.roll(cycle, shift) for shift in range(max(1, period // 24))], axis=0)
+    else:  # an irregular shape: a random walk closed into a loop
+        walk = np.cumsum(rng.normal(0, 1, period))
+        cycle = walk - phase * (walk[-1] - walk[0])
+    spread = cycle.std()
+    return (cycle - cycle.mean()) / (spread if spread > 0 else 1.0)
+
+
+class RepeatingProfileGenerator:
+    """Deterministic series that repeat a cycle almost exactly: `series(i)` is a (variates, length) float32 array.
+
+    The cycle morphs slowly from one profile to another, rides on a slow level (trend plus a long wave), may carry a
+    day-of-week effect when it is a daily cycle of sub-daily data, and gets little noise (0.1% to 30% of the
+    cycle's spread). Variates of a group share the cycle with their own gain, offset and noise, like the stations
+    of one weather network.
+    """
+
+    def __init__(self, length: int = 2176, max_variates: int = 3, seed: int = 0) -> None:
+        self.length = length
+        self.max_variates = max_variates
+        self.seed = seed
+
+    def series(self, index: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, index, 3])
+        t = np.arange(self.length, dtype=np.float64)
+        period = int(rng.choice(PROFILE_PERIODS)) if rng.random() < 0.75 else int(rng.integers(3, 400))
+        position = (t + rng.integers(0, period)).astype(np.int64)
+        morph = np.linspace(0.0, rng.uniform(0.0, 1.0), self.length)
+        cycle = (1 - morph) * _profile(rng, period)[position % period] + morph * _profile(rng, period)[position % period]
+        if period in (24, 48, 96, 144, 288) and rng.random() < 0.3:  # weekdays and weekends differ
+            cycle = cycle * (1 + rng.normal(0, 0.25, 7)[(position // period) % 7])
+        wave = np.sin(2 * np.pi * t / rng.uniform(self.length / 2, 4 * self.length) + rng.uniform(0, 2 * np.pi))
+        level = rng.normal(0, 1) * t / self.length + rng.exponential(1.0) * wave
+        amplitude = 1 + rng.uniform(0, 0.3) * np.sin(2 * np.pi * t / rng.uniform(self.length / 2, 4 * self.length))
+        shared = level + amplitude * cycle
+        variates = []
+        for _ in range(int(rng.integers(1, self.max_variates + 1))):
+            noise = 10 ** rng.uniform(-3, -0.5) * rng.standard_normal(self.length)
+            variates.append(rng.uniform(0.5, 1.5) * shared + rng.normal(0, 1) + noise)
+        x = np.stack(variates) * 10 ** rng.uniform(-2, 4) + rng.normal(0, 10 ** rng.uniform(0, 3))
+        return x.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------------------
