@@ -11,7 +11,13 @@ from torch.utils.data import DataLoader
 from train_fixtures import co2_frame, write_co2_csv  # noqa: F401
 
 from train.datamodule import TotoDataModule
-from train.sources import DataSourceError, HFDatasetSource, RepeatingProfileSource, SyntheticSource, TableSource
+from train.sources import (
+    DataSourceError,
+    HFDatasetSource,
+    RepeatingProfileSource,
+    SyntheticSource,
+    TableSource,
+)
 from train.synthetic import SyntheticSeriesGenerator
 from train.windows import collate_windows
 
