@@ -1,4 +1,4 @@
-"""Throughput and latency of the forecasting service, with BentoML adaptive batching on and off.
+"""Throughput and latency of the forecasting service, with batching on and off.
 
     .venv/bin/python benchmarks/bench_serve.py            # full run (the lead reruns it on a quiet machine)
     .venv/bin/python benchmarks/bench_serve.py --quick    # smoke run

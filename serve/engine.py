@@ -1,6 +1,6 @@
 """Turn a batch of series tasks into as few forward passes as possible, and the forecasts into JSON bodies.
 
-Adaptive batching hands `forecast` the series of every request that arrived together. Tasks that share a width and
+The batcher (`serve.batching`) hands `forecast` the series of every request queued together. Tasks that share a width and
 decoding settings (variates, exogenous variables, horizon, samples) run as one `TotoForecaster.forecast` call, with
 shorter contexts left-padded with NaN. Each task keeps its own random stream (one seed per batch row), and the
 forecaster is invariant to left-padding, so a series gets the same numbers whether it is served alone or merged
@@ -20,11 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
-from serve.checks import Problem, find_problems
+from serve.checks import Problem
 from serve.schemas import STRICT, ForecastRequest, QuantileLevel, SeriesForecast, SeriesInput, VariateForecast
-from serve.settings import get_settings
 from toto.api import load_model
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged
 from toto.inference.forecaster import Cancellation, Forecast, TotoForecaster
@@ -34,19 +33,15 @@ from toto.pipeline import ForecastPipeline
 
 log = logging.getLogger(__name__)
 
-# Bytes one value of an answer costs until it is sent: a Python float in a list (32 B) held twice (the list made
-# from the tensor, and the copy BentoML's client rebuilds after the hop from the batching endpoint to /forecast),
-# and its JSON text twice (that hop and the response), rounded up.
+# Bytes one value of an answer costs until it is sent: a Python float in a list (32 B) in the list made from the
+# tensor and in the pydantic answer, and its JSON text (about 20 B) in BentoML's body and the transport's buffer,
+# rounded up generously.
 RESULT_BYTES_PER_VALUE = 128
 
 
 class SeriesTask(BaseModel):
-    """One series of a request, with the request's decoding settings and the series' own random stream.
-
-    Tasks are what the batchable endpoint receives, so they are validated like a one-series request (the same
-    limits, answered 400 before the task joins a batch): a task sent to that endpoint directly cannot get past
-    the limits that `/forecast` enforces.
-    """
+    """One series of a request, with the request's decoding settings and the series' own random stream: what the
+    batcher queues and `ForecastEngine.forecast` merges across requests."""
 
     model_config = STRICT
 
@@ -56,20 +51,9 @@ class SeriesTask(BaseModel):
     quantile_levels: list[QuantileLevel]
     return_samples: bool
     row_seed: int = Field(ge=0, lt=2**32)
-    ticket: str | None = Field(None, description="The /forecast request the task belongs to (for cancellation).")
-
-    @model_validator(mode="after")
-    def _within_limits(self) -> SeriesTask:
-        request = ForecastRequest.model_construct(
-            series=[self.series], prediction_length=self.prediction_length, num_samples=self.num_samples,
-            quantile_levels=self.quantile_levels, return_samples=self.return_samples, seed=None,
-        )
-        if problems := find_problems(request, get_settings()):
-            raise ValueError("; ".join(problem.msg for problem in problems))
-        return self
 
     @classmethod
-    def split(cls, request: ForecastRequest, seed: int, ticket: str | None = None) -> list[SeriesTask]:
+    def split(cls, request: ForecastRequest, seed: int) -> list[SeriesTask]:
         """Series i gets `row_seeds(seed, n)[i]`: the stream `TotoForecaster.forecast(<all n series>, seed=seed)`
         gives it, so the service answers what the forecaster would for the same input and seed."""
         seeds = row_seeds(seed, len(request.series))
@@ -77,7 +61,6 @@ class SeriesTask(BaseModel):
             cls.model_construct(  # the request was validated; its series need no second pass here
                 series=series, prediction_length=request.prediction_length, num_samples=request.num_samples,
                 quantile_levels=request.quantile_levels, return_samples=request.return_samples, row_seed=row_seed,
-                ticket=ticket,
             )
             for series, row_seed in zip(request.series, seeds)
         ]

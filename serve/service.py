@@ -9,19 +9,17 @@ examples, also with BentoML's own `bentoml.SyncHTTPClient`):
    The request's memory cost is computed from its shape (`ForecastEngine.request_cost`): one that can never fit
    the memory budget gets a 413 naming the budget, the cost and `TOTO_SERVE_MEMORY_BUDGET_BYTES`; the others wait
    their turn for the budget (`serve.budget`), first come, first served.
-3. The request is split into one task per series and sent to `forecast_series`, a batchable BentoML endpoint
-   (`@bentoml.api(batchable=True)`): BentoML's adaptive batching merges the tasks of concurrent requests into one
-   forward pass (at most `max_batch_size` series, waiting at most `max_latency_ms`); each request gets its own
-   forecasts back, in order. `/forecast` reaches it through the service's own client (`self.forecast_series`),
-   BentoML's public way to call a batchable endpoint. Each forward pass is split to fit the budget.
+3. The request is split into one task per series and queued for the model (`serve.batching`): continuous batching
+   merges the tasks of concurrent requests into one forward pass (at most `max_batch_size` series), started as
+   soon as the previous pass ends; each request gets its own forecasts back, in order. A request queued longer
+   than `max_latency_ms` gets 503. Each forward pass is split to fit the budget.
 4. Work stops when nobody waits: a request whose client has gone (checked, once it runs past
    `client_check_after_s`, through the Starlette request of `bentoml.Context`) or that passed `timeout_s` is cancelled between decoding steps, which frees the model lock.
 
 The checkpoint (`TOTO_SERVE_CHECKPOINT`: an embedded model name, a local folder or a Hugging Face repo id) loads in
-a worker thread after start-up: `/livez` answers at once, and `/readyz` turns 200 once the model is loaded and the
-batching dispatcher has timed its first forward passes on a burst of small synthetic tasks (left to real traffic,
-that timing makes the first clients wait seconds for company that does not come). `/livez` turns 503 if loading
-failed. BentoML's `/metrics` (Prometheus; `toto_forecast_batch_series` counts the series of each forward pass) and
+a worker thread after start-up: `/livez` answers at once, and `/readyz` turns 200 once the model is loaded and has
+run one small warm-up forecast (so the first client does not pay for lazy initialisation). `/livez` turns 503 if
+loading failed. BentoML's `/metrics` (Prometheus; `toto_forecast_batch_series` counts the series of each forward pass) and
 `/docs.json` (OpenAPI, completed by `serve.openapi`) are kept. Client errors (4xx) are logged as one warning line.
 """
 
@@ -33,21 +31,21 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
 import anyio
 import bentoml
 import torch
-from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from serve.batching import ContinuousBatcher, QueueTimeout
 from serve.budget import MemoryLedger
 from serve.checks import Problem, find_problems, over_budget
 from serve.engine import ForecastEngine, SeriesTask, load_engine
 from serve.guard import RequestGuard
 from serve.logs import log_client_errors_as_warnings
+from serve.model_process import ModelProcess, ModelProcessDied
 from serve.openapi import DocumentedService
 from serve.schemas import ForecastRequest, ForecastResponse, SeriesForecast, SeriesInput
 from serve.settings import get_settings
@@ -61,31 +59,17 @@ BATCH_SERIES = bentoml.metrics.Histogram(
     documentation="Series forecast together in one forward pass",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
-# More than the dispatcher's timing phase uses (8 calls of one task, then one each of 1, 2 and 3 tasks).
-WARM_UP_TASKS = 16
 # How often a request running past `client_check_after_s` checks that its client is still connected.
 CLIENT_POLL_S = 0.5
 log_client_errors_as_warnings()
 
 
-# BentoML's client renews its connection session every `runner_connection.max_requests` calls (default 100) and
-# `max_age` seconds, closing the old one while calls on it are still in flight: under load, some of the
-# /forecast -> forecast_series calls then fail ("Cannot write to closing transport"). The service calls only itself,
-# in process, so there is nothing to renew: the limits are lifted (docs/serving.md, "Batching"; regression test
-# in tests/test_serve_load.py).
-NEVER_RENEW = {"max_requests": 2**31 - 1, "max_age": 10.0**9}
-
-
-class OverMemory(BentoMLException):
+class OverMemory(Exception):
     """A forward pass that cannot be allocated (answered 413, never 500)."""
 
-    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
-
-class Abandoned(BentoMLException):
+class Abandoned(Exception):
     """A forward pass cancelled because none of its requests waits for it any more."""
-
-    error_code = HTTPStatus.REQUEST_TIMEOUT
 
 
 @dataclass
@@ -104,7 +88,6 @@ class Waiter:
     name="toto",
     traffic={"timeout": SETTINGS.timeout_s},
     workers=1,
-    runner_connection=NEVER_RENEW,
     service_class=DocumentedService,
 )
 class TotoService:
@@ -118,7 +101,8 @@ class TotoService:
         self.loading: asyncio.Task[None] | None = None
         self.model_lock = threading.Lock()  # one forward pass at a time
         self.ledger = MemoryLedger(SETTINGS.memory_budget_bytes)
-        self.waiting: dict[str, Waiter] = {}  # /forecast requests in progress, by the ticket their tasks carry
+        self.batcher = ContinuousBatcher(self._run_pass, SETTINGS.max_batch_size, SETTINGS.max_latency_ms / 1e3)
+        self.model_process: ModelProcess | None = None
 
     @bentoml.on_startup
     async def _start_loading(self) -> None:
@@ -135,15 +119,30 @@ class TotoService:
             log.exception("cannot load checkpoint %r", self.model_id)
             self.load_error = f"cannot load checkpoint {self.model_id!r}: {type(error).__name__}: {error}"
             return
+        # The forward passes run in the model's own process (serve.model_process); this one keeps the engine
+        # only to plan (limits and memory costs need the config, not the weights), so its weights are released.
+        engine.pipeline.model.to("meta")
+        self.model_process = ModelProcess(SETTINGS.checkpoint, device, SETTINGS.samples_per_batch,
+                                          SETTINGS.memory_budget_bytes)
+        patch = engine.patch_size
+        series = SeriesInput(variates={"warm-up": [float(i % 7) for i in range(2 * patch)]})
+        task = SeriesTask(series=series, prediction_length=patch, num_samples=1, quantile_levels=[],
+                          return_samples=False, row_seed=0)
         self.engine = engine
+        try:
+            await self._forecast([task], lambda: False)  # loads the model in its process
+        except Exception as error:
+            log.exception("the model process could not load checkpoint %r", self.model_id)
+            self.load_error = f"cannot load checkpoint {self.model_id!r} in the model process: {error}"
+            self.engine = None
+            return
         log.info("loaded checkpoint %r", self.model_id)
-        if SETTINGS.batching:
-            patch = engine.patch_size
-            series = SeriesInput(variates={"warm-up": [float(i % 7) for i in range(2 * patch)]})
-            task = SeriesTask(series=series, prediction_length=patch, num_samples=1, quantile_levels=[],
-                              return_samples=False, row_seed=0)
-            await asyncio.gather(*(self._merged([task]) for _ in range(WARM_UP_TASKS)))
         self.ready = True
+
+    @bentoml.on_shutdown
+    def _stop_model_process(self) -> None:
+        if self.model_process is not None:
+            self.model_process.close()
 
     def __is_ready__(self) -> bool:
         return self.ready
@@ -168,15 +167,14 @@ class TotoService:
         except MemoryBudgetExceeded as error:
             return _answer(ctx, _error_response(413, [over_budget(error.needed_bytes, SETTINGS)]))
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
-        ticket = secrets.token_urlsafe(16)
-        waiter = self.waiting[ticket] = Waiter(time.monotonic() + SETTINGS.timeout_s)
+        waiter = Waiter(time.monotonic() + SETTINGS.timeout_s)
         watch = asyncio.create_task(_watch_client(ctx.request, waiter, asyncio.current_task()))
         try:
             async with self.ledger.reserve(cost):
-                tasks = SeriesTask.split(request, seed, ticket)
-                work = self._merged(tasks) if SETTINGS.batching else self._forecast(tasks, waiter.abandoned)
-                forecasts = await work
-        except ServiceUnavailable as error:
+                tasks = SeriesTask.split(request, seed)
+                run = self.batcher.forecast if SETTINGS.batching else self._forecast
+                forecasts = await run(tasks, waiter.abandoned)
+        except (QueueTimeout, ModelProcessDied) as error:
             return _answer(ctx, JSONResponse({"error": str(error)}, status_code=503))
         except OverMemory as error:
             return _answer(ctx, JSONResponse({"error": str(error)}, status_code=413))
@@ -188,7 +186,6 @@ class TotoService:
         finally:
             waiter.gone.set()
             watch.cancel()
-            del self.waiting[ticket]
         return ForecastResponse(
             model_id=self.model_id,
             prediction_length=request.prediction_length,
@@ -197,62 +194,34 @@ class TotoService:
             forecasts=forecasts,
         )
 
-    @bentoml.api(
-        route="/forecast_series",
-        batchable=True,
-        max_batch_size=SETTINGS.max_batch_size,
-        max_latency_ms=SETTINGS.max_latency_ms,
-    )
-    async def forecast_series(self, tasks: list[SeriesTask]) -> list[SeriesForecast]:
-        """The batchable endpoint behind /forecast: one task per series, merged across concurrent requests."""
-        if self.engine is None:
-            raise ServiceUnavailable(self.load_error or "the model is still loading: retry when /readyz answers 200")
-        waiters = [self.waiting.get(task.ticket) for task in tasks]
-        cancel = None
-        if all(waiters):  # tasks of /forecast requests: stop once none of them is waited for
-            cancel = lambda: all(waiter.abandoned() for waiter in waiters)  # noqa: E731
-        return await self._forecast(tasks, cancel)
+    async def _forecast(self, tasks: list[SeriesTask], cancel: Cancellation) -> list[SeriesForecast]:
+        """One request's forward pass, without batching, in a worker thread."""
+        return await anyio.to_thread.run_sync(self._run_pass, tasks, cancel)
 
-    async def _merged(self, tasks: list[SeriesTask]) -> list[SeriesForecast]:
-        """`forecast_series` through BentoML's client, which is what puts the tasks into adaptive batching."""
-        try:
-            answers = await self.forecast_series(tasks)
-        except BentoMLException as error:
-            if error.error_code.value == 503:
-                raise ServiceUnavailable(str(error)) from error
-            if error.error_code.value == 413:
-                raise OverMemory(str(error)) from error
-            raise
-        return [SeriesForecast.model_validate(answer) for answer in answers]
-
-    async def _forecast(self, tasks: list[SeriesTask], cancel: Cancellation | None = None) -> list[SeriesForecast]:
-        """Run the model in a worker thread, so that the event loop keeps accepting and queueing requests. Each
-        forward pass fits what the memory budget leaves after the admitted requests' answers."""
+    def _run_pass(self, tasks: list[SeriesTask], cancel: Cancellation) -> list[SeriesForecast]:
+        """A forward pass over `tasks`, in a worker thread (so that the event loop keeps accepting and queueing
+        requests), one at a time. It fits what the memory budget leaves after the admitted requests' answers."""
         BATCH_SERIES.observe(len(tasks))
-
-        def run() -> list[SeriesForecast]:
-            with self.model_lock:
-                try:
-                    return self.engine.forecast(tasks, self.ledger.pass_limit_bytes, cancel)
-                except ForecastCancelled as error:
-                    log.warning("a forward pass of %d series stopped: %s", len(tasks), error)
-                    raise Abandoned(str(error)) from error
-                except MemoryBudgetExceeded as error:  # tasks sent to /forecast_series directly, not admitted
-                    raise OverMemory(str(error)) from error
-                except (MemoryError, torch.OutOfMemoryError, RuntimeError) as error:
-                    if not _is_allocation_failure(error):
-                        raise
-                    raise OverMemory(f"this forecast could not be allocated ({error}): send a smaller request, or "
-                                     "lower TOTO_SERVE_MEMORY_BUDGET_BYTES to what this machine has") from error
-
-        return await anyio.to_thread.run_sync(run)
+        with self.model_lock:
+            try:
+                return self.model_process.forecast(tasks, self.ledger.pass_limit_bytes, cancel)
+            except ForecastCancelled as error:
+                log.warning("a forward pass of %d series stopped: %s", len(tasks), error)
+                raise Abandoned(str(error)) from error
+            except MemoryBudgetExceeded as error:
+                raise OverMemory(str(error)) from error
+            except (MemoryError, torch.OutOfMemoryError, RuntimeError) as error:
+                if not _is_allocation_failure(error):
+                    raise
+                raise OverMemory(f"this forecast could not be allocated ({error}): send a smaller request, or "
+                                 "lower TOTO_SERVE_MEMORY_BUDGET_BYTES to what this machine has") from error
 
 
 async def _watch_client(request: Request, waiter: Waiter, handler: asyncio.Task[Any]) -> None:
     """Cancel `handler` once the client of `request` has disconnected (Starlette's `Request.is_disconnected`).
 
     Only requests still running after `client_check_after_s` are watched: watching every request from the start
-    (polling, or awaiting the disconnect message) made adaptive batching 4-5x slower at 32 clients
+    (polling, or awaiting the disconnect message) made BentoML's adaptive batching 4-5x slower at 32 clients
     (`benchmarks/bench_serve.py`, cause not found), while the requests worth stopping are the long ones.
     """
     await asyncio.sleep(SETTINGS.client_check_after_s)

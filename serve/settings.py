@@ -1,6 +1,6 @@
 """Serving configuration, read once from `TOTO_SERVE_*` environment variables.
 
-BentoML fixes batching parameters when the service class is decorated, so the settings must be known at
+BentoML fixes the traffic timeout when the service class is decorated, so the settings must be known at
 import time: they are read here, validated by pydantic (a bad value stops the server with a clear message),
 and shared by the service, the request limits and the request guard.
 """
@@ -35,10 +35,10 @@ class ServeSettings(BaseSettings):
     max_quantile_levels: int = Field(99, ge=1, description="Most quantile levels per request.")
     max_body_bytes: int = Field(8 * 2**20, ge=1024, description="Largest request body; larger ones get 413.")
 
-    # Adaptive batching: concurrent requests are merged into one forward pass of at most this many series.
-    batching: bool = Field(True, description="Merge concurrent requests (BentoML adaptive batching).")
+    # Continuous batching (serve.batching): concurrent requests share forward passes of at most this many series.
+    batching: bool = Field(True, description="Merge concurrent requests into shared forward passes.")
     max_batch_size: int = Field(64, ge=2, description="Most series in one forward pass.")
-    max_latency_ms: int = Field(30_000, ge=10, description="Latency bound of the batching queue.")
+    max_latency_ms: int = Field(30_000, ge=10, description="Longest wait in the batching queue; past it, 503.")
     samples_per_batch: int = Field(256, ge=1, description="Sample paths decoded together per series.")
     timeout_s: int = Field(120, ge=1, description="Per-request timeout; past it the forecast is cancelled.")
     client_check_after_s: float = Field(

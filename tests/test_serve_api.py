@@ -354,13 +354,3 @@ def test_openapi_document_lists_version_errors_and_nullable_seed(client: httpx.C
     body = operation["requestBody"]["content"]["application/json"]["schema"]
     assert body["properties"]["seed"]["nullable"] is True
     assert body["properties"]["num_samples"]["default"] == 256
-
-
-def test_batchable_endpoint_enforces_the_same_limits_as_forecast(client: httpx.Client) -> None:
-    task = {"series": {"variates": {"cpu": [0.4, 0.5, 0.45]}}, "prediction_length": 3, "num_samples": 8,
-            "quantile_levels": [0.5], "return_samples": False, "row_seed": 1}
-    assert client.post("/forecast_series", json={"tasks": [task]}).status_code == 200
-    over = client.post("/forecast_series", json={"tasks": [{**task, "prediction_length": 65}]})
-    assert over.status_code == 400 and "max_prediction_length=64" in over.text
-    malformed = client.post("/forecast_series", json={"tasks": [{**task, "row_seed": "1"}]})
-    assert malformed.status_code == 400 and "row_seed" in malformed.text

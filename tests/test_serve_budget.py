@@ -2,7 +2,9 @@
 
 A scaled-down "largest request the limits allow": within every request limit, but over the memory budget, so it
 gets a 413 naming the budget, its cost and the knob; a small one is answered; /readyz stays healthy. A slow
-request that times out, or whose client leaves, is cancelled between decoding steps and frees the worker.
+request that times out, or whose client leaves, is cancelled between decoding steps and frees the worker. A model
+process killed during a pass (as the kernel's out-of-memory killer would) costs that request a 503, not the
+server: the next request is answered by a new model process.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import torch
 from serve_fixtures import LIMITS, co2_weekly, values
@@ -122,3 +125,27 @@ def test_requests_that_fit_only_one_at_a_time_wait_their_turn(server) -> None:
     samples = [answer.json()["forecasts"][0]["variates"]["v0"]["samples"] for answer in answers]
     assert all(len(s) == 256 and len(s[0]) == 64 for s in samples) and samples[0] != samples[1]
     assert ready(server)
+
+
+def model_process(server) -> psutil.Process:
+    """The server's model process (serve.model_process): the child started by multiprocessing's spawn."""
+    [process] = [p for p in psutil.Process(server.pid).children(recursive=True)
+                 if "spawn_main" in " ".join(p.cmdline())]
+    return process
+
+
+def test_a_killed_model_process_fails_its_request_with_503_and_is_replaced(server) -> None:
+    victim = model_process(server)
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(httpx.post, f"{server.url}/forecast",
+                           json=request(LIMITS["TOTO_SERVE_MAX_SERIES"], False), timeout=60)
+        deadline = time.monotonic() + 10
+        while victim.cpu_percent(interval=0.2) < 50 and time.monotonic() < deadline:
+            pass  # wait until the slow request's pass is running
+        victim.kill()
+        answer = slow.result()
+    assert answer.status_code == 503, answer.text
+    assert "model process died" in answer.json()["error"]
+    assert ready(server)
+    assert follow_up_seconds(server) < 30  # a new model process loads the checkpoint and answers
+    assert model_process(server).pid != victim.pid

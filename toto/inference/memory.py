@@ -36,6 +36,9 @@ class MemoryBudgetExceeded(ValueError):
             "variates or samples, or raise memory_budget_bytes"
         )
 
+    def __reduce__(self) -> tuple[type, tuple[int, int]]:  # pickled across processes (the service's model process)
+        return type(self), (self.needed_bytes, self.budget_bytes)
+
 
 @dataclass(frozen=True)
 class ForecastPlan:

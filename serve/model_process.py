@@ -1,0 +1,92 @@
+"""The model in a process of its own, so that forward passes never wait for the event loop's Python.
+
+A forward pass is thousands of small torch calls, and each one takes Python's GIL back after its kernel. In one
+process, the event loop (parsing, validating and answering requests) holds that lock whenever it runs: measured
+on 2 cores, a thread running Python 30% of the time slowed a 13-series pass from 210 to 280 ms, while a process
+doing the same beside it did not slow it at all. So the service's event loop stays in the BentoML worker and the
+model runs in a child process (one `ProcessPoolExecutor` worker, started with "spawn"), one pass at a time.
+
+Tasks go to the child and forecasts come back pickled (a few kB per series). The child's exceptions are re-raised
+in the service, which answers them as before (413 for memory, and so on). A pass is cancelled through a shared
+counter that names the pass to stop, checked by the child between decoding steps. If the child dies (killed by
+the kernel's out-of-memory killer, say), the pass fails with `ModelProcessDied` and a new child is started for the
+next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.sharedctypes import Synchronized
+
+from serve.engine import ForecastEngine, SeriesTask, load_engine
+from serve.schemas import SeriesForecast
+from toto.inference.forecaster import Cancellation
+
+log = logging.getLogger(__name__)
+
+# How often a pass in flight asks its `cancel` hook whether anybody still waits for it.
+CANCEL_POLL_S = 0.1
+
+
+class ModelProcessDied(RuntimeError):
+    """The model's process ended during a forward pass; the next pass starts a new one."""
+
+
+class ModelProcess:
+    """A child process holding a `ForecastEngine`; `forecast` runs one forward pass there and waits for it."""
+
+    def __init__(self, checkpoint: str, device: str | None, samples_per_batch: int, memory_budget_bytes: int) -> None:
+        self._engine_args = (checkpoint, device, samples_per_batch, memory_budget_bytes)
+        self._context = multiprocessing.get_context("spawn")  # no fork of a process with threads and torch state
+        self._stop_pass = self._context.Value("q", -1, lock=False)  # the id of the pass the child should stop
+        self._next_pass = 0
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(1, mp_context=self._context, initializer=_load_engine,
+                                   initargs=(*self._engine_args, self._stop_pass))
+
+    def forecast(self, tasks: list[SeriesTask], pass_limit_bytes: int, cancel: Cancellation) -> list[SeriesForecast]:
+        """`ForecastEngine.forecast(tasks, pass_limit_bytes)` in the child; `cancel` is polled meanwhile. Called
+        from one thread at a time (the service's model lock)."""
+        pass_id = self._next_pass
+        self._next_pass += 1
+        try:
+            future = self._pool.submit(_forecast, pass_id, tasks, pass_limit_bytes)
+            while True:
+                try:
+                    return future.result(timeout=CANCEL_POLL_S)
+                except FutureTimeout:
+                    if cancel():
+                        self._stop_pass.value = pass_id
+        except BrokenProcessPool as error:
+            log.error("the model process died during a forward pass of %d series; starting a new one", len(tasks))
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._start()
+            raise ModelProcessDied(
+                f"the model process died during this forecast ({error}); the service started a new one: retry, "
+                "and if it happens again, send a smaller request or lower TOTO_SERVE_MEMORY_BUDGET_BYTES to what "
+                "this machine has") from error
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# The child's side: its engine, loaded once by the pool's initializer, and the shared "stop this pass" counter.
+_ENGINE: ForecastEngine | None = None
+_STOP_PASS: Synchronized | None = None
+
+
+def _load_engine(checkpoint: str, device: str | None, samples_per_batch: int, memory_budget_bytes: int,
+                 stop_pass: Synchronized) -> None:
+    global _ENGINE, _STOP_PASS
+    _ENGINE = load_engine(checkpoint, device, samples_per_batch, memory_budget_bytes)
+    _STOP_PASS = stop_pass
+
+
+def _forecast(pass_id: int, tasks: list[SeriesTask], pass_limit_bytes: int) -> list[SeriesForecast]:
+    return _ENGINE.forecast(tasks, pass_limit_bytes, lambda: _STOP_PASS.value == pass_id)
