@@ -1,0 +1,99 @@
+"""`serve.batching.ContinuousBatcher`: requests that arrive during a pass share the next one, each gets its own
+answers in order, a request nobody waits for is left out, and one queued past the latency bound gets QueueTimeout.
+(The real service under load is tested in tests/test_serve_load.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from serve.batching import ContinuousBatcher, QueueTimeout
+
+
+class RecordingModel:
+    """A forward pass that takes `seconds` and answers each task with its upper-cased name; records every pass."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.passes: list[list[str]] = []
+        self.running = threading.Event()
+
+    def __call__(self, tasks, cancel):
+        self.passes.append(list(tasks))
+        self.running.set()
+        time.sleep(self.seconds)
+        return [task.upper() for task in tasks]
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_requests_arriving_during_a_pass_share_the_next_one_and_get_their_own_answers() -> None:
+    model = RecordingModel(0.2)
+
+    async def scenario():
+        batcher = ContinuousBatcher(model, max_batch_size=8, max_latency_s=30)
+        first = asyncio.create_task(batcher.forecast(["a"], lambda: False))
+        await asyncio.to_thread(model.running.wait)  # the first pass is running: the next three queue meanwhile
+        rest = [asyncio.create_task(batcher.forecast(tasks, lambda: False)) for tasks in (["b", "c"], ["d"], ["e"])]
+        return await asyncio.gather(first, *rest)
+
+    answers = run(scenario())
+    assert answers == [["A"], ["B", "C"], ["D"], ["E"]]
+    assert model.passes == [["a"], ["b", "c", "d", "e"]]
+
+
+def test_a_pass_takes_whole_requests_up_to_max_batch_size() -> None:
+    model = RecordingModel(0.1)
+
+    async def scenario():
+        batcher = ContinuousBatcher(model, max_batch_size=3, max_latency_s=30)
+        first = asyncio.create_task(batcher.forecast(["a"], lambda: False))
+        await asyncio.to_thread(model.running.wait)
+        rest = [asyncio.create_task(batcher.forecast(tasks, lambda: False)) for tasks in (["b", "c"], ["d", "e"])]
+        return await asyncio.gather(first, *rest)
+
+    assert run(scenario()) == [["A"], ["B", "C"], ["D", "E"]]
+    assert model.passes == [["a"], ["b", "c"], ["d", "e"]]  # b, c, d, e would be 4 > 3 series
+
+
+def test_requests_nobody_waits_for_are_left_out_and_late_ones_time_out() -> None:
+    model = RecordingModel(0.3)
+
+    async def scenario():
+        batcher = ContinuousBatcher(model, max_batch_size=8, max_latency_s=0.2)
+        first = asyncio.create_task(batcher.forecast(["a"], lambda: False))
+        await asyncio.to_thread(model.running.wait)
+        gone = asyncio.create_task(batcher.forecast(["b"], lambda: True))  # its client left
+        late = asyncio.create_task(batcher.forecast(["c"], lambda: False))  # waits 0.3 s > 0.2 s
+        await first
+        with pytest.raises(QueueTimeout, match="TOTO_SERVE_MAX_LATENCY_MS"):
+            await late
+        gone.cancel()
+        fresh = await batcher.forecast(["d"], lambda: False)  # the loop still serves new requests
+        return fresh
+
+    assert run(scenario()) == ["D"]
+    assert model.passes == [["a"], ["d"]]
+
+
+def test_a_failed_pass_fails_each_of_its_requests_and_the_next_pass_runs() -> None:
+    calls = []
+
+    def failing_once(tasks, cancel):
+        calls.append(tasks)
+        if len(calls) == 1:
+            raise MemoryError("cannot allocate")
+        return [task.upper() for task in tasks]
+
+    async def scenario():
+        batcher = ContinuousBatcher(failing_once, max_batch_size=8, max_latency_s=30)
+        with pytest.raises(MemoryError):
+            await batcher.forecast(["a"], lambda: False)
+        return await batcher.forecast(["b"], lambda: False)
+
+    assert run(scenario()) == ["B"]
