@@ -32,32 +32,28 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
-def test_requests_arriving_during_a_pass_share_the_next_one_and_get_their_own_answers() -> None:
-    model = RecordingModel(0.2)
+def first_then(model: RecordingModel, later: list[list[str]], max_batch_size: int) -> list[list[str]]:
+    """Answers to a request of task "a", then to `later` requests queued while a's pass runs."""
 
     async def scenario():
-        batcher = ContinuousBatcher(model, max_batch_size=8, max_latency_s=30)
+        batcher = ContinuousBatcher(model, max_batch_size=max_batch_size, max_latency_s=30)
         first = asyncio.create_task(batcher.forecast(["a"], lambda: False))
-        await asyncio.to_thread(model.running.wait)  # the first pass is running: the next three queue meanwhile
-        rest = [asyncio.create_task(batcher.forecast(tasks, lambda: False)) for tasks in (["b", "c"], ["d"], ["e"])]
+        await asyncio.to_thread(model.running.wait)  # the first pass is running: the others queue meanwhile
+        rest = [asyncio.create_task(batcher.forecast(tasks, lambda: False)) for tasks in later]
         return await asyncio.gather(first, *rest)
 
-    answers = run(scenario())
-    assert answers == [["A"], ["B", "C"], ["D"], ["E"]]
+    return run(scenario())
+
+
+def test_requests_arriving_during_a_pass_share_the_next_one_and_get_their_own_answers() -> None:
+    model = RecordingModel(0.2)
+    assert first_then(model, [["b", "c"], ["d"], ["e"]], max_batch_size=8) == [["A"], ["B", "C"], ["D"], ["E"]]
     assert model.passes == [["a"], ["b", "c", "d", "e"]]
 
 
 def test_a_pass_takes_whole_requests_up_to_max_batch_size() -> None:
     model = RecordingModel(0.1)
-
-    async def scenario():
-        batcher = ContinuousBatcher(model, max_batch_size=3, max_latency_s=30)
-        first = asyncio.create_task(batcher.forecast(["a"], lambda: False))
-        await asyncio.to_thread(model.running.wait)
-        rest = [asyncio.create_task(batcher.forecast(tasks, lambda: False)) for tasks in (["b", "c"], ["d", "e"])]
-        return await asyncio.gather(first, *rest)
-
-    assert run(scenario()) == [["A"], ["B", "C"], ["D", "E"]]
+    assert first_then(model, [["b", "c"], ["d", "e"]], max_batch_size=3) == [["A"], ["B", "C"], ["D", "E"]]
     assert model.passes == [["a"], ["b", "c"], ["d", "e"]]  # b, c, d, e would be 4 > 3 series
 
 
