@@ -63,7 +63,8 @@ def _forecaster(args: argparse.Namespace, device: str) -> forecasters.Forecaster
         return forecasters.toto(args.checkpoint or forecasters.DEFAULT_TOTO_CHECKPOINT,
                                 context_length=args.context_length, num_samples=args.num_samples,
                                 samples_per_batch=args.samples_per_batch, batch_size=args.batch_size,
-                                seed=args.seed, device=device, name=args.name or "toto")
+                                seed=args.seed, device=device, name=args.name or "toto",
+                                decode_block_size=args.decode_block_size)
     return forecasters.classical(args.name or args.model, forecasters.CLASSICAL[args.model],
                                  context_length=args.context_length or forecasters.DEFAULT_CONTEXT_LENGTH)
 
@@ -138,6 +139,9 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--samples-per-batch", type=int, help="Toto only: sample paths decoded together")
     ev.add_argument("--batch-size", type=int, default=16, help="Toto only: test windows forecast together")
     ev.add_argument("--seed", type=int, default=0, help="Toto only")
+    ev.add_argument("--decode-block-size", type=int,
+                    help="Toto 2.0 only: decode the horizon this many steps at a time (a multiple of the patch "
+                    "size), feeding each block's median back (default: the whole horizon in one pass)")
     ev.add_argument("--device", default="cpu", help="Toto only: cpu, cuda, ...")
     ev.add_argument("--devices", type=int, default=1,
                     help="processes (one per device with --device cuda) sharing out the configurations; their "

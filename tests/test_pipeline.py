@@ -144,6 +144,27 @@ def test_gluonts_predictor_gives_quantile_forecasts_for_toto2(v2, table):
     assert isinstance(sampled, SampleForecast)
 
 
+def test_block_decoding_feeds_medians_back_and_is_refused_where_it_does_not_apply(v2):
+    patch = v2.model.config.patch_size
+    blocks = ForecastPipeline.from_pretrained(V2, device="cpu", decode_block_size=patch)
+    series = torch.sin(torch.arange(300.0) / 7)[None, None]
+    inputs = MaskedTimeseries.from_series(series.numpy())
+    horizon = 3 * patch
+    one_pass = v2.predict_quantiles(inputs, horizon, [0.5]).quantiles
+    blocked = blocks.predict_quantiles(inputs, horizon, [0.5]).quantiles
+    direct = v2.model.forecast(v2.model_inputs(inputs, None), horizon, decode_block_size=patch,
+                               scaler_fallback_min_obs=v2.scaler_fallback_min_obs,
+                               quantile_real_cap_k=v2.quantile_real_cap_k)
+    np.testing.assert_allclose(blocked[0], direct[QUANTILE_KNOTS.index(0.5)], rtol=1e-5, atol=1e-6)
+    first = (..., slice(0, patch))  # the first block is the single pass's first patch
+    np.testing.assert_allclose(blocked[0][first], one_pass[0][first], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(blocked[0, ..., patch:], one_pass[0, ..., patch:])  # later ones read the medians
+    with pytest.raises(ValueError, match=f"positive multiple of the patch size \\({patch}\\)"):
+        ForecastPipeline.from_pretrained(V2, device="cpu", decode_block_size=patch + 1)
+    with pytest.raises(ValueError, match="applies to Toto 2.0 checkpoints"):
+        ForecastPipeline.from_pretrained("toto-tiny", device="cpu", decode_block_size=16)
+
+
 def test_boom_eval_runs_a_toto2_checkpoint(boom_data, tmp_path, capsys):
     from boom.cli import main as boom_main
 

@@ -70,7 +70,7 @@ class ForecastPipeline(abc.ABC):
     @staticmethod
     def from_pretrained(
         name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None, **hub_kwargs: object,
+        dtype: torch.dtype | None = None, decode_block_size: int | None = None, **hub_kwargs: object,
     ) -> ForecastPipeline:
         """Load an embedded model name, a local folder or a Hub repo id of either family.
 
@@ -78,6 +78,9 @@ class ForecastPipeline(abc.ABC):
         bf16; scaling and outputs stay float32. The pipeline's `context_length` is the context the model was
         trained with when its folder records it (`training_summary.json`, as the embedded models do: a model
         trained on 512 steps forecasts worse from 2048, whose later positions it never saw), else 2048.
+        `decode_block_size` (Toto 2.0 only, a multiple of its patch size) decodes the horizon that many steps at a
+        time, feeding each block's median back as data; by default the whole horizon is one pass, as in the
+        official wrapper.
         """
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         folder = checkpoint_v2.resolve(name_or_path, **hub_kwargs)
@@ -85,8 +88,11 @@ class ForecastPipeline(abc.ABC):
         context_length = trained_context_length(folder)
         if isinstance(config, dict) and "d_model" in config:
             model: torch.nn.Module = Toto2Model.from_pretrained(folder, map_location=device)
-            pipeline: ForecastPipeline = Toto2Pipeline(model, context_length=context_length)
+            pipeline: ForecastPipeline = Toto2Pipeline(model, decode_block_size, context_length=context_length)
         else:
+            if decode_block_size:
+                raise ValueError(f"decode_block_size applies to Toto 2.0 checkpoints; {name_or_path} is a Toto 1.0 "
+                                 "model, which decodes patch by patch already: leave decode_block_size out")
             model = Toto.from_pretrained(folder, map_location=device)
             pipeline = Toto1Pipeline(model, context_length=context_length)
         model.name_or_path = str(name_or_path)
@@ -210,6 +216,10 @@ class Toto2Pipeline(ForecastPipeline):
         the published BOOM results: the whole horizon in one pass, leading patches with fewer than 8 observations
         scaled by the first 8, and quantiles clipped to the context's range widened by 10,000 scales."""
         super().__init__(model, context_length)
+        patch = model.config.patch_size
+        if decode_block_size is not None and (decode_block_size <= 0 or decode_block_size % patch):
+            raise ValueError(f"decode_block_size must be a positive multiple of the patch size ({patch}), not "
+                             f"{decode_block_size}: e.g. {patch} feeds back the median of every patch")
         self.decode_block_size = decode_block_size  # None: the whole horizon in one forward pass
         self.scaler_fallback_min_obs = scaler_fallback_min_obs
         self.quantile_real_cap_k = quantile_real_cap_k
