@@ -105,6 +105,12 @@ class ForecastEngine:
         # The most sample paths decoded together (fewer when a pass would not fit its memory limit).
         self.samples_per_batch = samples_per_batch
 
+    def release_weights(self) -> None:
+        """Keep only what planning needs (limits and memory costs read the config and the weights' dtype): the
+        service's planning copy, whose forward passes run in another process, then does not hold the weights
+        twice. `forecast` cannot run afterwards."""
+        self.pipeline.model.to("meta")
+
     def problems(self, request: ForecastRequest) -> list[Problem]:
         """What this model cannot do for a well-formed request: sample paths from a quantile model."""
         if request.return_samples and not self.pipeline.samples:

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 CANCEL_POLL_S = 0.1
 
 
-class ModelProcessDied(RuntimeError):
+class ModelProcessDied(Exception):
     """The model's process ended during a forward pass; the next pass starts a new one."""
 
 

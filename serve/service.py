@@ -119,9 +119,7 @@ class TotoService:
             log.exception("cannot load checkpoint %r", self.model_id)
             self.load_error = f"cannot load checkpoint {self.model_id!r}: {type(error).__name__}: {error}"
             return
-        # The forward passes run in the model's own process (serve.model_process); this one keeps the engine
-        # only to plan (limits and memory costs need the config, not the weights), so its weights are released.
-        engine.pipeline.model.to("meta")
+        engine.release_weights()  # the forward passes run in the model's own process (serve.model_process)
         self.model_process = ModelProcess(SETTINGS.checkpoint, device, SETTINGS.samples_per_batch,
                                           SETTINGS.memory_budget_bytes)
         patch = engine.patch_size
@@ -178,6 +176,12 @@ class TotoService:
             return _answer(ctx, JSONResponse({"error": str(error)}, status_code=503))
         except OverMemory as error:
             return _answer(ctx, JSONResponse({"error": str(error)}, status_code=413))
+        except Abandoned:  # the pass saw the deadline pass (or the client leave) before BentoML cancelled us
+            if waiter.client_left:
+                return _answer(ctx, JSONResponse({"error": "the client closed the connection"}, status_code=499))
+            return _answer(ctx, JSONResponse(
+                {"error": f"not answered within timeout_s={SETTINGS.timeout_s} (TOTO_SERVE_TIMEOUT_S): the forecast "
+                          "was cancelled; send a smaller request or raise the timeout"}, status_code=504))
         except asyncio.CancelledError:
             if not waiter.client_left:  # a timeout: BentoML answers 504
                 raise

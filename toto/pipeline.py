@@ -90,7 +90,7 @@ class ForecastPipeline(abc.ABC):
             model: torch.nn.Module = Toto2Model.from_pretrained(folder, map_location=device)
             pipeline: ForecastPipeline = Toto2Pipeline(model, decode_block_size, context_length=context_length)
         else:
-            if decode_block_size:
+            if decode_block_size is not None:
                 raise ValueError(f"decode_block_size applies to Toto 2.0 checkpoints; {name_or_path} is a Toto 1.0 "
                                  "model, which decodes patch by patch already: leave decode_block_size out")
             model = Toto.from_pretrained(folder, map_location=device)
