@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
@@ -88,10 +89,22 @@ class PassPlan:
     paths_per_chunk: int
 
 
-def load_engine(checkpoint: str, device: str | None, samples_per_batch: int,
-                memory_budget_bytes: int) -> ForecastEngine:
+@dataclass(frozen=True)
+class EngineSpec:
+    """What builds the service's engine: read from the settings, and sent (pickled) to the model's process."""
+
+    checkpoint: str
+    device: str | None
+    dtype: torch.dtype
+    """The weights' and matmuls' dtype (the series, the scaler and the sampling stay float32)."""
+    samples_per_batch: int
+    memory_budget_bytes: int
+
+
+def load_engine(spec: EngineSpec) -> ForecastEngine:
     """The model behind the service: the one place that says how a checkpoint becomes a forecaster."""
-    return ForecastEngine(load_model(checkpoint, device), samples_per_batch, memory_budget_bytes)
+    pipeline = load_model(spec.checkpoint, spec.device, None if spec.dtype == torch.float32 else spec.dtype)
+    return ForecastEngine(pipeline, spec.samples_per_batch, spec.memory_budget_bytes)
 
 
 class ForecastEngine:
@@ -112,11 +125,21 @@ class ForecastEngine:
         self.pipeline.model.to("meta")
 
     def problems(self, request: ForecastRequest) -> list[Problem]:
-        """What this model cannot do for a well-formed request: sample paths from a quantile model."""
+        """What this model cannot do for a request within the limits and with valid timestamps: sample paths from a
+        quantile model, or variates with no observed value in the context the model reads."""
         if request.return_samples and not self.pipeline.samples:
             return [Problem(("return_samples",), f"{self.pipeline.family} is a quantile model: it forecasts quantiles"
                             " in one pass and has no sample paths to return; set return_samples to false")]
-        return []
+        context = self.pipeline.context_length
+        problems = []
+        for i, series in enumerate(request.series):
+            recent = series.context(series.time_grid())[:, -context:]
+            names = [*series.variates, *series.exogenous]
+            if empty := [name for name, values in zip(names, recent) if np.isnan(values).all()]:
+                problems.append(Problem(("series", i, "variates"), f"{empty} have no observed value in the last "
+                                        f"{context} steps, the context this model reads (the one it was trained "
+                                        "with): send recent values or drop them"))
+        return problems
 
     def request_cost(self, request: ForecastRequest) -> RequestCost:
         """What `request` is admitted on; raises MemoryBudgetExceeded when it can never fit the budget."""
@@ -126,7 +149,7 @@ class ForecastEngine:
         result = values * RESULT_BYTES_PER_VALUE
         room = self.memory_budget_bytes - result
         try:
-            working = max(self._pass_bytes(task, 1, _context_length(task), room)[0]
+            working = max(self._pass_bytes(task, 1, self._context_steps(task), room)[0]
                           for task in SeriesTask.split(request, seed=0))
         except MemoryBudgetExceeded as error:
             raise MemoryBudgetExceeded(result + max(error.needed_bytes, 0), self.memory_budget_bytes) from None
@@ -152,7 +175,7 @@ class ForecastEngine:
     def _split(self, tasks: Sequence[SeriesTask], indices: list[int], limit: int) -> list[PassPlan]:
         """Passes over the tasks `indices` (of one shape key) that each fit `limit` bytes and decode as many paths
         together as their first task would alone; similar context lengths go together (less padding)."""
-        lengths = {i: _context_length(tasks[i]) for i in indices}
+        lengths = {i: self._context_steps(tasks[i]) for i in indices}
         passes: list[PassPlan] = []
         for i in sorted(indices, key=lengths.__getitem__):  # longest last: the pass's context is its length
             if passes:
@@ -194,6 +217,14 @@ class ForecastEngine:
         outputs = 3 * rows * horizon * (9 + levels + 1) * FLOAT32
         return inputs + activations + attention + outputs
 
+    def _context_steps(self, task: SeriesTask) -> int:
+        """The time steps the model reads: the series' length (its time grid's when gaps are filled in), cut to
+        the context the model was trained with (`ForecastPipeline.context_length`), as `predict_df` and
+        `toto forecast` cut it: older steps are positions the model never saw in training."""
+        series = task.series
+        length = series.length if series.timestamps is None else len(series.time_grid())
+        return min(length, self.pipeline.context_length)
+
     @staticmethod
     def _shape_key(task: SeriesTask) -> tuple[int, ...]:
         series = task.series
@@ -205,7 +236,7 @@ class ForecastEngine:
         """One forward pass over tasks of equal shape key; contexts are left-padded with NaN (missing)."""
         series = [task.series for task in tasks]
         first = tasks[0]
-        inputs = stack_ragged([s.context(s.time_grid()) for s in series])
+        inputs = stack_ragged([s.context(s.time_grid()) for s in series], self.pipeline.context_length)
         num_exogenous = len(series[0].exogenous)
         future = None
         if num_exogenous:
@@ -270,11 +301,3 @@ class ForecastEngine:
             timestamps = series.future_timestamps(series.time_grid(), task.prediction_length)
             results.append(SeriesForecast(id=series.id, timestamps=timestamps, variates=variates))
         return results
-
-
-def _context_length(task: SeriesTask) -> int:
-    """The time steps the model reads: the series' length, or its time grid's when gaps are filled in."""
-    series = task.series
-    if series.timestamps is None:
-        return series.length
-    return len(series.time_grid())

@@ -22,7 +22,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.sharedctypes import Synchronized
 
-from serve.engine import ForecastEngine, SeriesTask, load_engine
+from serve.engine import EngineSpec, ForecastEngine, SeriesTask, load_engine
 from serve.schemas import SeriesForecast
 from toto.inference.forecaster import Cancellation
 
@@ -39,8 +39,8 @@ class ModelProcessDied(Exception):
 class ModelProcess:
     """A child process holding a `ForecastEngine`; `forecast` runs one forward pass there and waits for it."""
 
-    def __init__(self, checkpoint: str, device: str | None, samples_per_batch: int, memory_budget_bytes: int) -> None:
-        self._engine_args = (checkpoint, device, samples_per_batch, memory_budget_bytes)
+    def __init__(self, spec: EngineSpec) -> None:
+        self._spec = spec
         self._context = multiprocessing.get_context("spawn")  # no fork of a process with threads and torch state
         self._stop_pass = self._context.Value("q", -1, lock=False)  # the id of the pass the child should stop
         self._next_pass = 0
@@ -48,7 +48,7 @@ class ModelProcess:
 
     def _start(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(1, mp_context=self._context, initializer=_load_engine,
-                                   initargs=(*self._engine_args, self._stop_pass))
+                                   initargs=(self._spec, self._stop_pass))
 
     def forecast(self, tasks: list[SeriesTask], pass_limit_bytes: int, cancel: Cancellation) -> list[SeriesForecast]:
         """`ForecastEngine.forecast(tasks, pass_limit_bytes)` in the child; `cancel` is polled meanwhile. Called
@@ -81,10 +81,9 @@ _ENGINE: ForecastEngine | None = None
 _STOP_PASS: Synchronized | None = None
 
 
-def _load_engine(checkpoint: str, device: str | None, samples_per_batch: int, memory_budget_bytes: int,
-                 stop_pass: Synchronized) -> None:
+def _load_engine(spec: EngineSpec, stop_pass: Synchronized) -> None:
     global _ENGINE, _STOP_PASS
-    _ENGINE = load_engine(checkpoint, device, samples_per_batch, memory_budget_bytes)
+    _ENGINE = load_engine(spec)
     _STOP_PASS = stop_pass
 
 

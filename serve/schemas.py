@@ -56,7 +56,8 @@ class SeriesInput(BaseModel):
     id: str | None = Field(None, description="Echoed back in the forecast, to match answers to questions.")
     variates: dict[str, Values] = Field(
         min_length=1,
-        description="Variate name -> values, oldest first; null marks a missing value. All of equal length.",
+        description="Variate name -> values, oldest first; null marks a missing value. All of equal length. The "
+        "model reads at most the context it was trained with (the most recent steps).",
     )
     exogenous: dict[str, Values] = Field(
         default_factory=dict,

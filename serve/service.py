@@ -42,7 +42,7 @@ from starlette.responses import JSONResponse
 from serve.batching import ContinuousBatcher, QueueTimeout
 from serve.budget import MemoryLedger
 from serve.checks import Problem, find_problems, over_budget
-from serve.engine import ForecastEngine, SeriesTask, load_engine
+from serve.engine import EngineSpec, ForecastEngine, SeriesTask, load_engine
 from serve.guard import RequestGuard
 from serve.logs import log_client_errors_as_warnings
 from serve.model_process import ModelProcess, ModelProcessDied
@@ -110,18 +110,17 @@ class TotoService:
         self.loading = asyncio.create_task(self._load_and_warm_up())
 
     async def _load_and_warm_up(self) -> None:
-        device = None if SETTINGS.device == "auto" else SETTINGS.device
+        spec = EngineSpec(checkpoint=SETTINGS.checkpoint, device=None if SETTINGS.device == "auto" else SETTINGS.device,
+                          dtype=getattr(torch, SETTINGS.dtype), samples_per_batch=SETTINGS.samples_per_batch,
+                          memory_budget_bytes=SETTINGS.memory_budget_bytes)
         try:
-            engine = await anyio.to_thread.run_sync(
-                load_engine, SETTINGS.checkpoint, device, SETTINGS.samples_per_batch, SETTINGS.memory_budget_bytes
-            )
+            engine = await anyio.to_thread.run_sync(load_engine, spec)
         except Exception as error:  # a bad checkpoint must not kill the process silently: /livez reports it
             log.exception("cannot load checkpoint %r", self.model_id)
             self.load_error = f"cannot load checkpoint {self.model_id!r}: {type(error).__name__}: {error}"
             return
         engine.release_weights()  # the forward passes run in the model's own process (serve.model_process)
-        self.model_process = ModelProcess(SETTINGS.checkpoint, device, SETTINGS.samples_per_batch,
-                                          SETTINGS.memory_budget_bytes)
+        self.model_process = ModelProcess(spec)
         patch = engine.patch_size
         series = SeriesInput(variates={"warm-up": [float(i % 7) for i in range(2 * patch)]})
         task = SeriesTask(series=series, prediction_length=patch, num_samples=1, quantile_levels=[],

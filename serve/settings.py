@@ -8,6 +8,7 @@ and shared by the service, the request limits and the request guard.
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +26,11 @@ class ServeSettings(BaseSettings):
         DEFAULT_MODEL, description="Hub id, local folder or embedded model name of either family (Toto 1.0 or 2.0)."
     )
     device: str = Field("auto", description="torch device; 'auto' picks cuda when available, else cpu.")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="The weights' and matmuls' dtype. bfloat16 makes merged passes faster on CPUs with AVX512-BF16 "
+        "or AMX and on GPUs; the series, the scaler and the sampling stay float32 (docs/serving.md).",
+    )
 
     # Request limits: a request over one is answered 422 naming the field and the limit.
     max_context_length: int = Field(4096, ge=1, description="Most time steps per series.")

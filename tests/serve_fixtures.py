@@ -9,6 +9,7 @@ for the statsmodels import.
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ import pandas as pd
 import torch
 
 from serve.local import local_server
+from toto.model.checkpoint import TRAINING_SUMMARY_FILE
 from toto.model.config import TotoConfig
 from toto.model.toto import Toto
 
@@ -37,6 +39,11 @@ LIMITS = {
 }
 
 
+# The context the test checkpoint says it was trained with (its training_summary.json): the server reads at most
+# the last TRAINED_CONTEXT steps of a series.
+TRAINED_CONTEXT = 256
+
+
 class Server(NamedTuple):
     url: str
     checkpoint: Path
@@ -45,9 +52,11 @@ class Server(NamedTuple):
 
 @contextmanager
 def start_server(workdir: Path) -> Iterator[Server]:
-    """Serve a tiny random-weight checkpoint (forecast quality is not under test) with `LIMITS`."""
+    """Serve a tiny random-weight checkpoint (forecast quality is not under test), trained context
+    `TRAINED_CONTEXT`, with `LIMITS`."""
     torch.manual_seed(0)
     checkpoint = Toto.from_config(TotoConfig.tiny()).save_pretrained(workdir / "checkpoint")
+    (checkpoint / TRAINING_SUMMARY_FILE).write_text(json.dumps({"context_length": TRAINED_CONTEXT}))
     with local_server(workdir, {"TOTO_SERVE_CHECKPOINT": checkpoint, **LIMITS}) as server:
         yield Server(server.url, checkpoint, server.log_path)
 

@@ -11,7 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from serve_fixtures import LIMITS, Server, co2_weekly, start_server, us_macro_quarterly, values
+from serve_fixtures import (
+    LIMITS,
+    TRAINED_CONTEXT,
+    Server,
+    co2_weekly,
+    start_server,
+    us_macro_quarterly,
+    values,
+)
 
 from toto.data.util.dataset import MaskedTimeseries
 from toto.inference.forecaster import TotoForecaster
@@ -122,6 +130,26 @@ def test_response_equals_toto_forecaster_on_same_input_and_seed(
         np.testing.assert_allclose(got["median"], expected.median[row, 0].numpy(), **close)
         np.testing.assert_allclose(got["quantiles"]["0.1"], quantiles[0, row, 0].numpy(), **close)
         np.testing.assert_allclose(got["quantiles"]["0.9"], quantiles[1, row, 0].numpy(), **close)
+
+
+def test_context_is_cut_to_the_context_the_model_was_trained_with(client: httpx.Client) -> None:
+    """Steps older than the checkpoint's trained context (training_summary.json) are not read, as in predict_df;
+    a variate observed only before that context is refused, not forecast from nothing."""
+    co2 = values(co2_weekly().iloc[-(TRAINED_CONTEXT + 150):])
+    answers = []
+    for window in (co2, co2[-TRAINED_CONTEXT:], co2[-TRAINED_CONTEXT + 1:]):
+        body = {"series": [{"variates": {"co2": window}}], "prediction_length": 8, "num_samples": 16, "seed": 5}
+        response = client.post("/forecast", json=body)
+        assert response.status_code == 200, response.text
+        answers.append(response.json()["forecasts"][0]["variates"]["co2"]["mean"])
+    np.testing.assert_allclose(answers[0], answers[1], rtol=1e-5, atol=1e-4)
+    assert not np.allclose(answers[1], answers[2], rtol=1e-5, atol=1e-4)  # one step fewer is read: it differs
+
+    stale = [*co2[:100], *[None] * TRAINED_CONTEXT]
+    body = {"series": [{"variates": {"co2": co2[-300:], "stale": stale[-300:]}}], "prediction_length": 8}
+    response = client.post("/forecast", json=body)
+    assert response.status_code == 422, response.text
+    assert f"['stale'] have no observed value in the last {TRAINED_CONTEXT} steps" in response.text
 
 
 def test_future_exogenous_values_drive_the_forecast_like_toto_forecaster(
