@@ -137,8 +137,8 @@ class ForecastEngine:
             names = [*series.variates, *series.exogenous]
             if empty := [name for name, values in zip(names, recent) if np.isnan(values).all()]:
                 problems.append(Problem(("series", i, "variates"), f"{empty} have no observed value in the last "
-                                        f"{context} steps, the context this model reads (the one it was trained "
-                                        "with): send recent values or drop them"))
+                                        f"{context} steps, the context this model reads (its default context): "
+                                        "send recent values or drop them"))
         return problems
 
     def request_cost(self, request: ForecastRequest) -> RequestCost:
@@ -219,8 +219,8 @@ class ForecastEngine:
 
     def _context_steps(self, task: SeriesTask) -> int:
         """The time steps the model reads: the series' length (its time grid's when gaps are filled in), cut to
-        the context the model was trained with (`ForecastPipeline.context_length`), as `predict_df` and
-        `toto forecast` cut it: older steps are positions the model never saw in training."""
+        the model's default context (`ForecastPipeline.context_length`: the context it was trained with, or the
+        one its validation chose), as `predict_df` and `toto forecast` cut it."""
         series = task.series
         length = series.length if series.timestamps is None else len(series.time_grid())
         return min(length, self.pipeline.context_length)

@@ -57,7 +57,7 @@ class SeriesInput(BaseModel):
     variates: dict[str, Values] = Field(
         min_length=1,
         description="Variate name -> values, oldest first; null marks a missing value. All of equal length. The "
-        "model reads at most the context it was trained with (the most recent steps).",
+        "model reads at most its default context, the most recent steps (docs/serving.md).",
     )
     exogenous: dict[str, Values] = Field(
         default_factory=dict,

@@ -54,8 +54,9 @@ def test_from_pretrained_picks_the_family_from_config_json(v2):
 
 
 def test_the_default_context_is_the_one_the_model_was_trained_with(table, tmp_path):
-    """A folder whose training_summary.json records context_length gets it as the default of every entry point;
-    without one the default is 2048, and an explicit context_length wins."""
+    """A folder whose training_summary.json records context_length gets it as the default of every entry point
+    (default_context_length, when it names one); without one the default is 2048, and an explicit context_length
+    wins."""
     assert ForecastPipeline.from_pretrained(V2, device="cpu").context_length == 2048
     folder = tmp_path / "trained-on-96"
     folder.mkdir()
@@ -71,6 +72,8 @@ def test_the_default_context_is_the_one_the_model_was_trained_with(table, tmp_pa
     assert not np.allclose(default["median"], whole["median"])
     assert TotoPredictor(folder, 24).context_length == 96 and TotoPredictor(V2, 24).context_length == 2048
     assert TotoPredictor(pipeline, 24, context_length=400).context_length == 400
+    (folder / "training_summary.json").write_text('{"context_length": 96, "default_context_length": 64}')
+    assert ForecastPipeline.from_pretrained(folder, device="cpu").context_length == 64  # chosen on validation
     assert ForecastPipeline.from_pretrained("toto-tiny", device="cpu").context_length == 512
 
 

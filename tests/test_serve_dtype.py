@@ -28,6 +28,9 @@ def test_bfloat16_weights_answer_the_float32_forecast_within_rounding(tmp_path: 
         MaskedTimeseries.from_series(window.to_numpy()[None, None]), 32, num_samples=128, seed=3)
     mean, spread = float32.mean[0, 0].numpy(), float32.samples[0, 0].std(dim=-1).numpy()
     gap = np.abs(np.array(got["mean"]) - mean)
-    assert (gap <= 0.01 * np.abs(mean)).all()  # the bound: within 1% of the float32 mean
-    assert (gap <= 0.1 * spread).all()  # and far inside the forecast's own spread
+    assert (gap <= 0.01 * np.abs(mean)).all()  # within 1% of the float32 mean
+    # bf16 rounding can send a sample path to another mixture component, so the two sets of 128 paths may differ as
+    # two independent draws do: their means then differ by sqrt(2 / 128) spreads in one standard deviation.
+    noise = np.sqrt(2 / 128) * spread
+    assert (gap <= 4 * noise).all() and gap.mean() <= 1.5 * noise.mean()
     assert not np.allclose(got["samples"], float32.samples[0, 0].T.numpy(), rtol=1e-6, atol=0)  # bf16 did run

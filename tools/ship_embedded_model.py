@@ -1,18 +1,24 @@
 """Ship a finished `make pretrain-tiny` run as the embedded model, only if it beats the current one on validation.
 
-    .venv/bin/python tools/ship_embedded_model.py runs/pretrain-tiny --minutes 95
+    .venv/bin/python tools/ship_embedded_model.py runs/pretrain-tiny runs/pretrain-tiny-2048 \
+        --config configs/pretrain-tiny.yaml configs/pretrain-tiny-2048.yaml --contexts 512 --minutes 95
+
+A run is one training folder, or a curriculum: its stages' folders and configs in order, each stage starting from the
+previous one's export. The last stage's export is the candidate.
 
 1. Evaluates, with `boom eval` on data/embedded/validation (the windows and metrics of `make eval-embedded`):
    seasonal naive, AutoETS, AutoTheta, the current default embedded model (`--against`) and the run's export/,
-   each Toto model at the context it was trained with (the run's config; the shipped model's training_summary.json,
-   as the pipelines default to it). Results are cached in --eval-dir per model, and per weights file and context
+   each Toto model at its default context (the shipped model's training_summary.json, as the pipelines read it; for
+   the run, the last stage's context and each of `--contexts`: the best of them on validation becomes its default,
+   `default_context_length`). Results are cached in --eval-dir per model, and per weights file and context
    (`toto-tiny@<sha256 prefix>-c<context>`), so reruns only evaluate what is new.
 2. Scores them as `boom leaderboard` does (MASE and CRPS over seasonal naive's, shifted geometric means) and
    writes the per-series table to <eval-dir>/validation_table.md.
 3. If the run's weights are better than the current default on both aggregates (or --force), copies config.json
    and model.safetensors into the package as toto/checkpoints/<--name> (a Toto 2.0 run ships beside toto-tiny as
    toto2-tiny; making it the default is then the one-line change of `toto.model.checkpoint.DEFAULT_MODEL`), writes training_summary.json beside them (data, steps, windows, wall time,
-   validation scores) and the loss curve to docs/embedded-model-loss.png. Otherwise it changes nothing.
+   validation scores; per stage for a curriculum) and the loss curve of every stage to docs/embedded-model-loss.png.
+   Otherwise it changes nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -30,7 +37,7 @@ import yaml
 
 from boom import leaderboard
 from toto.model.checkpoint import CONFIG_FILE, DEFAULT_MODEL, EMBEDDED_DIR, WEIGHTS_FILE
-from toto.pipeline import trained_context_length
+from toto.pipeline import default_context_length
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = ("seasonalnaive", "autoets", "autotheta")
@@ -67,12 +74,12 @@ def scores(eval_dir: Path, models: list[str]) -> tuple[pd.DataFrame, pd.DataFram
     return aggregate.loc[models], per_series
 
 
-def markdown(aggregate: pd.DataFrame, per_series: pd.DataFrame, labels: dict[str, str]) -> str:
-    """The validation tables of docs/embedded-model.md."""
+def markdown(aggregate: pd.DataFrame, per_series: pd.DataFrame, labels: dict[str, str], columns: list[str]) -> str:
+    """The validation tables of docs/embedded-model.md: every model's aggregates, and `columns`' per series."""
     lines = ["| model | MASE / seasonal naive | CRPS / seasonal naive | mean CRPS rank |", "|---|---|---|---|"]
     for model, row in aggregate.sort_values("crps").iterrows():
         lines.append(f"| {labels.get(model, model)} | {row['mase']:.3f} | {row['crps']:.3f} | {row['rank']:.2f} |")
-    models = [m for m in aggregate.index if m != "seasonalnaive"]
+    models = [m for m in columns if m != "seasonalnaive"]
     lines += ["", "Per series, MASE / seasonal naive and CRPS / seasonal naive (MASE, CRPS):", "",
               "| series | " + " | ".join(labels.get(m, m) for m in models) + " |",
               "|---|" + "---|" * len(models)]
@@ -83,37 +90,81 @@ def markdown(aggregate: pd.DataFrame, per_series: pd.DataFrame, labels: dict[str
     return "\n".join(lines) + "\n"
 
 
+def plot_stages(curves: list[pd.DataFrame], stages: list[dict], path: Path) -> None:
+    """Training and validation loss of every stage on one step axis, each stage's start marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    offset = 0
+    for number, (curve, stage) in enumerate(zip(curves, stages), start=1):
+        steps = curve["step"] + offset
+        train, validation = curve["train_loss"].notna(), curve["val_loss"].notna()
+        label = f"stage {number} (context {stage['context_length']})" if len(stages) > 1 else ""
+        losses = curve["train_loss"][train]
+        axis.plot(steps[train], losses, alpha=0.2, color="grey")
+        axis.plot(steps[train], losses.rolling(100, min_periods=1).mean(),
+                  label=f"train loss, 100-step mean {label}".strip())
+        axis.plot(steps[validation], curve["val_loss"][validation], "o-", label=f"validation loss {label}".strip())
+        if number > 1:
+            axis.axvline(offset, color="grey", linestyle=":")
+        offset += stage["steps"]
+    axis.set(xlabel="step", ylabel="loss", title="Embedded model training")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path, help="the run's default_root_dir (with export/ and loss_curve.csv)")
+    parser.add_argument("runs", type=Path, nargs="+",
+                        help="the run's default_root_dir (with export/ and loss_curve.csv); a curriculum's, in order")
     parser.add_argument("--minutes", type=float, required=True, help="wall time of the run, for the record")
-    parser.add_argument("--config", type=Path, default=REPO / "configs" / "pretrain-tiny.yaml")
+    parser.add_argument("--config", type=Path, nargs="+", required=True, help="each run's config, in order")
     parser.add_argument("--data", type=Path, default=REPO / "data" / "embedded" / "validation")
     parser.add_argument("--eval-dir", type=Path, default=REPO / "runs" / "validation-eval")
     parser.add_argument("--name", default=DEFAULT_MODEL, help="the embedded folder to ship into (toto/checkpoints/NAME)")
     parser.add_argument("--against", default=DEFAULT_MODEL, help="the embedded model to beat (the current default)")
+    parser.add_argument("--contexts", type=int, nargs="*", default=[],
+                        help="also evaluate the run at these contexts; the best on validation becomes its default "
+                        "(training_summary.json's default_context_length)")
     parser.add_argument("--force", action="store_true", help="ship even if it does not beat the current weights")
     args = parser.parse_args()
 
+    if len(args.runs) != len(args.config):
+        raise SystemExit(f"{len(args.runs)} run folders and {len(args.config)} configs: give one config per stage, in "
+                         "the runs' order")
     target, against = EMBEDDED_DIR / args.name, EMBEDDED_DIR / args.against
-    export = args.run / "export"
+    export = args.runs[-1] / "export"
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (export / name).exists():
-            raise SystemExit(f"{export / name} is missing: run `toto-train export {args.run}` first")
-    config = yaml.safe_load(args.config.read_text())
+            raise SystemExit(f"{export / name} is missing: run `toto-train export {args.runs[-1]}` first")
+    configs = [yaml.safe_load(path.read_text()) for path in args.config]
+    config = configs[-1]
     run_context = int(config["data"]["context_length"])
-    current_context = trained_context_length(against)
+    current_context = default_context_length(against)
     for model in BASELINES:
         boom_eval(model, args.data, args.eval_dir)
     current = weights_id(args.against, against, current_context)
-    candidate = weights_id(args.name, export, run_context)
     boom_eval("toto", args.data, args.eval_dir, checkpoint=against, name=current, context_length=current_context)
-    boom_eval("toto", args.data, args.eval_dir, checkpoint=export, name=candidate, context_length=run_context)
+    contexts = sorted({run_context, *args.contexts})
+    tried = {context: weights_id(args.name, export, context) for context in contexts}
+    for context, name in tried.items():
+        boom_eval("toto", args.data, args.eval_dir, checkpoint=export, name=name, context_length=context)
 
-    models = [candidate, *([current] if current != candidate else []), *BASELINES]
+    models = [*tried.values(), *([current] if current not in tried.values() else []), *BASELINES]
     aggregate, per_series = scores(args.eval_dir, models)
-    labels = {candidate: f"**this run** ({candidate})", current: f"current default ({current})", **NAMES}
-    table = markdown(aggregate, per_series, labels)
+    # The default context: the one whose MASE and CRPS ratios have the lowest geometric mean on validation.
+    chosen = min(contexts, key=lambda c: math.log(aggregate.loc[tried[c], "mase"] * aggregate.loc[tried[c], "crps"]))
+    candidate = tried[chosen]
+    labels = {**{name: f"this run at context {context} ({name})" for context, name in tried.items()},
+              candidate: f"**this run** ({candidate})", current: f"current default ({current})", **NAMES}
+    columns = [candidate, *([current] if current != candidate else []), *BASELINES]
+    table = markdown(aggregate, per_series, labels, columns)
     (args.eval_dir / "validation_table.md").write_text(table)
     print(table)
 
@@ -123,16 +174,16 @@ def main() -> None:
     if not (better or args.force):
         print(f"not shipped: {candidate} does not beat {current} on both MASE and CRPS")
         return
-    target.mkdir(parents=True, exist_ok=True)
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        shutil.copyfile(export / name, target / name)
-    curve = pd.read_csv(args.run / "loss_curve.csv")
+    curves = [pd.read_csv(run / "loss_curve.csv") for run in args.runs]
+    stages = [{"config": str(path.resolve().relative_to(REPO)), "context_length": int(c["data"]["context_length"]),
+               "steps": int(curve["step"].max()), "windows_seen": int(curve["step"].max()) * int(c["data"]["batch_size"]),
+               "best_val_loss": round(float(curve["val_loss"].min()), 4)}
+              for path, c, curve in zip(args.config, configs, curves)]
     data_summary = pd.read_csv(REPO / "data" / "embedded" / "summary.csv")
     train_rows = data_summary[data_summary["split"] == "train"]
-    validation = curve.dropna(subset=["val_loss"])
     summary = {
         "status": "trained",
-        "config": str(args.config.relative_to(REPO)),
+        "config": [stage["config"] for stage in stages],
         "data": {
             "config": "configs/embedded-data.yaml",
             "real_training_datasets": int((train_rows["series"] > 0).sum()),
@@ -141,18 +192,23 @@ def main() -> None:
             "sources": [{"class_path": s["class_path"], **s.get("init_args", {})}
                         for s in config["data"]["sources"]],
         },
-        "steps": int(curve["step"].max()),
-        "windows_seen": int(curve["step"].max()) * int(config["data"]["batch_size"]),
+        "stages": stages,
+        "steps": sum(stage["steps"] for stage in stages),
+        "windows_seen": sum(stage["windows_seen"] for stage in stages),
         "context_length": run_context,
+        **({"default_context_length": chosen} if chosen != run_context else {}),
         "wall_minutes": args.minutes,
-        "final_train_loss": round(float(curve["train_loss"].dropna().tail(50).mean()), 4),
-        "best_val_loss": round(float(validation["val_loss"].min()), 4),
+        "final_train_loss": round(float(curves[-1]["train_loss"].dropna().tail(50).mean()), 4),
+        "best_val_loss": stages[-1]["best_val_loss"],
         "validation": {labels.get(m, m).replace("**", ""): {k: round(float(aggregate.loc[m, k]), 4)
                                                            for k in ("mase", "crps")} for m in models},
         "validation_metric": "shifted geometric mean over data/embedded/validation of MASE and CRPS / seasonal naive",
     }
+    target.mkdir(parents=True, exist_ok=True)  # written only once everything above has been computed
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        shutil.copyfile(export / name, target / name)
     (target / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    shutil.copyfile(args.run / "loss_curve.png", REPO / "docs" / "embedded-model-loss.png")
+    plot_stages(curves, stages, REPO / "docs" / "embedded-model-loss.png")
     print(f"shipped {candidate} to {target}")
     print(json.dumps(summary, indent=2))
 

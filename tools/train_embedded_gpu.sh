@@ -50,7 +50,8 @@ PY
     mkdir -p "$RUN/export"
     cp "$FILES/config.json" "$FILES/model.safetensors" "$RUN/export/"
     cp "$FILES/loss_curve.csv" "$FILES/loss_curve.png" "$RUN/"
-    .venv/bin/python tools/ship_embedded_model.py "$RUN" --config configs/pretrain-gpu.yaml --minutes "$MINUTES"
+    .venv/bin/python tools/ship_embedded_model.py "$RUN" --config configs/pretrain-gpu.yaml --contexts 512 \
+      --minutes "$MINUTES"
     ;;
   *)
     echo "usage: $0 pack | train | ship FILES_AT MINUTES" >&2

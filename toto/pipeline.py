@@ -75,9 +75,10 @@ class ForecastPipeline(abc.ABC):
         """Load an embedded model name, a local folder or a Hub repo id of either family.
 
         `device` defaults to the GPU when there is one. `dtype=torch.bfloat16` runs the weights and matmuls in
-        bf16; scaling and outputs stay float32. The pipeline's `context_length` is the context the model was
-        trained with when its folder records it (`training_summary.json`, as the embedded models do: a model
-        trained on 512 steps forecasts worse from 2048, whose later positions it never saw), else 2048.
+        bf16; scaling and outputs stay float32. The pipeline's `context_length` is the default its folder records
+        (`default_context_length`: the context the model was trained with, or the one its validation chose, as
+        the embedded models record; a model trained on 512 steps forecasts worse from 2048, whose later positions
+        it never saw), else 2048.
         `decode_block_size` (Toto 2.0 only, a multiple of its patch size) decodes the horizon that many steps at a
         time, feeding each block's median back as data; by default the whole horizon is one pass, as in the
         official wrapper.
@@ -85,7 +86,7 @@ class ForecastPipeline(abc.ABC):
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         folder = checkpoint_v2.resolve(name_or_path, **hub_kwargs)
         config = checkpoint_v2.read_config(folder)
-        context_length = trained_context_length(folder)
+        context_length = default_context_length(folder)
         if isinstance(config, dict) and "d_model" in config:
             model: torch.nn.Module = Toto2Model.from_pretrained(folder, map_location=device)
             pipeline: ForecastPipeline = Toto2Pipeline(model, decode_block_size, context_length=context_length)
@@ -265,10 +266,13 @@ class Toto2Pipeline(ForecastPipeline):
         return model_inputs
 
 
-def trained_context_length(folder: Path) -> int:
-    """The context a checkpoint folder says its model was trained with (`training_summary.json`), else 2048: the
-    history every entry point feeds the model unless told otherwise."""
-    return int(read_training_summary(folder).get("context_length", DEFAULT_CONTEXT_LENGTH))
+def default_context_length(folder: Path) -> int:
+    """The history every entry point feeds a checkpoint's model unless told otherwise, from its
+    `training_summary.json`: `default_context_length` when the folder names one (the context its validation scores
+    were best at, which `tools/ship_embedded_model.py --contexts` chooses), else `context_length` (the longest
+    context it was trained with: positions beyond it were never seen), else 2048."""
+    summary = read_training_summary(folder)
+    return int(summary.get("default_context_length", summary.get("context_length", DEFAULT_CONTEXT_LENGTH)))
 
 
 def forward_fill(values: Tensor, observed: Tensor) -> Tensor:
