@@ -106,7 +106,7 @@ def plot_stages(curves: list[pd.DataFrame], stages: list[dict], path: Path) -> N
         losses = curve["train_loss"][train]
         axis.plot(steps[train], losses, alpha=0.2, color="grey")
         axis.plot(steps[train], losses.rolling(100, min_periods=1).mean(),
-                  label=f"train loss, 100-step mean {label}".strip())
+                  label=f"train loss (100-step mean) {label}".strip())
         axis.plot(steps[validation], curve["val_loss"][validation], "o-", label=f"validation loss {label}".strip())
         if number > 1:
             axis.axvline(offset, color="grey", linestyle=":")
