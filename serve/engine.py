@@ -19,14 +19,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
 from serve.checks import Problem
 from serve.schemas import STRICT, ForecastRequest, QuantileLevel, SeriesForecast, SeriesInput, VariateForecast
 from toto.api import load_model
-from toto.data.util.dataset import MaskedTimeseries, stack_ragged
+from toto.data.util.dataset import MaskedTimeseries, stack_ragged, unobserved_in_context
 from toto.inference.forecaster import Cancellation, Forecast, TotoForecaster
 from toto.inference.memory import FLOAT32, MemoryBudgetExceeded, plan_forecast
 from toto.inference.streams import row_seeds
@@ -133,9 +132,8 @@ class ForecastEngine:
         context = self.pipeline.context_length
         problems = []
         for i, series in enumerate(request.series):
-            recent = series.context(series.time_grid())[:, -context:]
             names = [*series.variates, *series.exogenous]
-            if empty := [name for name, values in zip(names, recent) if np.isnan(values).all()]:
+            if empty := unobserved_in_context(series.context(series.time_grid()), names, context):
                 problems.append(Problem(("series", i, "variates"), f"{empty} have no observed value in the last "
                                         f"{context} steps, the context this model reads (its default context): "
                                         "send recent values or drop them"))

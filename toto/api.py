@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from toto.data.util.dataset import MaskedTimeseries, stack_ragged
+from toto.data.util.dataset import MaskedTimeseries, stack_ragged, unobserved_in_context
 from toto.inference.streams import row_seeds
 from toto.model.checkpoint import DEFAULT_MODEL
 from toto.pipeline import ForecastPipeline
@@ -157,8 +157,7 @@ def _masked_timeseries(batch: list[Series], context_length: int, exogenous: Sequ
         order = [*_targets(series, exogenous), *exogenous]
         rows = [series.variates.index(name) for name in order]
         window = series.values[rows, -context_length:]
-        empty = [name for name, row in zip(order, window, strict=True) if np.isnan(row).all()]
-        if empty:
+        if empty := unobserved_in_context(window, order, context_length):
             where = f"series {series.id!r}: " if series.id is not None else ""
             raise InputError(
                 f"{where}{empty} have no values in the last {context_length} steps: raise the context length"

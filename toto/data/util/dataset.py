@@ -58,6 +58,13 @@ class MaskedTimeseries(NamedTuple):
         )
 
 
+def unobserved_in_context(values: np.ndarray, names: Sequence[str], context_length: int) -> list[str]:
+    """The names of the rows of `values` (variates, time) with no observed (non-NaN) value in their last
+    `context_length` steps: the model would read nothing of them, so the entry points refuse them by name."""
+    window = np.asarray(values, dtype=float)[:, -context_length:]
+    return [name for name, row in zip(names, window, strict=True) if np.isnan(row).all()]
+
+
 def stack_ragged(
     series: Sequence[np.ndarray | Tensor],
     context_length: int | None = None,
