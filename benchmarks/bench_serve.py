@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_serve.py            # full run (the lead reruns it on a quiet machine)
     .venv/bin/python benchmarks/bench_serve.py --quick    # smoke run
 
-For each setting of TOTO_SERVE_DTYPE (float32, bfloat16) and TOTO_SERVE_BATCHING a real server is started on 127.0.0.1 (`serve.local`) and warmed up with a
-few requests, then 1, 8 and 32 concurrent clients send `--requests` requests in all (each client its share, one
+For each setting of TOTO_SERVE_DTYPE (float32, bfloat16) and TOTO_SERVE_BATCHING a real server is started on
+127.0.0.1 (`serve.local`) and warmed up with a few requests, then 1, 8 and 32 concurrent clients send `--requests` requests in all (each client its share, one
 after the other, so that every setting is timed over as many requests), `--repeats` times, the fastest run
 reported: one weekly CO2 series (statsmodels) per request, each client its own stretch and seed. Reported:
 requests per second, p50 and p99 latency, and the peak resident memory of the server's processes (arbiter, worker
@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
 import httpx
 import matplotlib
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script,
 from benchmarks.report import command_line, markdown_table, write_section  # noqa: E402
 from benchmarks.sampling import PeakMemory  # noqa: E402
 from serve.local import local_server  # noqa: E402
+from serve.settings import ServeSettings  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -126,7 +128,8 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--horizon", type=int, default=64)
     parser.add_argument("--num-samples", type=int, default=100)
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
+    dtypes = get_args(ServeSettings.model_fields["dtype"].annotation)
+    parser.add_argument("--dtypes", nargs="+", default=list(dtypes), choices=dtypes,
                         help="TOTO_SERVE_DTYPE settings to run")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 requests, short context and horizon")
     args = parser.parse_args()

@@ -133,8 +133,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--series", nargs="+", help="only these series (e.g. ds-0-T)")
     ev.add_argument("--out", default="results", help="results root: writes OUT/<name>/all_results.csv")
     ev.add_argument("--context-length", type=int,
-                    help="most recent steps each model sees (default: for toto, the context the checkpoint was "
-                    f"trained with when its folder records it; otherwise {forecasters.DEFAULT_CONTEXT_LENGTH})")
+                    help="most recent steps each model sees (default: for toto, the default context the "
+                    f"checkpoint's folder records; otherwise {forecasters.DEFAULT_CONTEXT_LENGTH})")
     ev.add_argument("--num-samples", type=int, default=forecasters.DEFAULT_NUM_SAMPLES, help="Toto only")
     ev.add_argument("--samples-per-batch", type=int, help="Toto only: sample paths decoded together")
     ev.add_argument("--batch-size", type=int, default=16, help="Toto only: test windows forecast together")

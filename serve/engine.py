@@ -102,8 +102,8 @@ class EngineSpec:
 
 def load_engine(spec: EngineSpec) -> ForecastEngine:
     """The model behind the service: the one place that says how a checkpoint becomes a forecaster."""
-    pipeline = load_model(spec.checkpoint, spec.device, None if spec.dtype == torch.float32 else spec.dtype)
-    return ForecastEngine(pipeline, spec.samples_per_batch, spec.memory_budget_bytes)
+    return ForecastEngine(load_model(spec.checkpoint, spec.device, spec.dtype), spec.samples_per_batch,
+                          spec.memory_budget_bytes)
 
 
 class ForecastEngine:

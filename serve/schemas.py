@@ -10,6 +10,7 @@ training use): the frequency is `freq` or inferred, and gaps in the timestamps b
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Annotated
 
@@ -105,8 +106,13 @@ class SeriesInput(BaseModel):
         """The regular time grid of the values (`toto.tables.regular_grid`), None when the series has no time.
 
         Raises TimestampError when the timestamps cannot be put on a grid (unknown frequency, duplicates,
-        timestamps off the grid, dates beyond what pandas can represent).
+        timestamps off the grid, dates beyond what pandas can represent). Computed once: the checks, the
+        admission and the forward pass all read it (about 1 ms for 4,096 timestamps).
         """
+        return self._time_grid
+
+    @functools.cached_property
+    def _time_grid(self) -> pd.DatetimeIndex | None:
         try:
             if self.freq is not None:
                 parse_frequency(self.freq)  # checked even when unused, rather than silently ignored

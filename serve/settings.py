@@ -28,8 +28,8 @@ class ServeSettings(BaseSettings):
     device: str = Field("auto", description="torch device; 'auto' picks cuda when available, else cpu.")
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32",
-        description="The weights' and matmuls' dtype. bfloat16 makes merged passes faster on CPUs with AVX512-BF16 "
-        "or AMX and on GPUs; the series, the scaler and the sampling stay float32 (docs/serving.md).",
+        description="The weights' and matmuls' dtype; the series, the scaler and the sampling stay float32. bfloat16 "
+        "makes large merged passes faster on a CPU with AVX512-BF16 (docs/benchmarks.md, docs/serving.md).",
     )
 
     # Request limits: a request over one is answered 422 naming the field and the limit.

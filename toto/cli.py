@@ -405,8 +405,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="most recent steps the model sees (default: the context the model was trained with, 512 for toto-tiny, "
-        f"when its folder records it; else {DEFAULT_CONTEXT_LENGTH})",
+        help="most recent steps the model sees (default: the default context its folder records, 512 for toto-tiny; "
+        f"else {DEFAULT_CONTEXT_LENGTH})",
     )
     sub.add_argument(
         "--batch-size", type=int, default=16, metavar="N", help="series forecast together (default: 16)"

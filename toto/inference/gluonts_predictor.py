@@ -81,8 +81,8 @@ class TotoPredictor(Predictor):
         model_or_checkpoint: a `Toto` or `Toto2Model`, a `ForecastPipeline`, or a checkpoint of either family.
         prediction_length: steps to forecast after each entry's target.
         context_length: most recent steps of history fed to the model (Toto 1.0 used 2048 on BOOM). None: the
-            pipeline's (`ForecastPipeline.context_length`: the context a checkpoint was trained with, when its
-            folder records it), 2048 for a loaded Toto 1.0 model.
+            pipeline's (`ForecastPipeline.context_length`: the default context its folder's training_summary.json
+            records), 2048 for a loaded Toto 1.0 model.
         num_samples: samples drawn per forecast; quantiles and sample-based metrics come from them. None makes
             mean forecasts (one "sample", the decoded mean), as Toto 1.0's `predict()` without num_samples.
         samples_per_batch: sample paths decoded together; lower it to save memory (None: the forecaster's
