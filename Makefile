@@ -61,7 +61,7 @@ pretrain-tiny: embedded-data
 	$(VENV)/bin/toto-train fit --config configs/pretrain-tiny.yaml && \
 	$(VENV)/bin/toto-train fit --config configs/pretrain-tiny-2048.yaml && \
 	$(PY) tools/ship_embedded_model.py runs/pretrain-tiny runs/pretrain-tiny-2048 \
-		--config configs/pretrain-tiny.yaml configs/pretrain-tiny-2048.yaml --contexts 512 \
+		--config configs/pretrain-tiny.yaml configs/pretrain-tiny-2048.yaml --contexts 512 --ensembles 128,512,2048 \
 		--minutes $$(( ($$(date +%s) - start) / 60 ))
 
 # The Toto 2.0 candidate (configs/pretrain-tiny-v2.yaml, two threads by default): shipped as toto2-tiny only if it

@@ -64,7 +64,7 @@ def _forecaster(args: argparse.Namespace, device: str) -> forecasters.Forecaster
                                 context_length=args.context_length, num_samples=args.num_samples,
                                 samples_per_batch=args.samples_per_batch, batch_size=args.batch_size,
                                 seed=args.seed, device=device, name=args.name or "toto",
-                                decode_block_size=args.decode_block_size)
+                                decode_block_size=args.decode_block_size, context_ensemble=args.context_ensemble)
     return forecasters.classical(args.name or args.model, forecasters.CLASSICAL[args.model],
                                  context_length=args.context_length or forecasters.DEFAULT_CONTEXT_LENGTH)
 
@@ -135,6 +135,9 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--context-length", type=int,
                     help="most recent steps each model sees (default: for toto, the default context the "
                     f"checkpoint's folder records; otherwise {forecasters.DEFAULT_CONTEXT_LENGTH})")
+    ev.add_argument("--context-ensemble", type=int, nargs="+",
+                    help="Toto 1.0 only: pool sample paths drawn from windows of these lengths (default: the "
+                    "checkpoint's own context_ensemble at its default context; none at another --context-length)")
     ev.add_argument("--num-samples", type=int, default=forecasters.DEFAULT_NUM_SAMPLES, help="Toto only")
     ev.add_argument("--samples-per-batch", type=int, help="Toto only: sample paths decoded together")
     ev.add_argument("--batch-size", type=int, default=16, help="Toto only: test windows forecast together")

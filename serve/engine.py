@@ -251,6 +251,7 @@ class ForecastEngine:
                 exogenous_layout="aligned",
                 seed=[task.row_seed for task in tasks],
                 cancel=cancel,
+                context_ensemble=self.pipeline.context_ensemble,
             )
         return self._summarise(forecast, tasks)
 

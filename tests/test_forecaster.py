@@ -133,3 +133,39 @@ def test_official_style_batched_forward_with_kv_cache_matches_full_forward():
         full = model(x, mask, ids, None, scaling_prefix_length=48)
     assert first.distribution.mean.shape == (1, 2, 48) and second.distribution.mean.shape == (1, 2, 16)
     assert torch.allclose(second.distribution.mean, full.distribution.mean[..., -16:], rtol=1e-3, atol=1e-3)
+
+
+def test_context_ensemble_pools_the_paths_of_each_window_as_if_cut_alone(forecaster):
+    """Paths are dealt out in blocks, window by window, and path p keeps its stream: each block equals a forecast
+    of the series cut to that window, and the pooled forecast is seeded and batch-invariant as a single one."""
+    series = torch.stack([seasonal(300, seed=4), seasonal(300, seed=5)])
+    inputs = MaskedTimeseries.from_series(series)
+    pooled = forecaster.forecast(inputs, 20, num_samples=12, seed=[3, 4], context_ensemble=(64, 160, 512))
+    assert pooled.samples.shape == (2, 2, 20, 12)
+    assert torch.allclose(pooled.mean, pooled.samples.mean(-1))
+    short = forecaster.forecast(MaskedTimeseries.from_series(series[..., -64:]), 20, num_samples=4, seed=[3, 4])
+    middle = forecaster.forecast(MaskedTimeseries.from_series(series[..., -160:]), 20, num_samples=8, seed=[3, 4])
+    whole = forecaster.forecast(inputs, 20, num_samples=12, seed=[3, 4])  # 512 is capped at the 300 steps given
+    assert torch.allclose(pooled.samples[..., :4], short.samples, atol=1e-5)
+    assert torch.allclose(pooled.samples[..., 4:8], middle.samples[..., 4:8], atol=1e-5)
+    assert torch.allclose(pooled.samples[..., 8:], whole.samples[..., 8:], atol=1e-5)
+    assert not torch.allclose(pooled.samples[..., :4], whole.samples[..., :4])
+    alone = forecaster.forecast(MaskedTimeseries.from_series(series[1]), 20, num_samples=12, seed=[4],
+                                context_ensemble=(64, 160, 512))
+    assert torch.allclose(pooled.samples[1], alone.samples[0], atol=1e-5)
+    # A mean-only forecast averages the windows' means.
+    means = [forecaster.forecast(MaskedTimeseries.from_series(series[..., -n:]), 20).mean for n in (64, 160, 300)]
+    pooled_mean = forecaster.forecast(inputs, 20, context_ensemble=(64, 160, 512)).mean
+    assert torch.allclose(pooled_mean, sum(means) / 3, atol=1e-5)
+
+
+def test_context_ensemble_window_reaches_back_to_a_stale_variates_last_value(forecaster):
+    """A variate last observed before a short window starts would be read as nothing: that series' window reaches
+    back to the observation instead, as if it had been cut there."""
+    series = seasonal(200, seed=6)
+    series[1, -100:] = float("nan")  # variate 1 last seen 100 steps ago
+    pooled = forecaster.forecast(MaskedTimeseries.from_series(series), 16, num_samples=4, seed=[9],
+                                 context_ensemble=(32, 200))
+    reach = forecaster.forecast(MaskedTimeseries.from_series(series[:, -101:]), 16, num_samples=2, seed=[9])
+    assert bool(torch.isfinite(pooled.samples).all())
+    assert torch.allclose(pooled.samples[..., :2], reach.samples, atol=1e-5)

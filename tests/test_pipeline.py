@@ -74,7 +74,32 @@ def test_the_default_context_is_the_one_the_model_was_trained_with(table, tmp_pa
     assert TotoPredictor(pipeline, 24, context_length=400).context_length == 400
     (folder / "training_summary.json").write_text('{"context_length": 96, "default_context_length": 64}')
     assert ForecastPipeline.from_pretrained(folder, device="cpu").context_length == 64  # chosen on validation
-    assert ForecastPipeline.from_pretrained("toto-tiny", device="cpu").context_length == 512
+    embedded = ForecastPipeline.from_pretrained("toto-tiny", device="cpu")
+    assert embedded.context_length == 2048 and embedded.context_ensemble == (128, 512, 2048)
+
+
+def test_a_context_ensemble_applies_at_the_default_context_only(table, tmp_path):
+    """A Toto 1.0 folder recording a context_ensemble pools its windows whenever the default context is read
+    (predict_df, the GluonTS predictor); a context the caller chose reads exactly that many steps."""
+    from toto.model.checkpoint import EMBEDDED_DIR
+
+    folder = tmp_path / "ensemble"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).write_bytes((EMBEDDED_DIR / "toto-tiny" / name).read_bytes())
+    (folder / "training_summary.json").write_text('{"context_length": 400, "default_context_length": 192, '
+                                                  '"context_ensemble": [64, 192]}')
+    pipeline = ForecastPipeline.from_pretrained(folder, device="cpu")
+    assert pipeline.context_ensemble == (64, 192) and pipeline.context_length == 192
+    single = Toto1Pipeline(pipeline.model, context_length=192)
+    options = {"id_column": "host", "target_columns": ["cpu"], "num_samples": 32}
+    pooled = predict_df(table, 24, model=pipeline, **options)
+    pd.testing.assert_frame_equal(pooled, predict_df(table, 24, model=pipeline, context_length=192, **options))
+    assert not np.allclose(pooled["median"], predict_df(table, 24, model=single, **options)["median"])
+    pd.testing.assert_frame_equal(predict_df(table, 24, model=pipeline, context_length=64, **options),
+                                  predict_df(table, 24, model=single, context_length=64, **options))
+    assert TotoPredictor(pipeline, 24).context_ensemble == (64, 192)
+    assert TotoPredictor(pipeline, 24, context_length=64).context_ensemble is None
 
 
 def test_levels_between_knots_are_linear_and_outside_ones_take_the_edge_knot(v2):

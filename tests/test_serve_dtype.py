@@ -1,5 +1,6 @@
 """`TOTO_SERVE_DTYPE=bfloat16`: the server runs the embedded model's weights and matmuls in bfloat16 and answers
-what the float32 forecaster answers for the same input and seed, within bfloat16's rounding."""
+what the float32 forecaster answers for the same input and seed, within bfloat16's rounding. In float32 it answers
+exactly that forecast, the embedded model's sample paths pooled from its context ensemble."""
 
 from __future__ import annotations
 
@@ -12,20 +13,27 @@ from serve_fixtures import co2_weekly, values
 from serve.local import local_server
 from toto.data.util.dataset import MaskedTimeseries
 from toto.inference.forecaster import TotoForecaster
-from toto.model.toto import Toto
+from toto.pipeline import ForecastPipeline
 
 
 def test_bfloat16_weights_answer_the_float32_forecast_within_rounding(tmp_path: Path) -> None:
     window = co2_weekly().iloc[-300:]
     body = {"series": [{"variates": {"co2": values(window)}}], "prediction_length": 32, "num_samples": 128,
             "seed": 3, "return_samples": True}
-    with local_server(tmp_path, {"TOTO_SERVE_DTYPE": "bfloat16"}) as server:
-        response = httpx.post(f"{server.url}/forecast", json=body, timeout=120)
-    assert response.status_code == 200, response.text
-    got = response.json()["forecasts"][0]["variates"]["co2"]
+    answers = {}
+    for dtype in ("float32", "bfloat16"):
+        with local_server(tmp_path / dtype, {"TOTO_SERVE_DTYPE": dtype}) as server:
+            response = httpx.post(f"{server.url}/forecast", json=body, timeout=120)
+        assert response.status_code == 200, response.text
+        answers[dtype] = response.json()["forecasts"][0]["variates"]["co2"]
+    got = answers["bfloat16"]
 
-    float32 = TotoForecaster(Toto.from_pretrained("toto-tiny").model).forecast(
-        MaskedTimeseries.from_series(window.to_numpy()[None, None]), 32, num_samples=128, seed=3)
+    pipeline = ForecastPipeline.from_pretrained("toto-tiny", device="cpu")
+    assert pipeline.context_ensemble == (128, 512, 2048)
+    float32 = TotoForecaster(pipeline.model).forecast(
+        MaskedTimeseries.from_series(window.to_numpy()[None, None]), 32, num_samples=128, seed=3,
+        context_ensemble=pipeline.context_ensemble)
+    np.testing.assert_allclose(answers["float32"]["samples"], float32.samples[0, 0].T.numpy(), rtol=1e-5, atol=1e-4)
     mean, spread = float32.mean[0, 0].numpy(), float32.samples[0, 0].std(dim=-1).numpy()
     gap = np.abs(np.array(got["mean"]) - mean)
     assert (gap <= 0.01 * np.abs(mean)).all()  # within 1% of the float32 mean

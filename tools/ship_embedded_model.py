@@ -1,7 +1,8 @@
 """Ship a finished `make pretrain-tiny` run as the embedded model, only if it beats the current one on validation.
 
     .venv/bin/python tools/ship_embedded_model.py runs/pretrain-tiny runs/pretrain-tiny-2048 \
-        --config configs/pretrain-tiny.yaml configs/pretrain-tiny-2048.yaml --contexts 512 --minutes 95
+        --config configs/pretrain-tiny.yaml configs/pretrain-tiny-2048.yaml --contexts 512 \
+        --ensembles 128,512,2048 --minutes 95
 
 A run is one training folder, or a curriculum: its stages' folders and configs in order, each stage starting from the
 previous one's export. The last stage's export is the candidate.
@@ -9,9 +10,10 @@ previous one's export. The last stage's export is the candidate.
 1. Evaluates, with `boom eval` on data/embedded/validation (the windows and metrics of `make eval-embedded`):
    seasonal naive, AutoETS, AutoTheta, the current default embedded model (`--against`) and the run's export/,
    each Toto model at its default context (the shipped model's training_summary.json, as the pipelines read it; for
-   the run, the last stage's context and each of `--contexts`: the best of them on validation becomes its default,
-   `default_context_length`). Results are cached in --eval-dir per model, and per weights file and context
-   (`toto-tiny@<sha256 prefix>-c<context>`), so reruns only evaluate what is new.
+   the run, the last stage's context, each of `--contexts` and each context ensemble of `--ensembles`: the best of
+   them on validation becomes its default, `default_context_length` and `context_ensemble`). Results are cached in
+   --eval-dir per model, and per weights file and context (`toto-tiny@<sha256 prefix>-c<context>`, or
+   `-c128+512+2048` for an ensemble), so reruns only evaluate what is new.
 2. Scores them as `boom leaderboard` does (MASE and CRPS over seasonal naive's, shifted geometric means) and
    writes the per-series table to <eval-dir>/validation_table.md.
 3. If the run's weights are better than the current default on both aggregates (or --force), copies config.json
@@ -36,7 +38,13 @@ import pandas as pd
 import yaml
 
 from boom import leaderboard
-from toto.model.checkpoint import CONFIG_FILE, DEFAULT_MODEL, EMBEDDED_DIR, WEIGHTS_FILE
+from toto.model.checkpoint import (
+    CONFIG_FILE,
+    DEFAULT_MODEL,
+    EMBEDDED_DIR,
+    WEIGHTS_FILE,
+    read_training_summary,
+)
 from toto.pipeline import default_context_length
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,19 +52,26 @@ BASELINES = ("seasonalnaive", "autoets", "autotheta")
 NAMES = {"seasonalnaive": "seasonal naive", "autoets": "AutoETS", "autotheta": "AutoTheta"}
 
 
-def weights_id(name: str, folder: Path, context_length: int) -> str:
-    """`<name>@<first 10 hex digits of the weights' sha256>-c<context>`: a results folder per weights and context."""
+Context = tuple[int, tuple[int, ...] | None]  # (default context length, context ensemble or None)
+
+
+def weights_id(name: str, folder: Path, context: Context) -> str:
+    """`<name>@<first 10 hex digits of the weights' sha256>-c<context>` (`-c128+512+2048` for an ensemble): a
+    results folder per weights and context."""
     digest = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()[:10]
-    return f"{name}@{digest}-c{context_length}"
+    length, ensemble = context
+    return f"{name}@{digest}-c{'+'.join(map(str, ensemble)) if ensemble else length}"
 
 
 def boom_eval(model: str, data: Path, out: Path, checkpoint: Path | None = None, name: str | None = None,
-              context_length: int | None = None) -> None:
+              context: Context | None = None) -> None:
     """`boom eval` in a subprocess (it resumes: configurations already in the results file are skipped)."""
     command = [str(Path(sys.executable).with_name("boom")), "eval", "--model", model, "--data", str(data),
                "--out", str(out), "--no-progress"]
     if checkpoint is not None:
-        command += ["--checkpoint", str(checkpoint), "--context-length", str(context_length)]
+        length, ensemble = context
+        command += ["--checkpoint", str(checkpoint), "--context-length", str(length)]
+        command += ["--context-ensemble", *map(str, ensemble)] if ensemble else []
     if name is not None:
         command += ["--name", name]
     print("$", " ".join(command), flush=True)
@@ -132,6 +147,9 @@ def main() -> None:
     parser.add_argument("--contexts", type=int, nargs="*", default=[],
                         help="also evaluate the run at these contexts; the best on validation becomes its default "
                         "(training_summary.json's default_context_length)")
+    parser.add_argument("--ensembles", nargs="*", default=[], metavar="N,N,...",
+                        help="also evaluate the run with these context ensembles (sample paths pooled from windows "
+                        "of these lengths); the best on validation becomes its default (context_ensemble)")
     parser.add_argument("--force", action="store_true", help="ship even if it does not beat the current weights")
     args = parser.parse_args()
 
@@ -146,22 +164,32 @@ def main() -> None:
     configs = [yaml.safe_load(path.read_text()) for path in args.config]
     config = configs[-1]
     run_context = int(config["data"]["context_length"])
-    current_context = default_context_length(against)
+    ensemble = read_training_summary(against).get("context_ensemble")
+    current_context = (default_context_length(against), tuple(ensemble) if ensemble else None)
     for model in BASELINES:
         boom_eval(model, args.data, args.eval_dir)
     current = weights_id(args.against, against, current_context)
-    boom_eval("toto", args.data, args.eval_dir, checkpoint=against, name=current, context_length=current_context)
-    contexts = sorted({run_context, *args.contexts})
+    # Weights already shipped are scored from the run's folder, so that their cached results are found again.
+    same = (against / WEIGHTS_FILE).read_bytes() == (export / WEIGHTS_FILE).read_bytes()
+    boom_eval("toto", args.data, args.eval_dir, checkpoint=export if same else against, name=current,
+              context=current_context)
+    try:
+        ensembles = [tuple(sorted(int(n) for n in text.split(","))) for text in args.ensembles]
+    except ValueError:
+        raise SystemExit(f"--ensembles takes comma-separated context lengths such as 128,512,2048, got "
+                         f"{args.ensembles}") from None
+    contexts = [(c, None) for c in sorted({run_context, *args.contexts})] + [(max(e), e) for e in ensembles]
     tried = {context: weights_id(args.name, export, context) for context in contexts}
     for context, name in tried.items():
-        boom_eval("toto", args.data, args.eval_dir, checkpoint=export, name=name, context_length=context)
+        boom_eval("toto", args.data, args.eval_dir, checkpoint=export, name=name, context=context)
 
     models = [*tried.values(), *([current] if current not in tried.values() else []), *BASELINES]
     aggregate, per_series = scores(args.eval_dir, models)
     # The default context: the one whose MASE and CRPS ratios have the lowest geometric mean on validation.
     chosen = min(contexts, key=lambda c: math.log(aggregate.loc[tried[c], "mase"] * aggregate.loc[tried[c], "crps"]))
     candidate = tried[chosen]
-    labels = {**{name: f"this run at context {context} ({name})" for context, name in tried.items()},
+    labels = {**{name: f"this run at context {'+'.join(map(str, c[1])) if c[1] else c[0]} ({name})"
+                 for c, name in tried.items()},
               candidate: f"**this run** ({candidate})", current: f"current default ({current})", **NAMES}
     columns = [candidate, *([current] if current != candidate else []), *BASELINES]
     table = markdown(aggregate, per_series, labels, columns)
@@ -196,7 +224,8 @@ def main() -> None:
         "steps": sum(stage["steps"] for stage in stages),
         "windows_seen": sum(stage["windows_seen"] for stage in stages),
         "context_length": run_context,
-        **({"default_context_length": chosen} if chosen != run_context else {}),
+        **({"default_context_length": chosen[0]} if chosen[0] != run_context else {}),
+        **({"context_ensemble": list(chosen[1])} if chosen[1] else {}),
         "wall_minutes": args.minutes,
         "final_train_loss": round(float(curves[-1]["train_loss"].dropna().tail(50).mean()), 4),
         "best_val_loss": stages[-1]["best_val_loss"],

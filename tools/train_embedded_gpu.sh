@@ -50,7 +50,7 @@ PY
     mkdir -p "$RUN/export"
     cp "$FILES/config.json" "$FILES/model.safetensors" "$RUN/export/"
     cp "$FILES/loss_curve.csv" "$FILES/loss_curve.png" "$RUN/"
-    .venv/bin/python tools/ship_embedded_model.py "$RUN" --config configs/pretrain-gpu.yaml --contexts 512 \
+    .venv/bin/python tools/ship_embedded_model.py "$RUN" --config configs/pretrain-gpu.yaml --contexts 512 --ensembles 128,512,2048 \
       --minutes "$MINUTES"
     ;;
   *)

@@ -64,6 +64,7 @@ def forecast_panel(
     `context_length` (most recent steps read per series) defaults to the model's (`ForecastPipeline.context_length`).
     """
     pipeline = ForecastPipeline.of(model)
+    ensemble = pipeline.ensemble_for(context_length) is not None
     context_length = pipeline.context_length if context_length is None else context_length
     _check_settings(pipeline, prediction_length, quantiles, num_samples, context_length, batch_size)
     names = [str(float(q)) for q in sorted(set(quantiles))]  # column names as the user wrote the levels
@@ -80,6 +81,7 @@ def forecast_panel(
             inputs, prediction_length, levels,
             future_exogenous=torch.tensor(np.stack(futures[start : start + batch_size])) if exogenous else None,
             num_samples=num_samples, seed=[row_seeds(seed, 1, first=i)[0] for i in positions[start : start + len(batch)]],
+            ensemble=ensemble,
         )
         quantile_of = dict(zip(prediction.levels, prediction.quantiles, strict=True))
         stats = {"mean": prediction.mean, "median": quantile_of[0.5]}

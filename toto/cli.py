@@ -405,8 +405,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="most recent steps the model sees (default: the default context its folder records, 512 for toto-tiny; "
-        f"else {DEFAULT_CONTEXT_LENGTH})",
+        help="most recent steps the model sees, as one window (default: the default context its folder records, "
+        f"else {DEFAULT_CONTEXT_LENGTH}; toto-tiny pools its sample paths from the last 128, 512 and 2048 steps)",
     )
     sub.add_argument(
         "--batch-size", type=int, default=16, metavar="N", help="series forecast together (default: 16)"

@@ -62,10 +62,20 @@ class ForecastPipeline(abc.ABC):
     family: ClassVar[str]
     samples: ClassVar[bool]  # whether the model forecasts by sampling paths
 
-    def __init__(self, model: torch.nn.Module, context_length: int = DEFAULT_CONTEXT_LENGTH) -> None:
-        """`context_length`: the history the entry points feed the model unless told otherwise."""
+    def __init__(self, model: torch.nn.Module, context_length: int = DEFAULT_CONTEXT_LENGTH,
+                 context_ensemble: Sequence[int] | None = None) -> None:
+        """`context_length`: the history the entry points feed the model unless told otherwise.
+        `context_ensemble`: context lengths whose windows a sampling model's forecast from that default history
+        pools (`toto.inference.context_ensemble`), or None for one window."""
         self.model = model.eval()
         self.context_length = context_length
+        self.context_ensemble = None if context_ensemble is None else tuple(int(c) for c in context_ensemble)
+
+    def ensemble_for(self, context_length: int | None) -> tuple[int, ...] | None:
+        """The context ensemble a forecast from the last `context_length` steps pools: the model's own at its
+        default context (`context_length` None or equal to it); one window at any other context the caller
+        chose, so that `--context-length 512` reads exactly 512 steps."""
+        return self.context_ensemble if context_length in (None, self.context_length) else None
 
     @staticmethod
     def from_pretrained(
@@ -78,7 +88,9 @@ class ForecastPipeline(abc.ABC):
         bf16; scaling and outputs stay float32. The pipeline's `context_length` is the default its folder records
         (`default_context_length`: the context the model was trained with, or the one its validation chose, as
         the embedded models record; a model trained on 512 steps forecasts worse from 2048, whose later positions
-        it never saw), else 2048.
+        it never saw), else 2048. A Toto 1.0 folder may also record a `context_ensemble` (the embedded
+        toto-tiny does): forecasts from the default context then pool sample paths drawn from windows of those
+        lengths.
         `decode_block_size` (Toto 2.0 only, a multiple of its patch size) decodes the horizon that many steps at a
         time, feeding each block's median back as data; by default the whole horizon is one pass, as in the
         official wrapper.
@@ -87,6 +99,7 @@ class ForecastPipeline(abc.ABC):
         folder = checkpoint_v2.resolve(name_or_path, **hub_kwargs)
         config = checkpoint_v2.read_config(folder)
         context_length = default_context_length(folder)
+        context_ensemble = read_training_summary(folder).get("context_ensemble")
         if isinstance(config, dict) and "d_model" in config:
             model: torch.nn.Module = Toto2Model.from_pretrained(folder, map_location=device)
             pipeline: ForecastPipeline = Toto2Pipeline(model, decode_block_size, context_length=context_length)
@@ -95,7 +108,7 @@ class ForecastPipeline(abc.ABC):
                 raise ValueError(f"decode_block_size applies to Toto 2.0 checkpoints; {name_or_path} is a Toto 1.0 "
                                  "model, which decodes patch by patch already: leave decode_block_size out")
             model = Toto.from_pretrained(folder, map_location=device)
-            pipeline = Toto1Pipeline(model, context_length=context_length)
+            pipeline = Toto1Pipeline(model, context_length=context_length, context_ensemble=context_ensemble)
         model.name_or_path = str(name_or_path)
         if dtype is not None:
             model.to(dtype)
@@ -133,16 +146,18 @@ class ForecastPipeline(abc.ABC):
         future_exogenous: Tensor | None = None,
         num_samples: int | None = None,
         seed: int | Sequence[int] | None = 0,
+        ensemble: bool = True,
     ) -> Prediction:
         """Quantiles and mean of the next `prediction_length` steps of every target variate.
 
         `num_samples` and `seed` apply to sampling models (`num_samples=None` uses DEFAULT_NUM_SAMPLES); a
-        quantile model refuses `num_samples`, since it does not sample.
+        quantile model refuses `num_samples`, since it does not sample. `ensemble=False` reads `inputs` as one
+        window even when the model has a `context_ensemble`.
         """
 
     def predict_samples(
         self, inputs: MaskedTimeseries, prediction_length: int, num_samples: int = DEFAULT_NUM_SAMPLES,
-        future_exogenous: Tensor | None = None, seed: int | Sequence[int] | None = 0,
+        future_exogenous: Tensor | None = None, seed: int | Sequence[int] | None = 0, ensemble: bool = True,
     ) -> Tensor:
         """(batch, variates, horizon, samples) sample paths; only for sampling models."""
         raise ValueError(
@@ -180,27 +195,28 @@ class Toto1Pipeline(ForecastPipeline):
     family = "Toto 1.0"
     samples = True
 
-    def _forecast(self, inputs, prediction_length, future_exogenous, num_samples, seed):
+    def _forecast(self, inputs, prediction_length, future_exogenous, num_samples, seed, ensemble):
         forecaster = TotoForecaster(self.model.model)
         with torch.inference_mode():
             return forecaster.forecast(
                 inputs.to(self.device), prediction_length, num_samples=num_samples, seed=seed,
                 future_exogenous_variables=None if future_exogenous is None else future_exogenous.to(self.device),
-                exogenous_layout="aligned",
+                exogenous_layout="aligned", context_ensemble=self.context_ensemble if ensemble else None,
             )
 
     def predict_quantiles(self, inputs, prediction_length, quantile_levels=DEFAULT_QUANTILE_LEVELS,
-                          future_exogenous=None, num_samples=None, seed=0):
+                          future_exogenous=None, num_samples=None, seed=0, ensemble=True):
         levels = self._check(inputs, prediction_length, quantile_levels, future_exogenous)
-        forecast = self._forecast(inputs, prediction_length, future_exogenous, num_samples or DEFAULT_NUM_SAMPLES, seed)
+        forecast = self._forecast(inputs, prediction_length, future_exogenous, num_samples or DEFAULT_NUM_SAMPLES,
+                                  seed, ensemble)
         targets = inputs.series.shape[-2] - inputs.num_exogenous_variables
         quantiles = forecast.quantile(torch.tensor(levels)).float()[:, :, :targets]
         return Prediction(levels, quantiles.clone(), forecast.mean.float()[:, :targets].clone())
 
     def predict_samples(self, inputs, prediction_length, num_samples=DEFAULT_NUM_SAMPLES, future_exogenous=None,
-                        seed=0):
+                        seed=0, ensemble=True):
         self._check(inputs, prediction_length, DEFAULT_QUANTILE_LEVELS, future_exogenous)
-        forecast = self._forecast(inputs, prediction_length, future_exogenous, num_samples, seed)
+        forecast = self._forecast(inputs, prediction_length, future_exogenous, num_samples, seed, ensemble)
         targets = inputs.series.shape[-2] - inputs.num_exogenous_variables
         return forecast.samples.float()[:, :targets].clone()
 
@@ -226,7 +242,7 @@ class Toto2Pipeline(ForecastPipeline):
         self.quantile_real_cap_k = quantile_real_cap_k
 
     def predict_quantiles(self, inputs, prediction_length, quantile_levels=DEFAULT_QUANTILE_LEVELS,
-                          future_exogenous=None, num_samples=None, seed=0):
+                          future_exogenous=None, num_samples=None, seed=0, ensemble=True):
         levels = self._check(inputs, prediction_length, quantile_levels, future_exogenous)
         if num_samples is not None:
             raise ValueError(

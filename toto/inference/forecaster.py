@@ -47,6 +47,7 @@ from ..model.distribution import (
 )
 from ..model.kv_cache import KVCache, SharedPrefixKVCache
 from ..model.toto import Toto
+from .context_ensemble import ensemble_windows
 from .covariates import model_layout
 from .memory import DEFAULT_MEMORY_BUDGET_BYTES, plan_forecast
 from .streams import PathStreams, row_seeds
@@ -135,6 +136,7 @@ class TotoForecaster:
         seed: int | Sequence[int] | None = None,
         exogenous_layout: Literal["model", "aligned"] = "model",
         cancel: Cancellation | None = None,
+        context_ensemble: Sequence[int] | None = None,
     ) -> Forecast:
         """Forecast `prediction_length` steps for each variate of each series in `inputs`.
 
@@ -150,6 +152,9 @@ class TotoForecaster:
           (`covariates.model_layout`), and the forecast holds the targets only.
         `cancel` (a callable returning True, or a threading.Event) is checked between decoding steps; when set,
         the forecast stops with ForecastCancelled.
+        `context_ensemble` (context lengths, e.g. (128, 512, 2048)) shares the sample paths out among windows of
+        those lengths at the end of `inputs` (`ensemble_windows`) and pools them; a mean-only forecast averages
+        the windows' means. None reads all of `inputs`.
 
         A model that is not a `TotoBackbone` is decoded by Toto 1.0's loop, which knows none of seed,
         exogenous_layout="aligned", cancel or the memory budget.
@@ -167,13 +172,33 @@ class TotoForecaster:
         elif exogenous_layout not in ("model", "aligned"):
             raise ValueError(f"exogenous_layout must be 'model' or 'aligned', got {exogenous_layout!r}")
         series, padding_mask, id_mask, num_exogenous = self._validate(inputs, prediction_length, num_samples)
+        exogenous = self._future_exogenous(future_exogenous_variables, series.shape[0], num_exogenous,
+                                           prediction_length)
+        seeds = self._seeds(seed, series.shape[0])
+        windows = ensemble_windows(padding_mask, context_ensemble, num_samples)
+        # Each window reads as a batch of series cut to it: steps before a series' window are padding (NaN).
+        outputs = [self._forecast_window(
+            torch.where(window.observed, series[..., window.start:], float("nan")),
+            padding_mask[..., window.start:] & window.observed, id_mask[..., window.start:], num_exogenous,
+            exogenous, seeds, prediction_length, window.paths, samples_per_batch, use_kv_cache, cancel)
+            for window in windows]
+        if num_samples is None:
+            mean = sum(window.weight * mean for window, mean in zip(windows, outputs))
+            return _targets(Forecast(mean=mean), num_targets)
+        samples = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
+        return _targets(Forecast(mean=samples.mean(dim=-1), samples=samples), num_targets)
+
+    def _forecast_window(self, series: Tensor, padding_mask: Tensor, id_mask: Tensor, num_exogenous: int,
+                         exogenous: Tensor | None, seeds: list[int] | None, prediction_length: int,
+                         paths: range | None, samples_per_batch: int | None, use_kv_cache: bool,
+                         cancel: Cancellation | None) -> Tensor:
+        """The mean (batch, variates, horizon) when `paths` is None, else sample paths `paths` of every series
+        (batch, variates, horizon, len(paths)): path p draws from stream p of its series' seed."""
         batch, variates, _ = series.shape
         patch = self.model.patch_size
-        exogenous = self._future_exogenous(future_exogenous_variables, batch, num_exogenous, prediction_length)
-        seeds = self._seeds(seed, batch)
-        plan = plan_forecast(self.model.config, batch, variates, series.shape[-1], prediction_length, num_samples,
-                             self.memory_budget_bytes, samples_per_batch, use_kv_cache, self._weight_dtype.itemsize)
-
+        plan = plan_forecast(self.model.config, batch, variates, series.shape[-1], prediction_length,
+                             None if paths is None else len(paths), self.memory_budget_bytes, samples_per_batch,
+                             use_kv_cache, self._weight_dtype.itemsize)
         series = left_pad(series, patch, 0.0)
         padding_mask = left_pad(padding_mask, patch, False)
         id_mask = left_pad_edge(id_mask, patch)
@@ -189,18 +214,15 @@ class TotoForecaster:
         context = _Context(series, padding_mask, id_mask, scaled, loc[..., -patch:], scale[..., -patch:], cache,
                            scaler_state, hidden, num_exogenous, exogenous, steps)
 
-        if num_samples is None:
-            mean = self._decode(context, 1, prediction_length, None, cancel)
-            return _targets(Forecast(mean=mean), num_targets)
-
+        if paths is None:
+            return self._decode(context, 1, prediction_length, None, cancel)
         chunks = []
-        for start in range(0, num_samples, plan.paths_per_chunk):
-            paths = min(plan.paths_per_chunk, num_samples - start)
-            streams = None if seeds is None else PathStreams(seeds, start, paths, device=series.device)
-            values = self._decode(context, paths, prediction_length, streams, cancel, sample=True)
-            chunks.append(rearrange(values, "(s b) v t -> b v t s", s=paths))
-        samples = torch.cat(chunks, dim=-1) if len(chunks) > 1 else chunks[0]
-        return _targets(Forecast(mean=samples.mean(dim=-1), samples=samples), num_targets)
+        for start in range(paths.start, paths.stop, plan.paths_per_chunk):
+            count = min(plan.paths_per_chunk, paths.stop - start)
+            streams = None if seeds is None else PathStreams(seeds, start, count, device=series.device)
+            values = self._decode(context, count, prediction_length, streams, cancel, sample=True)
+            chunks.append(rearrange(values, "(s b) v t -> b v t s", s=count))
+        return torch.cat(chunks, dim=-1) if len(chunks) > 1 else chunks[0]
 
     @torch.no_grad()
     def generate_mean(self, inputs: Tensor, prediction_length: int, timestamp_seconds: Tensor,

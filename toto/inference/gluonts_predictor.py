@@ -132,6 +132,8 @@ class TotoPredictor(Predictor):
         else:
             self.forecaster = TotoForecaster(self.model.model)
         self.quantile_levels = quantile_levels  # a quantile model's forecast keys (default: its knots)
+        # The pipeline's context ensemble applies at its default context (ForecastPipeline.ensemble_for).
+        self.context_ensemble = None if self.pipeline is None else self.pipeline.ensemble_for(context_length)
         if context_length is None:
             context_length = DEFAULT_CONTEXT_LENGTH if self.pipeline is None else self.pipeline.context_length
         self.context_length = context_length
@@ -214,7 +216,8 @@ class TotoPredictor(Predictor):
         seeds = None if self.seed is None else row_seeds(self.seed, len(entries), first=first_index)
         forecast = self.forecaster.forecast(
             inputs, prediction_length=self.prediction_length, num_samples=num_samples,
-            samples_per_batch=self.samples_per_batch, use_kv_cache=use_kv_cache, seed=seeds)
+            samples_per_batch=self.samples_per_batch, use_kv_cache=use_kv_cache, seed=seeds,
+            context_ensemble=self.context_ensemble)
         mean = forecast.mean.float().cpu().numpy()  # (batch, variates, time)
         samples = mean[..., None] if forecast.samples is None else forecast.samples.float().cpu().numpy()
         for row, (entry, start) in enumerate(zip(entries, starts)):
