@@ -260,7 +260,7 @@ def _summary(
         ),
         (
             f"forecast  {args.prediction_length} steps, {future[0]} to {future[-1]}"
-            f"{' for the first series' if len(panel.series) > 1 else ''}, {_method(model, args.num_samples)},"
+            f"{' for the first series' if len(panel.series) > 1 else ''}, {_method(model, args.num_samples, args.context_length)},"
             f" {seconds:.1f} s"
         ),
     ]
@@ -296,10 +296,14 @@ def _summary(
     return "\n".join(lines)
 
 
-def _method(model: ForecastPipeline, num_samples: int | None) -> str:
+def _method(model: ForecastPipeline, num_samples: int | None, context_length: int | None) -> str:
     if not model.samples:
         return "quantiles in one pass"
-    return f"{num_samples or DEFAULT_NUM_SAMPLES} sample paths"
+    paths = f"{num_samples or DEFAULT_NUM_SAMPLES} sample paths"
+    if ensemble := model.ensemble_for(context_length):
+        windows = [str(c) for c in ensemble]
+        return f"{paths} pooled from windows of {', '.join(windows[:-1])} and {windows[-1]} steps"
+    return paths
 
 
 def _number(value: float) -> str:
