@@ -23,11 +23,12 @@ def test_each_layer_group_is_repeated_in_place(tmp_path):
     assert done.returncode == 0, done.stderr
     deep = Toto.from_pretrained(tmp_path / "deep")
     assert deep.model.config.num_layers == 12
-    assert layer_axes(12, 3, config.spacewise_first) == layer_axes(6, 3, config.spacewise_first) * 2
     small, grown = load_file(tmp_path / "small" / "model.safetensors"), load_file(tmp_path / "deep" / "model.safetensors")
     key = "model.transformer.layers.{}.attention.wQKV.weight"
+    small_axes, deep_axes = layer_axes(6, 3, config.spacewise_first), layer_axes(12, 3, config.spacewise_first)
     for old, new in ((0, 0), (0, 3), (2, 5), (3, 6), (4, 10)):  # group 0 -> groups 0 and 1, group 1 -> groups 2, 3
         assert torch.equal(small[key.format(old)], grown[key.format(new)])
+        assert small_axes[old] == deep_axes[new]  # a space-wise layer lands where the deep model attends space-wise
     assert not torch.equal(small[key.format(0)], small[key.format(1)])
     forecast = TotoForecaster(deep.model).forecast(MaskedTimeseries.from_series(torch.randn(2, 64)), 16,
                                                    num_samples=4, seed=0)

@@ -31,8 +31,9 @@ class ContextWindow:
 
     start: int
     """The first time step of the context that the window's tensor keeps."""
-    observed: Tensor
-    """(batch, 1, steps from `start`) bool: the steps each series reads (False before its own window)."""
+    observed: Tensor | None
+    """(batch, 1, steps from `start`) bool: the steps each series reads (False before its own window); None when
+    every series reads every step from `start` (no ensemble: the forecast's inputs pass through untouched)."""
     paths: range | None
     """The sample paths drawn from this window (None for a mean-only forecast)."""
     weight: float
@@ -45,10 +46,12 @@ def ensemble_windows(padding_mask: Tensor, contexts: Sequence[int] | None, num_s
 
     `contexts=None` (or a single length at least the context's) is one window over everything.
     """
+    if not contexts:
+        return [ContextWindow(0, None, None if num_samples is None else range(num_samples), 1.0)]
     batch, _, steps = padding_mask.shape
-    if contexts is not None and any(int(c) < 1 for c in contexts):
+    if any(int(c) < 1 for c in contexts):
         raise ValueError(f"context_ensemble lengths must be positive, got {list(contexts)}")
-    members = sorted(min(int(c), steps) for c in contexts) if contexts else [steps]
+    members = sorted(min(int(c), steps) for c in contexts)
     shares = [num_samples // len(members) + (k < num_samples % len(members)) for k in range(len(members))] \
         if num_samples is not None else [0] * len(members)
     index = torch.arange(steps, device=padding_mask.device)

@@ -177,11 +177,15 @@ class TotoForecaster:
         seeds = self._seeds(seed, series.shape[0])
         windows = ensemble_windows(padding_mask, context_ensemble, num_samples)
         # Each window reads as a batch of series cut to it: steps before a series' window are padding (NaN).
-        outputs = [self._forecast_window(
-            torch.where(window.observed, series[..., window.start:], float("nan")),
-            padding_mask[..., window.start:] & window.observed, id_mask[..., window.start:], num_exogenous,
-            exogenous, seeds, prediction_length, window.paths, samples_per_batch, use_kv_cache, cancel)
-            for window in windows]
+        outputs = []
+        for window in windows:
+            window_series, window_mask = series[..., window.start:], padding_mask[..., window.start:]
+            if window.observed is not None:
+                window_series = torch.where(window.observed, window_series, float("nan"))
+                window_mask = window_mask & window.observed
+            outputs.append(self._forecast_window(
+                window_series, window_mask, id_mask[..., window.start:], num_exogenous, exogenous, seeds,
+                prediction_length, window.paths, samples_per_batch, use_kv_cache, cancel))
         if num_samples is None:
             mean = sum(window.weight * mean for window, mean in zip(windows, outputs))
             return _targets(Forecast(mean=mean), num_targets)
