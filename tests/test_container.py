@@ -27,7 +27,7 @@ from serve_fixtures import co2_weekly, values
 from tools.build_image import base_image_problem, build_image, local_sources, pinned_torch_version
 from toto.data.util.dataset import MaskedTimeseries
 from toto.inference.forecaster import TotoForecaster
-from toto.model.toto import Toto
+from toto.pipeline import ForecastPipeline
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]  # a cold build downloads ~1 GB of packages
 
@@ -140,9 +140,11 @@ def test_probes_and_forecast_answer_from_the_host_as_the_library_does(container:
     assert forecast["id"] == "co2"
     weeks_after = [co2.index[-1] + pd.Timedelta(weeks=k) for k in range(1, 13)]
     assert [pd.Timestamp(t).tz_localize(None) for t in forecast["timestamps"]] == weeks_after
-    expected = TotoForecaster(Toto.from_pretrained("toto-tiny").model).forecast(
+    pipeline = ForecastPipeline.from_pretrained("toto-tiny", device="cpu")
+    assert pipeline.context_ensemble  # the service pools the embedded model's windows, as the library does
+    expected = TotoForecaster(pipeline.model).forecast(
         MaskedTimeseries.from_series(co2.to_numpy()[None, None]), 12, num_samples=64,
-        samples_per_batch=SAMPLES_PER_BATCH, seed=7,
+        samples_per_batch=SAMPLES_PER_BATCH, seed=7, context_ensemble=pipeline.context_ensemble,
     )
     got = forecast["variates"]["co2"]
     close = {"rtol": 1e-5, "atol": 1e-4}
