@@ -26,6 +26,7 @@ import pandas as pd  # noqa: E402
 
 from boom import data, forecasters, leaderboard  # noqa: E402
 from boom.evaluate import run, run_sharded  # noqa: E402
+from toto.inference.forecaster import FEEDBACK  # noqa: E402
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -64,7 +65,8 @@ def _forecaster(args: argparse.Namespace, device: str) -> forecasters.Forecaster
                                 context_length=args.context_length, num_samples=args.num_samples,
                                 samples_per_batch=args.samples_per_batch, batch_size=args.batch_size,
                                 seed=args.seed, device=device, name=args.name or "toto",
-                                decode_block_size=args.decode_block_size, context_ensemble=args.context_ensemble)
+                                decode_block_size=args.decode_block_size, context_ensemble=args.context_ensemble,
+                                feedback=args.feedback)
     return forecasters.classical(args.name or args.model, forecasters.CLASSICAL[args.model],
                                  context_length=args.context_length or forecasters.DEFAULT_CONTEXT_LENGTH)
 
@@ -145,6 +147,9 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--decode-block-size", type=int,
                     help="Toto 2.0 only: decode the horizon this many steps at a time (a multiple of the patch "
                     "size), feeding each block's median back (default: the whole horizon in one pass)")
+    ev.add_argument("--feedback", choices=FEEDBACK,
+                    help="Toto 1.0 only: what a sample path's next patch is decoded from, its own draws (sample, "
+                    "the default) or the mean forecast (mean)")
     ev.add_argument("--device", default="cpu", help="Toto only: cpu, cuda, ...")
     ev.add_argument("--devices", type=int, default=1,
                     help="processes (one per device with --device cuda) sharing out the configurations; their "

@@ -36,7 +36,8 @@ def electricity_demand() -> pd.DataFrame:
 def co2_weekly() -> pd.DataFrame:
     """Weekly CO2 at Mauna Loa (ppm), 1990 to the end of the record (29 December 2001), statsmodels' `co2`.
 
-    A trend with an annual cycle of about 52 weeks; a few missing weeks are left empty.
+    A trend with an annual cycle of about 52 weeks. No week is missing from 1990 on (the record's 59 missing
+    weeks all fall before August 1985).
     """
     import statsmodels.datasets
 

@@ -1,7 +1,7 @@
 """Turn a batch of series tasks into as few forward passes as possible, and the forecasts into JSON bodies.
 
 The batcher (`serve.batching`) hands `forecast` the series of every request queued together. Tasks that share a width and
-decoding settings (variates, exogenous variables, horizon, samples) run as one `TotoForecaster.forecast` call, with
+decoding settings (variates, exogenous variables, horizon, samples, feedback) run as one `TotoForecaster.forecast` call, with
 shorter contexts left-padded with NaN. Each task keeps its own random stream (one seed per batch row), and the
 forecaster is invariant to left-padding, so a series gets the same numbers whether it is served alone or merged
 with others, up to float32 rounding in the batched matrix products (docs/serving.md states and tests the bound).
@@ -26,7 +26,7 @@ from serve.checks import Problem
 from serve.schemas import STRICT, ForecastRequest, QuantileLevel, SeriesForecast, SeriesInput, VariateForecast
 from toto.api import load_model
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged, unobserved_in_context
-from toto.inference.forecaster import Cancellation, Forecast, TotoForecaster
+from toto.inference.forecaster import Cancellation, Feedback, Forecast, TotoForecaster
 from toto.inference.memory import FLOAT32, MemoryBudgetExceeded, plan_forecast
 from toto.inference.streams import row_seeds
 from toto.pipeline import ForecastPipeline
@@ -50,6 +50,7 @@ class SeriesTask(BaseModel):
     num_samples: int = Field(ge=1)
     quantile_levels: list[QuantileLevel]
     return_samples: bool
+    feedback: Feedback = "sample"
     row_seed: int = Field(ge=0, lt=2**32)
 
     @classmethod
@@ -60,7 +61,8 @@ class SeriesTask(BaseModel):
         return [
             cls.model_construct(  # the request was validated; its series need no second pass here
                 series=series, prediction_length=request.prediction_length, num_samples=request.num_samples,
-                quantile_levels=request.quantile_levels, return_samples=request.return_samples, row_seed=row_seed,
+                quantile_levels=request.quantile_levels, return_samples=request.return_samples,
+                feedback=request.feedback, row_seed=row_seed,
             )
             for series, row_seed in zip(request.series, seeds)
         ]
@@ -129,6 +131,9 @@ class ForecastEngine:
         if request.return_samples and not self.pipeline.samples:
             return [Problem(("return_samples",), f"{self.pipeline.family} is a quantile model: it forecasts quantiles"
                             " in one pass and has no sample paths to return; set return_samples to false")]
+        if request.feedback != "sample" and not self.pipeline.samples:
+            return [Problem(("feedback",), f"{self.pipeline.family} is a quantile model: it forecasts quantiles in"
+                            " one pass and feeds back no samples; leave feedback out")]
         context = self.pipeline.context_length
         problems = []
         for i, series in enumerate(request.series):
@@ -158,7 +163,7 @@ class ForecastEngine:
         """One forecast per task, in order. Each forward pass fits `pass_limit_bytes` (by default the budget):
         groups are split where needed. `cancel` is checked between decoding steps (ForecastCancelled)."""
         limit = self.memory_budget_bytes if pass_limit_bytes is None else pass_limit_bytes
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        groups: dict[tuple[int | str, ...], list[int]] = defaultdict(list)
         for i, task in enumerate(tasks):
             groups[self._shape_key(task)].append(i)
         passes = [plan for indices in groups.values() for plan in self._split(tasks, indices, limit)]
@@ -224,10 +229,10 @@ class ForecastEngine:
         return min(length, self.pipeline.context_length)
 
     @staticmethod
-    def _shape_key(task: SeriesTask) -> tuple[int, ...]:
+    def _shape_key(task: SeriesTask) -> tuple[int | str, ...]:
         series = task.series
         width = len(series.variates) + len(series.exogenous)
-        return width, len(series.exogenous), task.prediction_length, task.num_samples
+        return width, len(series.exogenous), task.prediction_length, task.num_samples, task.feedback
 
     def _forecast_group(self, tasks: list[SeriesTask], paths_per_chunk: int,
                         cancel: Cancellation | None) -> list[SeriesForecast]:
@@ -252,6 +257,7 @@ class ForecastEngine:
                 seed=[task.row_seed for task in tasks],
                 cancel=cancel,
                 context_ensemble=self.pipeline.context_ensemble,
+                feedback=first.feedback,
             )
         return self._summarise(forecast, tasks)
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from toto.inference.forecaster import Feedback
 from toto.pipeline import DEFAULT_NUM_SAMPLES
 from toto.tables import MAX_ABS_VALUE, InputError, parse_frequency, regular_grid
 
@@ -164,6 +165,12 @@ class ForecastRequest(BaseModel):
         None, ge=0, le=2**32 - 1, description="Makes the answer reproducible; every series uses it. Random if unset."
     )
     return_samples: bool = Field(False, description="Also return the sample paths (large).")
+    feedback: Feedback = Field(
+        "sample", description="Sampling models only: what a sample path's next patch is decoded from. 'sample': its"
+        " own draws (Toto 1.0; every path a trajectory). 'mean': the mean forecast, decoded once per series, each"
+        " step's values drawn given it (marginals rather than paths; several times cheaper for many series, and"
+        " long seasonal horizons keep their cycles).",
+    )
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ForecastRequest:

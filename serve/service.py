@@ -122,11 +122,11 @@ class TotoService:
         engine.release_weights()  # the forward passes run in the model's own process (serve.model_process)
         self.model_process = ModelProcess(spec)
         patch = engine.patch_size
-        series = SeriesInput(variates={"warm-up": [float(i % 7) for i in range(2 * patch)]})
-        task = SeriesTask(series=series, prediction_length=patch, num_samples=1, quantile_levels=[],
-                          return_samples=False, row_seed=0)
         self.engine = engine
         try:
+            series = SeriesInput(variates={"warm-up": [float(i % 7) for i in range(2 * patch)]})
+            task = SeriesTask(series=series, prediction_length=patch, num_samples=1, quantile_levels=[],
+                              return_samples=False, row_seed=0)
             await self._forecast([task], lambda: False)  # loads the model in its process
         except Exception as error:
             log.exception("the model process could not load checkpoint %r", self.model_id)

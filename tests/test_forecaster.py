@@ -169,3 +169,29 @@ def test_context_ensemble_window_reaches_back_to_a_stale_variates_last_value(for
     reach = forecaster.forecast(MaskedTimeseries.from_series(series[:, -101:]), 16, num_samples=2, seed=[9])
     assert bool(torch.isfinite(pooled.samples).all())
     assert torch.allclose(pooled.samples[..., :2], reach.samples, atol=1e-5)
+
+
+def test_mean_feedback_draws_each_step_given_the_mean_forecast(forecaster):
+    """feedback="mean": the mean is decoded once per series and every path's values are drawn from each step's
+    distribution given it. Path p takes the same numbers from its stream as under sample feedback, so the first
+    patch is the same; later patches are not. The paths average to the mean forecast, which is that decode."""
+    patch = forecaster.model.patch_size
+    series = torch.stack([seasonal(200, seed=7), seasonal(200, seed=8)])
+    inputs = MaskedTimeseries.from_series(series)
+    horizon = 3 * patch
+    sampled = forecaster.forecast(inputs, horizon, num_samples=16, seed=[1, 2], context_ensemble=(64, 200))
+    given_mean = forecaster.forecast(inputs, horizon, num_samples=16, seed=[1, 2], context_ensemble=(64, 200),
+                                     feedback="mean")
+    assert given_mean.samples.shape == sampled.samples.shape
+    assert torch.allclose(given_mean.samples[..., :patch, :], sampled.samples[..., :patch, :], atol=1e-5)
+    assert not torch.allclose(given_mean.samples[..., patch:, :], sampled.samples[..., patch:, :], atol=1e-2)
+    alone = forecaster.forecast(MaskedTimeseries.from_series(series[1]), horizon, num_samples=16, seed=[2],
+                                context_ensemble=(64, 200), feedback="mean")
+    assert torch.allclose(given_mean.samples[1], alone.samples[0], rtol=1e-5, atol=1e-5)  # seeded, batch-invariant
+
+    many = forecaster.forecast(inputs, horizon, num_samples=2048, seed=[1, 2], feedback="mean")
+    mean = forecaster.forecast(inputs, horizon).mean  # decoded from its own means: what mean feedback conditions on
+    error = (many.samples.mean(-1) - mean).abs() / (many.samples.std(-1) / 2048 ** 0.5)
+    assert float(error.max()) < 5  # within sampling noise of the exact mean, at every step
+    with pytest.raises(ValueError, match="feedback must be one of 'sample', 'mean'"):
+        forecaster.forecast(inputs, horizon, num_samples=4, feedback="median")

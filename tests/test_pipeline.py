@@ -193,6 +193,42 @@ def test_block_decoding_feeds_medians_back_and_is_refused_where_it_does_not_appl
         ForecastPipeline.from_pretrained("toto-tiny", device="cpu", decode_block_size=16)
 
 
+def test_mean_feedback_reaches_every_entry_point_and_is_refused_for_toto2(table, tmp_path, capsys):
+    """`feedback="mean"` set when loading a Toto 1.0 model (or `toto forecast --feedback mean`) applies to
+    predict_df, the GluonTS predictor and the CLI alike; a Toto 2.0 model, which does not sample, refuses it."""
+    given_mean = ForecastPipeline.from_pretrained("toto-tiny", device="cpu", feedback="mean")
+    sampled = ForecastPipeline.from_pretrained("toto-tiny", device="cpu")
+    assert (given_mean.feedback, sampled.feedback) == ("mean", "sample")
+    options = {"id_column": "host", "target_columns": ["cpu"], "num_samples": 32, "context_length": 256}
+    ours = predict_df(table, 40, model=given_mean, **options)
+    theirs = predict_df(table, 40, model=sampled, **options)
+    first_patch = ours.groupby("host").head(16).index
+    np.testing.assert_allclose(ours.loc[first_patch, "median"], theirs.loc[first_patch, "median"], rtol=1e-5)
+    assert not np.allclose(ours["median"], theirs["median"], rtol=1e-3)  # later patches read the mean
+
+    entries = [{"item_id": h, "start": pd.Period(rows["timestamp"].iloc[0], freq="5min"),
+                "target": rows["cpu"].to_numpy()} for h, rows in table.groupby("host", sort=False)]
+    forecasts = [next(TotoPredictor(p, 40, context_length=256, num_samples=32).predict(entries)).samples
+                 for p in (given_mean, sampled)]
+    np.testing.assert_allclose(forecasts[0][:, :16], forecasts[1][:, :16], rtol=1e-5)
+    assert not np.allclose(forecasts[0][:, 16:], forecasts[1][:, 16:], rtol=1e-3)
+
+    table.to_csv(tmp_path / "metrics.csv", index=False)
+    out = tmp_path / "forecast.csv"
+    assert toto_main(["forecast", str(tmp_path / "metrics.csv"), "-p", "40", "--target-columns", "cpu", "-n", "32",
+                      "--context-length", "256", "--feedback", "mean", "-o", str(out)]) == 0
+    assert "32 sample paths (mean feedback)" in capsys.readouterr().err
+    np.testing.assert_allclose(pd.read_csv(out)["median"], ours["median"], rtol=1e-5)
+
+    with pytest.raises(ValueError, match="feedback applies to Toto 1.0 checkpoints"):
+        ForecastPipeline.from_pretrained(V2, device="cpu", feedback="mean")
+    with pytest.raises(SystemExit) as stop:
+        toto_main(["forecast", str(tmp_path / "metrics.csv"), "-p", "8", "--checkpoint", str(V2), "--feedback", "mean"])
+    assert stop.value.code == 2 and "--feedback applies to sampling models" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="feedback must be one of"):
+        Toto1Pipeline(sampled.model, feedback="paths")
+
+
 def test_boom_eval_runs_a_toto2_checkpoint(boom_data, tmp_path, capsys):
     from boom.cli import main as boom_main
 
@@ -213,6 +249,8 @@ def test_service_serves_a_toto2_checkpoint(tmp_path):
         assert len(cpu["quantiles"]["0.25"]) == 8 and cpu["mean"] == cpu["median"]
         refused = httpx.post(f"{server.url}/forecast", json={**body, "return_samples": True}, timeout=60)
         assert refused.status_code == 422 and "return_samples" in refused.text
+        refused = httpx.post(f"{server.url}/forecast", json={**body, "feedback": "mean"}, timeout=60)
+        assert refused.status_code == 422 and "feeds back no samples; leave feedback out" in refused.text
         # Known-future covariates reach a Toto 2.0 forecast through the service, as in predict_df. The output
         # at a patch sees covariates up to that patch, so they inform the horizon from its second patch on.
         deploys = {}

@@ -101,8 +101,9 @@ def test_multivariate_forecast_returns_samples_per_variate(client: httpx.Client)
         _check_quantiles_ordered(variate, [0.05, 0.25, 0.5, 0.75, 0.95])
 
 
+@pytest.mark.parametrize("feedback", ["sample", "mean"])
 def test_response_equals_toto_forecaster_on_same_input_and_seed(
-    client: httpx.Client, forecaster: TotoForecaster
+    client: httpx.Client, forecaster: TotoForecaster, feedback: str
 ) -> None:
     co2 = co2_weekly()
     windows = [co2.iloc[start:start + 200] for start in (0, 700, 1400)]  # the first holds missing weeks
@@ -113,13 +114,13 @@ def test_response_equals_toto_forecaster_on_same_input_and_seed(
         "quantile_levels": [0.1, 0.9],
         "seed": 123,
         "return_samples": True,
-    }
+    } | ({"feedback": feedback} if feedback != "sample" else {})  # "sample" is the default
     response = client.post("/forecast", json=body)
     assert response.status_code == 200, response.text
     stacked = np.stack([w.to_numpy()[None] for w in windows])  # (series, variates=1, time), NaN where missing
     expected = forecaster.forecast(
         MaskedTimeseries.from_series(stacked), 20, num_samples=48,
-        samples_per_batch=LIMITS["TOTO_SERVE_SAMPLES_PER_BATCH"], seed=123,
+        samples_per_batch=LIMITS["TOTO_SERVE_SAMPLES_PER_BATCH"], seed=123, feedback=feedback,
     )
     quantiles = expected.quantile([0.1, 0.9])
     for row, forecast in enumerate(response.json()["forecasts"]):

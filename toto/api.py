@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged, unobserved_in_context
+from toto.inference.forecaster import Feedback
 from toto.inference.streams import row_seeds
 from toto.model.checkpoint import DEFAULT_MODEL
 from toto.pipeline import ForecastPipeline
@@ -33,11 +34,13 @@ ModelLike = str | Path | torch.nn.Module | ForecastPipeline
 
 
 def load_model(
-    checkpoint: str | Path = DEFAULT_MODEL, device: str | None = None, dtype: torch.dtype | None = None
+    checkpoint: str | Path = DEFAULT_MODEL, device: str | None = None, dtype: torch.dtype | None = None,
+    feedback: Feedback | None = None,
 ) -> ForecastPipeline:
     """A forecasting pipeline for the embedded default model, a local folder or a Hugging Face hub id, of either
-    model family (Toto 1.0 or 2.0). The device defaults to the GPU when there is one."""
-    return ForecastPipeline.from_pretrained(checkpoint, device=device, dtype=dtype)
+    model family (Toto 1.0 or 2.0). The device defaults to the GPU when there is one. `feedback` (Toto 1.0) is
+    what sample paths are decoded from (`ForecastPipeline.from_pretrained`)."""
+    return ForecastPipeline.from_pretrained(checkpoint, device=device, dtype=dtype, feedback=feedback)
 
 
 def forecast_panel(

@@ -45,6 +45,7 @@ class BatchJob:
     output_dir: Path
     prediction_length: int
     checkpoint: str = DEFAULT_MODEL
+    feedback: str | None = None  # `toto.api.load_model`'s: what sample paths are decoded from
     id_column: str = "id"
     timestamp_column: str | None = None
     target_columns: Sequence[str] | None = None
@@ -103,7 +104,7 @@ def _run_rank(fabric, job: BatchJob) -> None:
     from toto.api import forecast_panel, load_model
 
     rank, world = fabric.global_rank, fabric.world_size
-    pipeline = load_model(job.checkpoint, device=str(fabric.device))
+    pipeline = load_model(job.checkpoint, device=str(fabric.device), feedback=job.feedback)
     done = skipped = series_done = 0
     started = time.perf_counter()
     for index, (positions, frame) in enumerate(_parts(job, rank, world)):

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from toto import api
-from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH
+from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, FEEDBACK
 from toto.io import read_table, write_table
 from toto.model import checkpoint
 from toto.pipeline import DEFAULT_NUM_SAMPLES, ForecastPipeline
@@ -58,7 +58,7 @@ def forecast(args: argparse.Namespace) -> int:
         api.columns_to_read(args.target_columns, args.exogenous_columns or ()), args.freq,
     )
     _check_sample_memory(args, panel)
-    model = _load_model(args.checkpoint, args.device)
+    model = _load_model(args.checkpoint, args.device, args.feedback)
     future = _future_panel(args, panel)
     if args.prediction_length >= LONG_HORIZON:
         print(f"toto forecast: {len(panel.series)} series x {args.prediction_length} steps, decoded one patch at a"
@@ -205,7 +205,8 @@ def _forecast_in_parts(args: argparse.Namespace) -> int:
     options = {"quantiles": args.quantiles, "num_samples": args.num_samples, "context_length": args.context_length,
                "batch_size": args.batch_size, "seed": args.seed}
     job = BatchJob(input_path=args.input, output_dir=args.output_dir, prediction_length=args.prediction_length,
-                   checkpoint=args.checkpoint, id_column=args.id_column or "id", timestamp_column=args.timestamp_column,
+                   checkpoint=args.checkpoint, feedback=args.feedback, id_column=args.id_column or "id",
+                   timestamp_column=args.timestamp_column,
                    target_columns=args.target_columns, freq=args.freq, series_per_part=args.series_per_part,
                    forecast_options=options)
     started = time.perf_counter()
@@ -230,14 +231,20 @@ def _future_panel(args: argparse.Namespace, panel: api.Panel) -> api.Panel | Non
                         args.freq or panel.series[0].index.freqstr)
 
 
-def _load_model(name: str, device: str | None) -> ForecastPipeline:
+def _load_model(name: str, device: str | None, feedback: str | None) -> ForecastPipeline:
     try:
-        return api.load_model(name, device)
+        pipeline = api.load_model(name, device)
     except (OSError, ValueError) as error:  # a missing folder, an unreachable hub, a malformed config.json
         raise api.InputError(
             f"cannot load the checkpoint {name!r} ({error}); give a local folder holding config.json"
             " and model.safetensors, a Hugging Face hub id, or leave out --checkpoint for the embedded model"
         ) from error
+    if feedback is not None:
+        if not pipeline.samples:
+            raise api.InputError(f"--feedback applies to sampling models (Toto 1.0); {name} is a {pipeline.family}"
+                                 " quantile model, which forecasts in one pass: leave out --feedback")
+        pipeline.feedback = feedback
+    return pipeline
 
 
 def _summary(
@@ -300,6 +307,8 @@ def _method(model: ForecastPipeline, num_samples: int | None, context_length: in
     if not model.samples:
         return "quantiles in one pass"
     paths = f"{num_samples or DEFAULT_NUM_SAMPLES} sample paths"
+    if model.feedback == "mean":
+        paths += " (mean feedback)"
     if ensemble := model.ensemble_for(context_length):
         windows = [str(c) for c in ensemble]
         return f"{paths} pooled from windows of {', '.join(windows[:-1])} and {windows[-1]} steps"
@@ -411,6 +420,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="most recent steps the model sees, as one window (default: the default context its folder records, "
         f"else {DEFAULT_CONTEXT_LENGTH}; toto-tiny pools its sample paths from the last 128, 512 and 2048 steps)",
+    )
+    sub.add_argument(
+        "--feedback", choices=FEEDBACK, default=None,
+        help="what a sample path's next patch is decoded from (Toto 1.0): its own draws (sample, the default) or"
+        " the mean forecast (mean: samples are each step's marginals, decoding is one path per series, and long"
+        " horizons keep their cycles)",
     )
     sub.add_argument(
         "--batch-size", type=int, default=16, metavar="N", help="series forecast together (default: 16)"

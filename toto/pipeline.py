@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from toto.data.util.dataset import MaskedTimeseries
-from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, TotoForecaster
+from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, FEEDBACK, Feedback, TotoForecaster
 from toto.model.checkpoint import DEFAULT_MODEL, read_training_summary
 from toto.model.toto import Toto
 from toto.v2 import QUANTILE_KNOTS, Toto2Model
@@ -80,7 +80,8 @@ class ForecastPipeline(abc.ABC):
     @staticmethod
     def from_pretrained(
         name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None, decode_block_size: int | None = None, **hub_kwargs: object,
+        dtype: torch.dtype | None = None, decode_block_size: int | None = None, feedback: Feedback | None = None,
+        **hub_kwargs: object,
     ) -> ForecastPipeline:
         """Load an embedded model name, a local folder or a Hub repo id of either family.
 
@@ -93,7 +94,8 @@ class ForecastPipeline(abc.ABC):
         lengths.
         `decode_block_size` (Toto 2.0 only, a multiple of its patch size) decodes the horizon that many steps at a
         time, feeding each block's median back as data; by default the whole horizon is one pass, as in the
-        official wrapper.
+        official wrapper. `feedback` (Toto 1.0 only) is what a sample path's next patch is decoded from: its own
+        draws ("sample", the default, as Toto 1.0) or the mean forecast ("mean", `toto.inference.forecaster.Feedback`).
         """
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         folder = checkpoint_v2.resolve(name_or_path, **hub_kwargs)
@@ -101,6 +103,9 @@ class ForecastPipeline(abc.ABC):
         context_length = default_context_length(folder)
         context_ensemble = read_training_summary(folder).get("context_ensemble")
         if isinstance(config, dict) and "d_model" in config:
+            if feedback is not None:
+                raise ValueError(f"feedback applies to Toto 1.0 checkpoints, which sample; {name_or_path} is a Toto 2.0 "
+                                 "quantile model: leave feedback out (decode_block_size feeds back its median)")
             model: torch.nn.Module = Toto2Model.from_pretrained(folder, map_location=device)
             pipeline: ForecastPipeline = Toto2Pipeline(model, decode_block_size, context_length=context_length)
         else:
@@ -108,7 +113,8 @@ class ForecastPipeline(abc.ABC):
                 raise ValueError(f"decode_block_size applies to Toto 2.0 checkpoints; {name_or_path} is a Toto 1.0 "
                                  "model, which decodes patch by patch already: leave decode_block_size out")
             model = Toto.from_pretrained(folder, map_location=device)
-            pipeline = Toto1Pipeline(model, context_length=context_length, context_ensemble=context_ensemble)
+            pipeline = Toto1Pipeline(model, context_length=context_length, context_ensemble=context_ensemble,
+                                     feedback=feedback or "sample")
         model.name_or_path = str(name_or_path)
         if dtype is not None:
             model.to(dtype)
@@ -195,6 +201,14 @@ class Toto1Pipeline(ForecastPipeline):
     family = "Toto 1.0"
     samples = True
 
+    def __init__(self, model: Toto, context_length: int = DEFAULT_CONTEXT_LENGTH,
+                 context_ensemble: Sequence[int] | None = None, feedback: Feedback = "sample") -> None:
+        """`feedback`: what each sample path's next patch is decoded from (`toto.inference.forecaster.Feedback`)."""
+        if feedback not in FEEDBACK:
+            raise ValueError(f"feedback must be one of {', '.join(map(repr, FEEDBACK))}, got {feedback!r}")
+        super().__init__(model, context_length, context_ensemble)
+        self.feedback = feedback
+
     def _forecast(self, inputs, prediction_length, future_exogenous, num_samples, seed, ensemble):
         forecaster = TotoForecaster(self.model.model)
         with torch.inference_mode():
@@ -202,6 +216,7 @@ class Toto1Pipeline(ForecastPipeline):
                 inputs.to(self.device), prediction_length, num_samples=num_samples, seed=seed,
                 future_exogenous_variables=None if future_exogenous is None else future_exogenous.to(self.device),
                 exogenous_layout="aligned", context_ensemble=self.context_ensemble if ensemble else None,
+                feedback=self.feedback,
             )
 
     def predict_quantiles(self, inputs, prediction_length, quantile_levels=DEFAULT_QUANTILE_LEVELS,

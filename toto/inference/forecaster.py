@@ -10,7 +10,9 @@ How a forecast flows (see docs/architecture.md):
 3. Sample paths are decoded in chunks whose size follows from a memory budget in bytes and the forecast's shape
    (`memory.plan_forecast`): the output head runs on the last patch only, one patch of values is drawn per path (or
    the mean, when `num_samples=None`), appended, and fed back through the cached transformer. Known future
-   exogenous values overwrite their variates before being fed back.
+   exogenous values overwrite their variates before being fed back. With `feedback="mean"` the mean is decoded
+   once per series instead, and every path's values are drawn from each step's distribution given that mean
+   (`Feedback`).
 
 Sampling draws each value's mixture component, then samples only that component's Student-T, from three uniforms
 (`distribution.disc_point`: no rejection, so no redraws and no host synchronisation).
@@ -61,6 +63,18 @@ MAX_ABS_VALUE = 1e30
 QUANTILE_CHUNK_ELEMENTS = 1 << 22
 
 Cancellation = Callable[[], bool] | threading.Event
+Feedback = Literal["sample", "mean"]
+"""What a sample path's next patch is decoded from.
+
+- "sample" (Toto 1.0): the path's own draws, so each path is a trajectory of the model's joint distribution, and
+  every path runs through the transformer.
+- "mean": the mean forecast, decoded once per series; each step's values are drawn from the distribution the model
+  predicts given that mean. The samples are then the forecast's marginals, not trajectories (consecutive patches
+  of a path are independent), and decoding costs one path per series. Over long horizons of smooth seasonal series
+  the mean keeps the cycle that sampled paths, each fed its own noise, lose (weekly CO2 over two years,
+  docs/embedded-model.md); on the embedded model's validation windows it scores slightly worse.
+"""
+FEEDBACK: tuple[Feedback, ...] = ("sample", "mean")
 
 
 class ForecastCancelled(RuntimeError):
@@ -137,6 +151,7 @@ class TotoForecaster:
         exogenous_layout: Literal["model", "aligned"] = "model",
         cancel: Cancellation | None = None,
         context_ensemble: Sequence[int] | None = None,
+        feedback: Feedback = "sample",
     ) -> Forecast:
         """Forecast `prediction_length` steps for each variate of each series in `inputs`.
 
@@ -155,14 +170,22 @@ class TotoForecaster:
         `context_ensemble` (context lengths, e.g. (128, 512, 2048)) shares the sample paths out among windows of
         those lengths at the end of `inputs` (`ensemble_windows`) and pools them; a mean-only forecast averages
         the windows' means. None reads all of `inputs`.
+        `feedback` says what each path's next patch is decoded from: its own draws ("sample", Toto 1.0) or the
+        mean forecast ("mean"; see `Feedback`). A path's draws come from its own stream either way, so a
+        forecast whose horizon fits in one patch is the same under both.
 
         A model that is not a `TotoBackbone` is decoded by Toto 1.0's loop, which knows none of seed,
-        exogenous_layout="aligned", cancel or the memory budget.
+        exogenous_layout="aligned", cancel or the memory budget, and feeds back samples only.
         """
         if samples_per_batch is not None and (not isinstance(samples_per_batch, (int, np.integer))
                                               or samples_per_batch <= 0):
             raise ValueError(f"samples_per_batch must be a positive integer or None, got {samples_per_batch!r}")
+        if feedback not in FEEDBACK:
+            raise ValueError(f"feedback must be one of {', '.join(map(repr, FEEDBACK))}, got {feedback!r}")
         if not issubclass(type(self.model), TotoBackbone):
+            if feedback != "sample":
+                raise ValueError(f"feedback={feedback!r} needs a TotoBackbone; {type(self.model).__name__} is decoded "
+                                 "by Toto 1.0's loop, which feeds back samples: leave feedback out")
             return self._decode_any_model(inputs, prediction_length, num_samples, samples_per_batch or 10,
                                           use_kv_cache, future_exogenous_variables)
         num_targets = None
@@ -185,7 +208,7 @@ class TotoForecaster:
                 window_mask = window_mask & window.observed
             outputs.append(self._forecast_window(
                 window_series, window_mask, id_mask[..., window.start:], num_exogenous, exogenous, seeds,
-                prediction_length, window.paths, samples_per_batch, use_kv_cache, cancel))
+                prediction_length, window.paths, samples_per_batch, use_kv_cache, cancel, feedback))
         if num_samples is None:
             mean = sum(window.weight * mean for window, mean in zip(windows, outputs))
             return _targets(Forecast(mean=mean), num_targets)
@@ -195,7 +218,7 @@ class TotoForecaster:
     def _forecast_window(self, series: Tensor, padding_mask: Tensor, id_mask: Tensor, num_exogenous: int,
                          exogenous: Tensor | None, seeds: list[int] | None, prediction_length: int,
                          paths: range | None, samples_per_batch: int | None, use_kv_cache: bool,
-                         cancel: Cancellation | None) -> Tensor:
+                         cancel: Cancellation | None, feedback: Feedback = "sample") -> Tensor:
         """The mean (batch, variates, horizon) when `paths` is None, else sample paths `paths` of every series
         (batch, variates, horizon, len(paths)): path p draws from stream p of its series' seed."""
         batch, variates, _ = series.shape
@@ -220,11 +243,18 @@ class TotoForecaster:
 
         if paths is None:
             return self._decode(context, 1, prediction_length, None, cancel)
+        mean_steps: list[_Step] | None = None
+        if feedback == "mean":
+            mean_steps = []
+            self._decode(context, 1, prediction_length, None, cancel, steps=mean_steps)
         chunks = []
         for start in range(paths.start, paths.stop, plan.paths_per_chunk):
             count = min(plan.paths_per_chunk, paths.stop - start)
             streams = None if seeds is None else PathStreams(seeds, start, count, device=series.device)
-            values = self._decode(context, count, prediction_length, streams, cancel, sample=True)
+            if mean_steps is None:
+                values = self._decode(context, count, prediction_length, streams, cancel, sample=True)
+            else:
+                values = self._draw_given(mean_steps, count, context, streams)
             chunks.append(rearrange(values, "(s b) v t -> b v t s", s=count))
         return torch.cat(chunks, dim=-1) if len(chunks) > 1 else chunks[0]
 
@@ -263,11 +293,12 @@ class TotoForecaster:
         return next(self.model.parameters()).dtype
 
     def _decode(self, context: _Context, paths: int, horizon: int, streams: PathStreams | None,
-                cancel: Cancellation | None, sample: bool = False) -> Tensor:
+                cancel: Cancellation | None, sample: bool = False, steps: list[_Step] | None = None) -> Tensor:
         """Decode `paths` paths per series over `horizon` steps; returns (paths*batch, variates, horizon) float32.
 
         The context's last hidden state has one row per series: the first patch of every path is drawn from the
-        same distribution, so the output head runs once per series for it.
+        same distribution, so the output head runs once per series for it. `steps`, when given, receives each
+        step's output-head projections and scaling (for `_draw_given`).
         """
         patch = self.model.patch_size
         model = self.model
@@ -289,8 +320,11 @@ class TotoForecaster:
             _check_cancelled(cancel)
             # The last patch is only computed as far as the horizon reaches.
             width = min(patch, horizon - step * patch)
-            normalised = self._draw(model.output_distribution, model.head_projections(hidden, width),
-                                    paths if step == 0 else 1, sample, streams)
+            projections = model.head_projections(hidden, width)
+            if steps is not None:
+                steps.append(_Step(projections, loc[..., :width], scale[..., :width]))
+            normalised = self._draw(model.output_distribution, projections, paths if step == 0 else 1, sample,
+                                    streams)
             values = _replace_non_finite(normalised * scale[..., :width] + loc[..., :width])
             if exogenous is not None:
                 values[:, -context.num_exogenous:] = exogenous[:, :, step * patch : step * patch + width]
@@ -305,6 +339,19 @@ class TotoForecaster:
                     hidden = model.encode(history.scaled, history.padding_mask, history.id_mask, None,
                                           context.num_exogenous)[:, :, -1:]
         return torch.cat(generated, dim=-1)
+
+    def _draw_given(self, steps: list[_Step], paths: int, context: _Context, streams: PathStreams | None) -> Tensor:
+        """`paths` draws per series from each of `steps`' distributions (those of a mean-feedback decode), in the
+        order `_decode` draws them, so path p takes the same numbers from its stream under either feedback:
+        (paths*batch, variates, horizon) float32."""
+        generated = []
+        for step in steps:
+            normalised = self._draw(self.model.output_distribution, step.projections, paths, True, streams)
+            generated.append(normalised * step.scale.repeat(paths, 1, 1) + step.loc.repeat(paths, 1, 1))
+        values = _replace_non_finite(torch.cat(generated, dim=-1))
+        if context.exogenous is not None:  # known future values, as the decoding loop writes them
+            values[:, -context.num_exogenous:] = context.exogenous.repeat(paths, 1, 1)[..., : values.shape[-1]]
+        return values
 
     def _draw(self, head: torch.nn.Module, raw: Tensor, draws_per_row: int, sample: bool,
               streams: PathStreams | None) -> Tensor:
@@ -477,6 +524,15 @@ class _Context:
     num_exogenous: int
     exogenous: Tensor | None  # (batch, exogenous, horizon) known future values
     steps: int  # patches to decode
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One decoding step of a mean-feedback decode: what its values are drawn from (one row per series)."""
+
+    projections: Tensor  # (batch, variates, width, 4K): the output head's projections
+    loc: Tensor  # (batch, variates, width): the scaler's statistics that map them to data space
+    scale: Tensor
 
 
 @dataclass

@@ -134,6 +134,7 @@ class TotoPredictor(Predictor):
         self.quantile_levels = quantile_levels  # a quantile model's forecast keys (default: its knots)
         # The pipeline's context ensemble applies at its default context (ForecastPipeline.ensemble_for).
         self.context_ensemble = None if self.pipeline is None else self.pipeline.ensemble_for(context_length)
+        self.feedback = getattr(self.pipeline, "feedback", "sample")  # a Toto 1.0 pipeline's (Feedback)
         if context_length is None:
             context_length = DEFAULT_CONTEXT_LENGTH if self.pipeline is None else self.pipeline.context_length
         self.context_length = context_length
@@ -217,7 +218,7 @@ class TotoPredictor(Predictor):
         forecast = self.forecaster.forecast(
             inputs, prediction_length=self.prediction_length, num_samples=num_samples,
             samples_per_batch=self.samples_per_batch, use_kv_cache=use_kv_cache, seed=seeds,
-            context_ensemble=self.context_ensemble)
+            context_ensemble=self.context_ensemble, feedback=self.feedback)
         mean = forecast.mean.float().cpu().numpy()  # (batch, variates, time)
         samples = mean[..., None] if forecast.samples is None else forecast.samples.float().cpu().numpy()
         for row, (entry, start) in enumerate(zip(entries, starts)):
