@@ -87,11 +87,13 @@ def test_mean_forecast_has_no_quantiles(forecaster):
         _ = forecast.median
 
 
-def test_future_exogenous_values_are_used_as_given(forecaster):
+@pytest.mark.parametrize("feedback", ["sample", "mean"])
+def test_future_exogenous_values_are_used_as_given(forecaster, feedback):
     series = torch.stack([seasonal(80, 1)[0], torch.arange(80, dtype=torch.float32)])
     inputs = MaskedTimeseries.from_series(series, num_exogenous_variables=1)
     future = torch.arange(80, 100, dtype=torch.float32).view(1, 1, 20)
-    forecast = forecaster.forecast(inputs, 20, num_samples=8, future_exogenous_variables=future, seed=0)
+    forecast = forecaster.forecast(inputs, 20, num_samples=8, future_exogenous_variables=future, seed=0,
+                                   feedback=feedback)
     assert torch.equal(forecast.samples[0, 1], future[0, 0, :, None].expand(20, 8))
     with pytest.raises(ValueError, match="future_exogenous_variables"):
         forecaster.forecast(inputs, 20)
