@@ -1,11 +1,12 @@
 """What the embedded model's ways of decoding cost: one window or its context ensemble, sample or mean feedback.
 
-    .venv/bin/python benchmarks/bench_decoding.py [--threads 2] [--repeats 5]
+    .venv/bin/python benchmarks/bench_decoding.py [--threads 2] [--repeats 5] [--checkpoint DIR]
 
 Each forecast is `TotoForecaster.forecast` on the embedded toto-tiny in float32: weekly Mauna Loa CO2 stretches of
 512 steps (statsmodels; one series, then 32 series offset by a week each), horizon 64, 100 sample paths, seeded.
 512 steps give the ensemble two windows (128 and 512). The figure is the best of `--repeats` runs after a warm-up.
 Results go to the "decoding" section of docs/benchmarks.md; the scores of each way are in docs/embedded-model.md.
+`--checkpoint` times another Toto 1.0 folder with the embedded model's windows (a candidate, say) and only prints.
 """
 
 from __future__ import annotations
@@ -51,12 +52,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--checkpoint", help="another Toto 1.0 folder to time (printed, not written to the docs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipeline = ForecastPipeline.from_pretrained("toto-tiny", device="cpu")
+    ensembles = (None, pipeline.context_ensemble)
+    if args.checkpoint:
+        pipeline = ForecastPipeline.from_pretrained(args.checkpoint, device="cpu")
     forecaster = TotoForecaster(pipeline.model)
     rows = []
-    for ensemble in (None, pipeline.context_ensemble):
+    for ensemble in ensembles:
         for feedback in FEEDBACK:
             cells = []
             for count in (1, 32):
@@ -68,6 +73,8 @@ def main() -> None:
                 print(f"ensemble={ensemble} feedback={feedback} {count} series: {seconds * 1e3:.0f} ms", flush=True)
             windows = "one (512)" if ensemble is None else "+".join(map(str, ensemble)) + " (128 and 512 apply)"
             rows.append([windows, feedback, *cells])
+    if args.checkpoint:
+        return
     table = markdown_table(["windows", "feedback", "1 series, ms", "32 series, ms"], rows)
     write_section("decoding", "\n".join([
         "## The embedded model's decoding: context ensemble and feedback",
