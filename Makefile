@@ -74,16 +74,22 @@ pretrain-tiny-v2: embedded-data
 	$(PY) tools/ship_embedded_model.py runs/pretrain-tiny-v2 --config configs/pretrain-tiny-v2.yaml --name toto2-tiny \
 		--minutes $$(( ($$(date +%s) - start) / 60 ))
 
+# A candidate's export ($(2), named $(1)) scored on validation with the shipped ensemble's windows, beside seasonal
+# naive and the shipped model, into its own results folder ($(3)).
+define score_candidate
+	$(VENV)/bin/boom eval --model seasonalnaive --data $(VALIDATION) --out $(3)
+	$(VENV)/bin/boom eval --model toto --checkpoint toto-tiny --name toto-tiny --data $(VALIDATION) --out $(3)
+	$(VENV)/bin/boom eval --model toto --checkpoint $(2) --name $(1) --context-ensemble 128 512 2048 \
+		--data $(VALIDATION) --out $(3)
+	$(VENV)/bin/boom leaderboard $(3) --data $(VALIDATION) --out $(3)
+endef
+
 # A 12-layer candidate grown from the shipped curriculum's stage 2 (after make pretrain-tiny; not shipped: 1.3% better
 # CRPS at 1.8 times the forecasting time, docs/embedded-model.md), scored beside the shipped model on validation.
 pretrain-tiny-deep: embedded-data
 	test -d runs/upscaled-12/init || $(PY) tools/upscale_depth.py runs/pretrain-tiny-2048/export runs/upscaled-12/init
 	OMP_NUM_THREADS=$(TRAIN_THREADS) $(VENV)/bin/toto-train fit --config configs/pretrain-tiny-deep.yaml
-	$(VENV)/bin/boom eval --model seasonalnaive --data $(VALIDATION) --out runs/eval-deep
-	$(VENV)/bin/boom eval --model toto --checkpoint toto-tiny --name toto-tiny --data $(VALIDATION) --out runs/eval-deep
-	$(VENV)/bin/boom eval --model toto --checkpoint runs/pretrain-tiny-deep/export --name toto-tiny-deep \
-		--context-ensemble 128 512 2048 --data $(VALIDATION) --out runs/eval-deep
-	$(VENV)/bin/boom leaderboard runs/eval-deep --data $(VALIDATION) --out runs/eval-deep
+	$(call score_candidate,toto-tiny-deep,runs/pretrain-tiny-deep/export,runs/eval-deep)
 
 # A 6-layer candidate with its MLPs widened from 256 to 768 units, grown the same way (not shipped: 1.6% better CRPS at
 # 1.3-1.5 times the forecasting time, docs/embedded-model.md), scored beside the shipped model on validation.
@@ -91,11 +97,7 @@ pretrain-tiny-wide: embedded-data
 	test -d runs/widened-768/init || $(PY) tools/widen_mlp.py runs/pretrain-tiny-2048/export runs/widened-768/init \
 		--mlp-hidden-dim 768
 	OMP_NUM_THREADS=$(TRAIN_THREADS) $(VENV)/bin/toto-train fit --config configs/pretrain-tiny-wide.yaml
-	$(VENV)/bin/boom eval --model seasonalnaive --data $(VALIDATION) --out runs/eval-wide
-	$(VENV)/bin/boom eval --model toto --checkpoint toto-tiny --name toto-tiny --data $(VALIDATION) --out runs/eval-wide
-	$(VENV)/bin/boom eval --model toto --checkpoint runs/pretrain-tiny-wide/export --name toto-tiny-wide \
-		--context-ensemble 128 512 2048 --data $(VALIDATION) --out runs/eval-wide
-	$(VENV)/bin/boom leaderboard runs/eval-wide --data $(VALIDATION) --out runs/eval-wide
+	$(call score_candidate,toto-tiny-wide,runs/pretrain-tiny-wide/export,runs/eval-wide)
 
 # Zero-shot scores of the embedded model on the validation series, next to seasonal naive, AutoETS and AutoTheta.
 EVAL_DIR := runs/eval-embedded

@@ -13,13 +13,10 @@ uses the new depth. Writes config.json and model.safetensors; refuses to overwri
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
-
-from toto.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from toto.model.checkpoint import read_config, read_state_dict, write_state
 
 LAYER_KEY = re.compile(r"^(model\.transformer\.layers\.)(\d+)(\..+)$")
 
@@ -49,13 +46,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.target.exists():
         raise SystemExit(f"{args.target} exists: choose a new folder (nothing is overwritten)")
-    config = json.loads((args.source / CONFIG_FILE).read_text())
+    config = read_config(args.source)
     group = int(config["spacewise_every_n_layers"])
-    state = upscale(load_file(args.source / WEIGHTS_FILE), int(config["num_layers"]), group, args.repeat)
+    state = upscale(read_state_dict(args.source), int(config["num_layers"]), group, args.repeat)
     config["num_layers"] = int(config["num_layers"]) * args.repeat
-    args.target.mkdir(parents=True)
-    save_file(state, args.target / WEIGHTS_FILE)
-    (args.target / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    write_state(args.target, config, state)
     print(f"wrote {args.target}: {config['num_layers']} layers from {args.source}'s {config['num_layers'] // args.repeat}")
 
 

@@ -14,15 +14,13 @@ Writes config.json and model.safetensors; refuses to overwrite an existing folde
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from toto.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from toto.model.checkpoint import read_config, read_state_dict, write_state
 
 MLP_KEY = re.compile(r"^model\.transformer\.layers\.\d+\.mlp\.(0|2)\.(weight|bias)$")
 
@@ -65,13 +63,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.target.exists():
         raise SystemExit(f"{args.target} exists: choose a new folder (nothing is overwritten)")
-    config = json.loads((args.source / CONFIG_FILE).read_text())
+    config = read_config(args.source)
     hidden = int(config["mlp_hidden_dim"])
-    state = widen(load_file(args.source / WEIGHTS_FILE), hidden, args.mlp_hidden_dim, args.seed)
+    state = widen(read_state_dict(args.source), hidden, args.mlp_hidden_dim, args.seed)
     config["mlp_hidden_dim"] = args.mlp_hidden_dim
-    args.target.mkdir(parents=True)
-    save_file(state, args.target / WEIGHTS_FILE)
-    (args.target / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    write_state(args.target, config, state)
     print(f"wrote {args.target}: SwiGLU of {args.mlp_hidden_dim} units from {args.source}'s {hidden}")
 
 

@@ -214,10 +214,15 @@ def load_into(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], stri
 def write_folder(directory: str | Path, config: dict, module: torch.nn.Module) -> Path:
     """Write a checkpoint folder, config.json and model.safetensors (created if needed), as both families'
     official packages lay it out."""
+    return write_state(directory, config, module.state_dict())
+
+
+def write_state(directory: str | Path, config: dict, state: Mapping[str, torch.Tensor]) -> Path:
+    """`write_folder` from a state dict (the tools that grow a checkpoint edit tensors, not modules)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / CONFIG_FILE, "w") as f:
         json.dump(config, f, indent=2)
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    save_file(state, directory / WEIGHTS_FILE, metadata={"format": "pt"})
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    save_file(tensors, directory / WEIGHTS_FILE, metadata={"format": "pt"})
     return directory
