@@ -224,9 +224,11 @@ def test_mean_feedback_reaches_every_entry_point_and_is_refused_for_toto2(table,
         ForecastPipeline.from_pretrained(V2, device="cpu", feedback="mean")
     with pytest.raises(SystemExit) as stop:
         toto_main(["forecast", str(tmp_path / "metrics.csv"), "-p", "8", "--checkpoint", str(V2), "--feedback", "mean"])
-    assert stop.value.code == 2 and "--feedback applies to sampling models" in capsys.readouterr().err
+    assert stop.value.code == 2 and "--feedback mean: feedback applies to Toto 1.0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="feedback must be one of"):
         Toto1Pipeline(sampled.model, feedback="paths")
+    with pytest.raises(ValueError, match="feedback applies to Toto 1.0 checkpoints"):
+        Toto2Pipeline(ForecastPipeline.from_pretrained(V2, device="cpu").model).feedback = "mean"
 
 
 def test_boom_eval_runs_a_toto2_checkpoint(boom_data, tmp_path, capsys):

@@ -27,6 +27,7 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
+from toto.inference.forecaster import Feedback
 from toto.model.checkpoint import DEFAULT_MODEL
 from toto.tables import InputError, to_panel
 
@@ -45,7 +46,7 @@ class BatchJob:
     output_dir: Path
     prediction_length: int
     checkpoint: str = DEFAULT_MODEL
-    feedback: str | None = None  # `toto.api.load_model`'s: what sample paths are decoded from
+    feedback: Feedback | None = None  # `toto.api.load_model`'s: what sample paths are decoded from
     id_column: str = "id"
     timestamp_column: str | None = None
     target_columns: Sequence[str] | None = None

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from toto import api
-from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, FEEDBACK
+from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, FEEDBACK, Feedback
 from toto.io import read_table, write_table
 from toto.model import checkpoint
 from toto.pipeline import DEFAULT_NUM_SAMPLES, ForecastPipeline
@@ -231,7 +231,7 @@ def _future_panel(args: argparse.Namespace, panel: api.Panel) -> api.Panel | Non
                         args.freq or panel.series[0].index.freqstr)
 
 
-def _load_model(name: str, device: str | None, feedback: str | None) -> ForecastPipeline:
+def _load_model(name: str, device: str | None, feedback: Feedback | None) -> ForecastPipeline:
     try:
         pipeline = api.load_model(name, device)
     except (OSError, ValueError) as error:  # a missing folder, an unreachable hub, a malformed config.json
@@ -240,10 +240,10 @@ def _load_model(name: str, device: str | None, feedback: str | None) -> Forecast
             " and model.safetensors, a Hugging Face hub id, or leave out --checkpoint for the embedded model"
         ) from error
     if feedback is not None:
-        if not pipeline.samples:
-            raise api.InputError(f"--feedback applies to sampling models (Toto 1.0); {name} is a {pipeline.family}"
-                                 " quantile model, which forecasts in one pass: leave out --feedback")
-        pipeline.feedback = feedback
+        try:
+            pipeline.feedback = feedback
+        except ValueError as error:  # a quantile model: the pipeline's rule, in its words
+            raise api.InputError(f"--feedback {feedback}: {error}") from error
     return pipeline
 
 

@@ -70,6 +70,22 @@ class ForecastPipeline(abc.ABC):
         self.model = model.eval()
         self.context_length = context_length
         self.context_ensemble = None if context_ensemble is None else tuple(int(c) for c in context_ensemble)
+        self._feedback: Feedback = "sample"
+
+    @property
+    def feedback(self) -> Feedback:
+        """What a sample path's next patch is decoded from (`toto.inference.forecaster.Feedback`): "sample" unless
+        set. Setting it checks the value, and that the model samples at all."""
+        return self._feedback
+
+    @feedback.setter
+    def feedback(self, value: Feedback) -> None:
+        if value not in FEEDBACK:
+            raise ValueError(f"feedback must be one of {', '.join(map(repr, FEEDBACK))}, got {value!r}")
+        if value != "sample" and not self.samples:
+            raise ValueError(f"feedback applies to Toto 1.0 checkpoints, which sample; {self.name} is a {self.family} "
+                             "quantile model: leave feedback out (decode_block_size feeds back its median)")
+        self._feedback = value
 
     def ensemble_for(self, context_length: int | None) -> tuple[int, ...] | None:
         """The context ensemble a forecast from the last `context_length` steps pools: the model's own at its
@@ -103,9 +119,6 @@ class ForecastPipeline(abc.ABC):
         context_length = default_context_length(folder)
         context_ensemble = read_training_summary(folder).get("context_ensemble")
         if isinstance(config, dict) and "d_model" in config:
-            if feedback is not None:
-                raise ValueError(f"feedback applies to Toto 1.0 checkpoints, which sample; {name_or_path} is a Toto 2.0 "
-                                 "quantile model: leave feedback out (decode_block_size feeds back its median)")
             model: torch.nn.Module = Toto2Model.from_pretrained(folder, map_location=device)
             pipeline: ForecastPipeline = Toto2Pipeline(model, decode_block_size, context_length=context_length)
         else:
@@ -113,9 +126,10 @@ class ForecastPipeline(abc.ABC):
                 raise ValueError(f"decode_block_size applies to Toto 2.0 checkpoints; {name_or_path} is a Toto 1.0 "
                                  "model, which decodes patch by patch already: leave decode_block_size out")
             model = Toto.from_pretrained(folder, map_location=device)
-            pipeline = Toto1Pipeline(model, context_length=context_length, context_ensemble=context_ensemble,
-                                     feedback=feedback or "sample")
+            pipeline = Toto1Pipeline(model, context_length=context_length, context_ensemble=context_ensemble)
         model.name_or_path = str(name_or_path)
+        if feedback is not None:
+            pipeline.feedback = feedback
         if dtype is not None:
             model.to(dtype)
         return pipeline
@@ -204,8 +218,6 @@ class Toto1Pipeline(ForecastPipeline):
     def __init__(self, model: Toto, context_length: int = DEFAULT_CONTEXT_LENGTH,
                  context_ensemble: Sequence[int] | None = None, feedback: Feedback = "sample") -> None:
         """`feedback`: what each sample path's next patch is decoded from (`toto.inference.forecaster.Feedback`)."""
-        if feedback not in FEEDBACK:
-            raise ValueError(f"feedback must be one of {', '.join(map(repr, FEEDBACK))}, got {feedback!r}")
         super().__init__(model, context_length, context_ensemble)
         self.feedback = feedback
 

@@ -134,7 +134,7 @@ class TotoPredictor(Predictor):
         self.quantile_levels = quantile_levels  # a quantile model's forecast keys (default: its knots)
         # The pipeline's context ensemble applies at its default context (ForecastPipeline.ensemble_for).
         self.context_ensemble = None if self.pipeline is None else self.pipeline.ensemble_for(context_length)
-        self.feedback = getattr(self.pipeline, "feedback", "sample")  # a Toto 1.0 pipeline's (Feedback)
+        self.feedback = "sample" if self.pipeline is None else self.pipeline.feedback
         if context_length is None:
             context_length = DEFAULT_CONTEXT_LENGTH if self.pipeline is None else self.pipeline.context_length
         self.context_length = context_length
