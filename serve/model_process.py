@@ -9,8 +9,8 @@ model runs in a child process (one `ProcessPoolExecutor` worker, started with "s
 Tasks go to the child and forecasts come back pickled (a few kB per series). The child's exceptions are re-raised
 in the service, which answers them as before (413 for memory, and so on). A pass is cancelled through a shared
 counter that names the pass to stop, checked by the child between decoding steps. If the child dies (killed by
-the kernel's out-of-memory killer, say), the pass fails with `ModelProcessDied` and a new child is started for the
-next one.
+the kernel's out-of-memory killer, say), the pass fails with `ModelProcessDied` and a new child is started at once:
+it loads the checkpoint while nobody waits for it, and `loaded` (the service's readiness) is false until it has.
 """
 
 from __future__ import annotations
@@ -44,11 +44,19 @@ class ModelProcess:
         self._context = multiprocessing.get_context("spawn")  # no fork of a process with threads and torch state
         self._stop_pass = self._context.Value("q", -1, lock=False)  # the id of the pass the child should stop
         self._next_pass = 0
-        self._pool = self._start()
+        self._start()
 
-    def _start(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(1, mp_context=self._context, initializer=_load_engine,
-                                   initargs=(self._spec, self._stop_pass))
+    def _start(self) -> None:
+        """A new child, loading the engine now (the pool starts its worker, and so its initializer, on the first
+        submit) rather than when the next request comes."""
+        self._pool = ProcessPoolExecutor(1, mp_context=self._context, initializer=_load_engine,
+                                         initargs=(self._spec, self._stop_pass))
+        self._loading = self._pool.submit(_loaded)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the child has loaded its engine (false while a replacement loads, or if it could not)."""
+        return self._loading.done() and self._loading.exception() is None
 
     def forecast(self, tasks: list[SeriesTask], pass_limit_bytes: int, cancel: Cancellation) -> list[SeriesForecast]:
         """`ForecastEngine.forecast(tasks, pass_limit_bytes)` in the child; `cancel` is polled meanwhile. Called
@@ -66,7 +74,7 @@ class ModelProcess:
         except BrokenProcessPool as error:
             log.error("the model process died during a forward pass of %d series; starting a new one", len(tasks))
             self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._start()
+            self._start()
             raise ModelProcessDied(
                 f"the model process died during this forecast ({error}); the service started a new one: retry, "
                 "and if it happens again, send a smaller request or lower TOTO_SERVE_MEMORY_BUDGET_BYTES to what "
@@ -85,6 +93,10 @@ def _load_engine(spec: EngineSpec, stop_pass: Synchronized) -> None:
     global _ENGINE, _STOP_PASS
     _ENGINE = load_engine(spec)
     _STOP_PASS = stop_pass
+
+
+def _loaded() -> bool:
+    return _ENGINE is not None
 
 
 def _forecast(pass_id: int, tasks: list[SeriesTask], pass_limit_bytes: int) -> list[SeriesForecast]:

@@ -142,7 +142,8 @@ class TotoService:
             self.model_process.close()
 
     def __is_ready__(self) -> bool:
-        return self.ready
+        """Loaded, and its model process too: after that process died, not until its replacement has loaded."""
+        return self.ready and self.model_process.loaded
 
     def __is_alive__(self) -> bool:
         return self.load_error is None
