@@ -11,6 +11,8 @@ in the service, which answers them as before (413 for memory, and so on). A pass
 counter that names the pass to stop, checked by the child between decoding steps. If the child dies (killed by
 the kernel's out-of-memory killer, say), the pass fails with `ModelProcessDied` and a new child is started at once:
 it loads the checkpoint while nobody waits for it, and `loaded` (the service's readiness) is false until it has.
+If it cannot load, `load_failure` says why (the service's liveness), so that an orchestrator restarts the server
+rather than leaving it unready for good.
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ class ModelProcess:
     def loaded(self) -> bool:
         """Whether the child has loaded its engine (false while a replacement loads, or if it could not)."""
         return self._loading.done() and self._loading.exception() is None
+
+    @property
+    def load_failure(self) -> str | None:
+        """Why the child could not load its engine, once it has failed; None while it loads and once it has."""
+        if not self._loading.done() or (error := self._loading.exception()) is None:
+            return None
+        return f"the model process could not load checkpoint {self._spec.checkpoint!r}: {type(error).__name__}: {error}"
 
     def forecast(self, tasks: list[SeriesTask], pass_limit_bytes: int, cancel: Cancellation) -> list[SeriesForecast]:
         """`ForecastEngine.forecast(tasks, pass_limit_bytes)` in the child; `cancel` is polled meanwhile. Called

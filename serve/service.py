@@ -146,7 +146,8 @@ class TotoService:
         return self.ready and self.model_process.loaded
 
     def __is_alive__(self) -> bool:
-        return self.load_error is None
+        """Not once a checkpoint could not load: the first time, or in a model process that replaced a dead one."""
+        return self.load_error is None and (self.model_process is None or self.model_process.load_failure is None)
 
     @bentoml.api(route="/forecast", input_spec=ForecastRequest, output_spec=ForecastResponse)
     async def forecast(self, ctx: bentoml.Context, **fields: Any) -> ForecastResponse:
