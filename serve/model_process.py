@@ -53,12 +53,12 @@ class ModelProcess:
         submit) rather than when the next request comes."""
         self._pool = ProcessPoolExecutor(1, mp_context=self._context, initializer=_load_engine,
                                          initargs=(self._spec, self._stop_pass))
-        self._loading = self._pool.submit(_loaded)
+        self._loading = self._pool.submit(_nothing)
 
     @property
     def loaded(self) -> bool:
         """Whether the child has loaded its engine (false while a replacement loads, or if it could not)."""
-        return self._loading.done() and self._loading.exception() is None
+        return self._loading.done() and self.load_failure is None
 
     @property
     def load_failure(self) -> str | None:
@@ -104,8 +104,8 @@ def _load_engine(spec: EngineSpec, stop_pass: Synchronized) -> None:
     _STOP_PASS = stop_pass
 
 
-def _loaded() -> bool:
-    return _ENGINE is not None
+def _nothing() -> None:
+    """A task that only makes the pool start its worker, whose initializer loads the engine."""
 
 
 def _forecast(pass_id: int, tasks: list[SeriesTask], pass_limit_bytes: int) -> list[SeriesForecast]:

@@ -46,10 +46,10 @@ case "${1:-}" in
       "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$WHEELS"/*.whl
       export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
     fi
-    "$PYTHON" - <<'PY'
+    "$PYTHON" - "${CLI_WHEELS[@]}" <<'PY'
 import importlib.util, sys
-missing = [m for m in ("torch", "lightning", "jsonargparse", "docstring_parser", "typeshed_client", "pandas",
-                       "pyarrow", "safetensors", "einops") if importlib.util.find_spec(m) is None]
+needed = ("torch", "lightning", "pandas", "pyarrow", "safetensors", "einops", *sys.argv[1:])  # argv: CLI_WHEELS
+missing = [m for m in needed if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"train_embedded_gpu.sh: this Python lacks {missing}: carry .whl/ (`bash tools/train_embedded_gpu.sh "
              "wheels` here) or set PYTHON to one that has them")
