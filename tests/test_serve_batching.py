@@ -1,5 +1,6 @@
 """`serve.batching.ContinuousBatcher`: requests that arrive during a pass share the next one, each gets its own
 answers in order, a request nobody waits for is left out, and one queued past the latency bound gets QueueTimeout.
+After a pass of several requests, the next one waits for their clients to come back; after a lone one it does not.
 (The real service under load is tested in tests/test_serve_load.py.)"""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from serve.batching import ContinuousBatcher, QueueTimeout
+from serve.batching import GATHER_GAP_S, ContinuousBatcher, QueueTimeout
 
 
 class RecordingModel:
@@ -93,3 +94,36 @@ def test_a_failed_pass_fails_each_of_its_requests_and_the_next_pass_runs() -> No
         return await batcher.forecast(["b"], lambda: False)
 
     assert run(scenario()) == ["B"]
+
+
+def closed_loop(model: RecordingModel, clients: int, rounds: int, think_s: float) -> float:
+    """`clients` clients, each sending `rounds` requests one after the other (its first at once, each next one
+    `think_s` times its number after its answer, as clients parsing answers in turn do); returns the wall time."""
+
+    async def client(batcher: ContinuousBatcher, number: int) -> None:
+        for round_ in range(rounds):
+            await batcher.forecast([f"{number}.{round_}"], lambda: False)
+            await asyncio.sleep(think_s * number)
+
+    async def scenario():
+        batcher = ContinuousBatcher(model, max_batch_size=64, max_latency_s=30)
+        started = time.monotonic()
+        await asyncio.gather(*(client(batcher, number) for number in range(clients)))
+        return time.monotonic() - started
+
+    return run(scenario())
+
+
+def test_after_a_pass_of_several_requests_the_next_pass_waits_for_their_clients_to_come_back() -> None:
+    # 4 clients; after each answer they come back 0-9 ms apart, well inside a quarter of a 0.2 s pass. Without
+    # gathering, the first client back would start a pass alone and the rest ride the one after it: [4, 1, 3, 1, 3].
+    model = RecordingModel(0.2)
+    closed_loop(model, clients=4, rounds=3, think_s=0.003)
+    assert [len(p) for p in model.passes] == [4, 4, 4]
+
+
+def test_a_lone_client_never_waits_for_company() -> None:
+    model = RecordingModel(0.05)
+    wall = closed_loop(model, clients=1, rounds=5, think_s=0.0)
+    assert [len(p) for p in model.passes] == [1] * 5
+    assert wall < 5 * 0.05 + 5 * GATHER_GAP_S  # no gathering after a pass of one request
