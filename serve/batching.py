@@ -1,19 +1,19 @@
-"""Continuous batching: the series of concurrent requests share one forward pass, started as soon as the model is free.
+"""Continuous batching: the series of concurrent requests share one forward pass, started once the model is free.
 
 Requests queue their series tasks; one loop hands the model everything queued (up to `max_batch_size` series,
 whole requests, in arrival order) whenever the previous forward pass ends. Under load, the requests that arrive
 during a pass ride the next one together, while the event loop parses and answers requests beside the pass (which
-runs in the model's own process, `serve.model_process`); a lone request never waits for company.
+runs in the model's own process, `serve.model_process`); a lone request never waits for company. This replaces
+BentoML's adaptive batching, whose batchable endpoint the service could only reach through its own HTTP client: a
+second request, parse and answer per request (docs/serving.md, "How requests are batched").
 
 After a pass that answered several requests, the loop gathers before the next one (`_gather`): the clients just
 answered are likely to send again, and a pass that starts at once takes only the requests that came during the
 last one. 32 clients then alternate between passes of about 11 and 21 series, which cost 17 and 11 ms a series
-on two cores, against 8 ms in one pass of 32 (docs/benchmarks.md). So the loop waits, while requests keep
-arriving (each within `GATHER_GAP_S` of the one before), until as many are queued as the last pass answered plus
-those already waiting, and never longer than `GATHER_SHARE` of the last pass's time: at most a quarter more
-latency when nobody comes back. This replaces
-BentoML's adaptive batching, whose batchable endpoint the service could only reach through its own HTTP client: a
-second request, parse and answer per request (docs/serving.md, "How requests are batched").
+in the service on two cores, against 9 ms in one pass of 32 (docs/benchmarks.md). So the loop waits, while
+requests keep arriving (each within `GATHER_GAP_S` of the one before), until as many are queued as the last pass
+answered plus those already waiting, and never longer than `GATHER_SHARE` of the last pass's time: at most a
+quarter more latency when nobody comes back.
 """
 
 from __future__ import annotations
