@@ -123,7 +123,7 @@ class ContinuousBatcher:
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), min(GATHER_GAP_S, left))
-            except TimeoutError:
+            except asyncio.TimeoutError:  # builtin TimeoutError from 3.11; the project supports 3.10
                 return  # the burst is over
 
     def _queued_series(self) -> int:
