@@ -1,9 +1,10 @@
 import math
 
+import peft
 import torch
 
 from toto import MaskedTimeseries, Toto, TotoConfig, TotoForecaster
-from toto.model.attention import attend, space_attention_mask, time_attention_mask
+from toto.model.attention import AttentionAxis, MultiHeadAttention, attend, space_attention_mask, time_attention_mask
 from toto.model.rope import XposRotaryEmbedding
 
 
@@ -40,6 +41,26 @@ def test_space_mask_separates_series():
     assert mask.shape == (2, 1, 3, 3)
     assert mask[0, 0].tolist() == [[True, True, False], [True, True, False], [False, False, True]]
     assert space_attention_mask(torch.zeros(1, 3, 2, dtype=torch.long)) is None
+
+
+def test_space_wise_attention_over_one_variate_is_its_value_as_the_masked_kernel_computes_it():
+    """The univariate shortcut (value projection only) against the general path: two variates of different
+    series, so that the mask leaves each attending to itself alone, through the fused kernel."""
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(16, 4, dropout=0.0, axis=AttentionAxis.SPACE).eval()
+    x = torch.randn(3, 2, 5, 16)  # (batch, variate, patch, embed)
+    mask = space_attention_mask(torch.tensor([0, 1])[None, :, None].expand(3, 2, 5))
+    both = attention(x, mask, False, None)
+    alone = torch.cat([attention(x[:, v : v + 1], None, False, None) for v in range(2)], dim=1)
+    assert torch.allclose(alone, both, atol=1e-6)
+    # Variates of one series do mix: the shortcut is only taken for a single variate.
+    assert not torch.allclose(attention(x, None, False, None), both, atol=1e-3)
+    # A LoRA adapter on the projection is not bypassed: the univariate output changes with it, as the masked one does.
+    peft.inject_adapter_in_model(peft.LoraConfig(r=2, target_modules=["wQKV"], init_lora_weights=False), attention)
+    adapted = attention(x, mask, False, None)
+    assert not torch.allclose(adapted, both, atol=1e-3)
+    alone = torch.cat([attention(x[:, v : v + 1], None, False, None) for v in range(2)], dim=1)
+    assert torch.allclose(alone, adapted, atol=1e-6)
 
 
 def test_rotary_positions_under_kv_cache_continue_from_the_cached_length():
