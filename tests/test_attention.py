@@ -5,7 +5,9 @@ import torch
 
 from toto import MaskedTimeseries, Toto, TotoConfig, TotoForecaster
 from toto.model.attention import AttentionAxis, MultiHeadAttention, attend, space_attention_mask, time_attention_mask
+from toto.model.kv_cache import KVCache, SharedPrefixKVCache
 from toto.model.rope import XposRotaryEmbedding
+from toto.model.transformer import TransformerLayer
 
 
 def reference_attention(q, k, v, mask):
@@ -74,6 +76,47 @@ def test_rotary_positions_under_kv_cache_continue_from_the_cached_length():
     # Scores are relative: shifting every position leaves them unchanged.
     shifted_q, shifted_k = rope(q, k, 50)
     assert torch.allclose(full_q @ full_k.transpose(-1, -2), shifted_q @ shifted_k.transpose(-1, -2), atol=1e-4)
+
+
+def test_rotary_maps_at_one_position_are_the_rotation_of_a_one_position_call():
+    torch.manual_seed(0)
+    rope = XposRotaryEmbedding(8)
+    q, k = torch.randn(5, 2, 1, 8), torch.randn(5, 2, 1, 8)
+    for position in (0, 3, 77):
+        rotated_q, rotated_k = rope(q, k, position)
+        maps = rope.position_matrices(position, q.device)
+        assert torch.allclose(q @ maps[0], rotated_q, atol=1e-6) and torch.allclose(k @ maps[1], rotated_k, atol=1e-6)
+    assert not torch.allclose(rope.position_matrices(3, q.device), rope.position_matrices(4, q.device))
+
+
+def _decoding_step(attention: MultiHeadAttention, context: torch.Tensor, new: torch.Tensor, paths: int,
+                   position: int | torch.Tensor) -> torch.Tensor:
+    """Encode `context` (rows, 1, patches, embed) into a cache, then one step of `paths` paths per row at `position`."""
+    layer = TransformerLayer(attention.wO.in_features, attention.num_heads, 8, 0.0)
+    prefix = KVCache(context.shape[0], 1, [layer], 1, context.shape[-1], attention.num_heads, context.shape[2])
+    prefix.append_validity(torch.ones(context.shape[0], context.shape[2], dtype=torch.bool))
+    attention(context, None, True, prefix, 0)
+    cache = SharedPrefixKVCache(prefix, paths, 1)
+    cache.open_patch()
+    return attention(new, None, False, cache, position)
+
+
+def test_a_decoding_step_folds_its_rotation_into_the_projection_for_the_same_outputs():
+    """Every row at one (int) position: the rotation acts on the projection's weight. A (rows,) tensor of positions
+    takes the general path, rotating each row: the same numbers. Not with an adapter on the projection."""
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(16, 4, 0.0, AttentionAxis.TIME, XposRotaryEmbedding(4)).eval()
+    attention.cache_slot = 0
+    context, new = torch.randn(3, 1, 5, 16), torch.randn(2 * 3, 1, 1, 16)
+    with torch.no_grad():
+        folded = _decoding_step(attention, context, new, 2, 5)
+        per_row = _decoding_step(attention, context, new, 2, torch.full((6,), 5))
+        assert torch.allclose(folded, per_row, atol=1e-6)
+        assert not torch.allclose(folded, _decoding_step(attention, context, new, 2, 6), atol=1e-3)
+        peft.inject_adapter_in_model(peft.LoraConfig(r=2, target_modules=["wQKV"], init_lora_weights=False), attention)
+        adapted = _decoding_step(attention, context, new, 2, 5)
+        assert not torch.allclose(adapted, folded, atol=1e-3)
+        assert torch.allclose(adapted, _decoding_step(attention, context, new, 2, torch.full((6,), 5)), atol=1e-6)
 
 
 def test_outputs_are_causal_and_series_do_not_mix():

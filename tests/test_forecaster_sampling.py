@@ -69,6 +69,11 @@ def test_shared_prefix_attention_equals_attention_over_the_copied_context():
     mask = torch.cat([valid.repeat(paths, 1), torch.ones(paths * rows, own, dtype=torch.bool)], dim=1)
     reference = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask[:, None, None, :])
     torch.testing.assert_close(merged, reference, rtol=1e-5, atol=1e-6)
+    # Every context key valid: no mask is needed (None), and the numbers are those of an all-true mask.
+    every = torch.ones_like(valid)
+    without_mask = attend_shared_prefix(q, prefix_k, prefix_v, None, own_k, own_v, paths)
+    torch.testing.assert_close(without_mask, attend_shared_prefix(q, prefix_k, prefix_v, every, own_k, own_v, paths))
+    assert not torch.allclose(without_mask, merged, atol=1e-3)
 
 
 def test_disc_point_gives_student_t_with_two_uniforms():

@@ -71,34 +71,37 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
 
 
-def attend_shared_prefix(q: Tensor, prefix_k: Tensor, prefix_v: Tensor, prefix_valid: Tensor, own_k: Tensor,
+def attend_shared_prefix(q: Tensor, prefix_k: Tensor, prefix_v: Tensor, prefix_valid: Tensor | None, own_k: Tensor,
                          own_v: Tensor, paths: int) -> Tensor:
     """One decoding step of `paths` sample paths per row that continue a shared context.
 
     q: (paths*rows, heads, 1, head_dim), rows ordered (path, row); prefix_k/v: (rows, heads, context, head_dim) with
-    key validity (rows, context), stored once; own_k/v: (paths*rows, heads, generated, head_dim), each path's own
-    patches (the query's own patch included). The softmax over context + own keys is split into two partial
-    softmaxes merged exactly by their log-sum-exp (as in Hydragen / cascade attention). Against the context, the
-    paths' queries form one matrix per row, so that part is a matrix product instead of `paths` copies of the cache.
+    key validity (rows, context) or None when every context key is valid, stored once; own_k/v: (paths*rows, heads,
+    generated, head_dim), each path's own patches (the query's own patch included). The softmax over context + own
+    keys is split into two partial softmaxes merged exactly by their log-sum-exp (as in Hydragen / cascade
+    attention). Against the context, the paths' queries form one matrix per row, so that part is a matrix product
+    instead of `paths` copies of the cache. Against its own few patches, each path's weighted sum is an elementwise
+    product and a sum: as thousands of 1 x generated matrix products it took 2-4 times as long on a CPU.
     """
     rows, heads, _, head_dim = prefix_k.shape
     scale = head_dim**-0.5
     queries = rearrange(q, "(p r) h 1 d -> r h p d", p=paths)
     # Scores and their softmax in float32 also for bf16 weights; the products run in the weights' dtype.
     context_scores = (queries @ prefix_k.transpose(-1, -2)).float() * scale  # (rows, heads, paths, context)
-    context_scores = context_scores.masked_fill(~prefix_valid[:, None, None, :], float("-inf"))
+    if prefix_valid is not None:
+        context_scores = context_scores.masked_fill(~prefix_valid[:, None, None, :], float("-inf"))
     context_lse = torch.logsumexp(context_scores, dim=-1, keepdim=True)
     context_out = torch.softmax(context_scores, dim=-1).to(prefix_v.dtype) @ prefix_v  # (rows, heads, paths, d)
     own_scores = (q @ own_k.transpose(-1, -2)).float() * scale  # (paths*rows, heads, 1, generated)
     own_lse = torch.logsumexp(own_scores, dim=-1, keepdim=True)
-    own_out = torch.softmax(own_scores, dim=-1).to(own_v.dtype) @ own_v
+    own_weights = torch.softmax(own_scores, dim=-1).to(own_v.dtype)
+    own_out = (rearrange(own_weights, "n h 1 g -> n h g 1") * own_v).sum(dim=-2, keepdim=True)
     context_out = rearrange(context_out, "r h p d -> (p r) h 1 d")
     context_lse = rearrange(context_lse, "r h p 1 -> (p r) h 1 1")
-    total = torch.logaddexp(context_lse, own_lse)
-    # A row whose context is all padding has context_lse = -inf; its weight is then exactly 0.
-    context_weight = torch.exp(context_lse - total).to(q.dtype)
-    own_weight = torch.exp(own_lse - total).to(q.dtype)
-    return torch.nan_to_num(context_out) * context_weight + own_out * own_weight
+    # The two parts' weights sum to 1. A row whose context is all padding has context_lse = -inf: its context
+    # weight is then exactly 0, and its context output (NaN) is zeroed.
+    context_weight = torch.exp(context_lse - torch.logaddexp(context_lse, own_lse)).to(q.dtype)
+    return torch.lerp(own_out, torch.nan_to_num(context_out), context_weight)
 
 
 def _xformers_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool,
@@ -143,12 +146,18 @@ class MultiHeadAttention(torch.nn.Module):
             rows = rearrange(x, "b v n d -> (b v) n d")
         else:
             rows = rearrange(x, "b v n d -> (b n) v d")
-        q, k, v = rearrange(
-            self.wQKV(rows), "r s (qkv hd h) -> qkv r h s hd", qkv=3, h=self.num_heads
-        ).unbind(0)  # each (rows, heads, seq, head_dim)
+        # A decoding step puts every row at the same position: its rotation is folded into the projection.
+        rotate_in_projection = (self.axis is AttentionAxis.TIME and isinstance(kv_cache, SharedPrefixKVCache)
+                                and isinstance(positions, int) and type(self.wQKV) is torch.nn.Linear)
+        if rotate_in_projection:
+            qkv = F.linear(rows, *self._rotated_projection(positions, rows.device))
+        else:
+            qkv = self.wQKV(rows)
+        q, k, v = rearrange(qkv, "r s (qkv hd h) -> qkv r h s hd", qkv=3, h=self.num_heads
+                            ).unbind(0)  # each (rows, heads, seq, head_dim)
 
         dropout = self.dropout if self.training else 0.0
-        if self.axis is AttentionAxis.TIME:
+        if self.axis is AttentionAxis.TIME and not rotate_in_projection:
             q, k = self.rotary(q, k, positions)
         if isinstance(kv_cache, SharedPrefixKVCache) and self.axis is AttentionAxis.TIME:
             own_k, own_v = kv_cache.append(self.cache_slot, k, v)
@@ -163,6 +172,24 @@ class MultiHeadAttention(torch.nn.Module):
         else:
             out = rearrange(out, "(b n) v d -> b v n d", b=batch, n=patches)
         return self.wO(out)
+
+    def _rotated_projection(self, position: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """wQKV's weight and bias with the rotation of one `position` applied to their query and key outputs.
+
+        Rotating a lone patch's query and key is a linear map of each head's channels (`position_matrices`), so it
+        can act on the 384 x 128 weight instead of on every row: for 32 series of 100 paths that removes about a
+        dozen elementwise passes and copies over (rows, heads, head_dim) per time-wise layer and step
+        (docs/benchmarks.md, "Forecasting service"). Folded in float32 (the bias as one more input column), then
+        cast to the weights' dtype.
+        """
+        weight, bias = self.wQKV.weight, self.wQKV.bias
+        maps = self.rotary.position_matrices(position, device)  # (query/key, head_dim, head_dim)
+        augmented = torch.cat((weight, bias[:, None]), dim=1).float()
+        query_key, value = rearrange(augmented, "(qkv hd h) i -> qkv hd (h i)", qkv=3, h=self.num_heads).split((2, 1))
+        rotated = maps.transpose(1, 2) @ query_key  # channel j of the rotated = sum over i of maps[i, j] * channel i
+        folded = rearrange(torch.cat((rotated, value)), "qkv hd (h i) -> (qkv hd h) i", h=self.num_heads)
+        folded = folded.to(weight.dtype)
+        return folded[:, :-1], folded[:, -1]
 
     def _values(self, x: Tensor) -> Tensor:
         """The value projection alone, heads merged as (heads, head_dim) like the attention's output.

@@ -116,6 +116,8 @@ class SharedPrefixKVCache:
         self.leading_invalid = None if prefix.leading_invalid is None else prefix.leading_invalid.repeat(paths)
         # Facts that hold for every generated patch, found once so that decoding steps need no device round trip.
         self.padded = self.leading_invalid is not None and bool(self.leading_invalid.any())
+        self._prefix_valid = prefix.key_valid[:, : len(prefix)]
+        self._every_prefix_key_valid = bool(self._prefix_valid.all())
         self.step_space_mask: Tensor | None | bool = False  # False: not computed yet (None: no mask needed)
 
     @staticmethod
@@ -140,11 +142,12 @@ class SharedPrefixKVCache:
         self.values[slot, :, :, end - 1 : end] = values
         return self.keys[slot, :, :, :end], self.values[slot, :, :, :end]
 
-    def prefix_for(self, slot: int) -> tuple[Tensor, Tensor, Tensor]:
-        """The context's keys, values (rows, heads, length, head_dim) and key validity (rows, length)."""
+    def prefix_for(self, slot: int) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The context's keys, values (rows, heads, length, head_dim) and key validity (rows, length), or None for
+        the validity when every context key is valid (then no mask is applied)."""
         length = len(self.prefix)
         return (self.prefix.keys[slot, :, :, :length], self.prefix.values[slot, :, :, :length],
-                self.prefix.key_valid[:, :length])
+                None if self._every_prefix_key_valid else self._prefix_valid)
 
 
 def _is_time_wise(layer: torch.nn.Module) -> bool:

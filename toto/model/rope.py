@@ -24,12 +24,14 @@ def rotate_half(x: Tensor) -> Tensor:
 class XposRotaryEmbedding(torch.nn.Module):
     def __init__(self, head_dim: int, theta: float = 10000.0, xpos_scale_base: float = 512.0) -> None:
         super().__init__()
+        self.head_dim = head_dim
         self.scale_base = xpos_scale_base
         freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
         # Not persistent: recomputed from head_dim, so stored copies in checkpoints ("...rotary_emb.freqs") are ignored.
         self.register_buffer("freqs", freqs, persistent=False)
         self.register_buffer("xpos_scale", (torch.arange(0, head_dim, 2) + 0.4 * head_dim) / (1.4 * head_dim),
                              persistent=False)
+        self._last_position: tuple[tuple[int, torch.device], Tensor] | None = None
 
     def forward(self, q: Tensor, k: Tensor, offset: int | Tensor = 0) -> tuple[Tensor, Tensor]:
         """Rotate q and k of shape (rows, heads, seq, head_dim) whose first position is `offset`.
@@ -52,3 +54,20 @@ class XposRotaryEmbedding(torch.nn.Module):
         rotated_q = q * (cos * scale) + rotate_half(q) * (sin * scale)
         rotated_k = k * (cos * inverse) + rotate_half(k) * (sin * inverse)
         return rotated_q.type(q.dtype), rotated_k.type(k.dtype)
+
+    def position_matrices(self, position: int, device: torch.device) -> Tensor:
+        """(2, head_dim, head_dim) float32: the maps A_q, A_k with `forward(q, k, position)` = (q @ A_q, k @ A_k)
+        for a call of one position.
+
+        At a single position the rotation and the xPos scale are a fixed linear map of the head's channels, so a
+        decoding step (every row at the same patch) can fold them into the query and key projections instead of
+        rotating each row (`MultiHeadAttention`). The maps are `forward` applied to the identity, so there is one
+        definition of the rotation; the last position's are kept, since every time-wise layer of a step asks for
+        them.
+        """
+        key = (position, device)
+        if self._last_position is None or self._last_position[0] != key:
+            identity = torch.eye(self.head_dim, device=device)[:, None, None, :]
+            rotated_q, rotated_k = self(identity, identity, position)  # row i: the image of basis vector i
+            self._last_position = key, torch.stack((rotated_q[:, 0, 0], rotated_k[:, 0, 0]))
+        return self._last_position[1]
