@@ -264,10 +264,9 @@ class ForecastEngine:
     @staticmethod
     def _summarise(forecast: Forecast, tasks: list[SeriesTask]) -> list[SeriesForecast]:
         """The JSON bodies: mean, median and each task's quantiles (and samples) per target variate."""
-        levels = sorted({level for task in tasks for level in task.quantile_levels})
-        stats = {"mean": forecast.mean, "median": forecast.median}
-        if levels:
-            stats |= dict(zip(levels, forecast.quantile(levels)))
+        levels = sorted({0.5, *(level for task in tasks for level in task.quantile_levels)})
+        stats = {"mean": forecast.mean, **dict(zip(levels, forecast.quantile(levels)))}  # one sort for all levels
+        stats["median"] = stats[0.5]
         stats = {key: value.cpu().numpy() for key, value in stats.items()}
         results = []
         for row, task in enumerate(tasks):
