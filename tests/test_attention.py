@@ -4,7 +4,13 @@ import peft
 import torch
 
 from toto import MaskedTimeseries, Toto, TotoConfig, TotoForecaster
-from toto.model.attention import AttentionAxis, MultiHeadAttention, attend, space_attention_mask, time_attention_mask
+from toto.model.attention import (
+    AttentionAxis,
+    MultiHeadAttention,
+    attend,
+    space_attention_mask,
+    time_attention_mask,
+)
 from toto.model.kv_cache import KVCache, SharedPrefixKVCache
 from toto.model.rope import XposRotaryEmbedding
 from toto.model.transformer import TransformerLayer

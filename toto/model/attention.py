@@ -177,10 +177,11 @@ class MultiHeadAttention(torch.nn.Module):
         """wQKV's weight and bias with the rotation of one `position` applied to their query and key outputs.
 
         Rotating a lone patch's query and key is a linear map of each head's channels (`position_matrices`), so it
-        can act on the 384 x 128 weight instead of on every row: for 32 series of 100 paths that removes about a
-        dozen elementwise passes and copies over (rows, heads, head_dim) per time-wise layer and step
-        (docs/benchmarks.md, "Forecasting service"). Folded in float32 (the bias as one more input column), then
-        cast to the weights' dtype.
+        can act on the (3 * embed) x embed weight instead of on every row: that removes about a dozen elementwise
+        passes and copies over (rows, heads, head_dim) per time-wise layer and step, which a profile put at about
+        a tenth of a toto-tiny pass over 32 series of 100 paths (docs/benchmarks.md, "Forecasting service"). Folded in
+        float32 (the bias as one more input column), then cast to the weights' dtype; once per layer and step, a
+        few small calls.
         """
         weight, bias = self.wQKV.weight, self.wQKV.bias
         maps = self.rotary.position_matrices(position, device)  # (query/key, head_dim, head_dim)

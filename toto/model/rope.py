@@ -31,7 +31,7 @@ class XposRotaryEmbedding(torch.nn.Module):
         self.register_buffer("freqs", freqs, persistent=False)
         self.register_buffer("xpos_scale", (torch.arange(0, head_dim, 2) + 0.4 * head_dim) / (1.4 * head_dim),
                              persistent=False)
-        self._last_position: tuple[tuple[int, torch.device], Tensor] | None = None
+        self._last_position: tuple[tuple[int, torch.device, torch.dtype], Tensor] | None = None
 
     def forward(self, q: Tensor, k: Tensor, offset: int | Tensor = 0) -> tuple[Tensor, Tensor]:
         """Rotate q and k of shape (rows, heads, seq, head_dim) whose first position is `offset`.
@@ -63,9 +63,9 @@ class XposRotaryEmbedding(torch.nn.Module):
         decoding step (every row at the same patch) can fold them into the query and key projections instead of
         rotating each row (`MultiHeadAttention`). The maps are `forward` applied to the identity, so there is one
         definition of the rotation; the last position's are kept, since every time-wise layer of a step asks for
-        them.
+        them (keyed also by the buffers' dtype, which `model.to(dtype)` changes).
         """
-        key = (position, device)
+        key = (position, device, self.freqs.dtype)
         if self._last_position is None or self._last_position[0] != key:
             identity = torch.eye(self.head_dim, device=device)[:, None, None, :]
             rotated_q, rotated_k = self(identity, identity, position)  # row i: the image of basis vector i
