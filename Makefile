@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-container bento image serve embedded-data pretrain-tiny pretrain-tiny-v2 pretrain-tiny-deep pretrain-tiny-wide eval-embedded lint clean
+.PHONY: venv demo test test-fast test-container bento image serve embedded-data pretrain-tiny pretrain-tiny-v2 pretrain-tiny-deep pretrain-tiny-wide eval-embedded lint clean
 
 venv: $(STAMP)
 
@@ -19,22 +19,27 @@ demo: venv
 	$(VENV)/bin/toto forecast examples/electricity_demand.csv --prediction-length 48 \
 		--output demo_forecast.csv --plot demo_forecast.png
 
+# `make test`: every test but the container lane (below), the 15 slowest printed. `make test-fast`: the unit tests
+# only, without the `integration` ones (a real server, a subprocess, spawned workers, a model trained end to end).
 test: venv
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 -m "not container"
+
+test-fast: venv
+	$(PY) -m pytest -q -p no:cacheprovider --durations=10 -m "not integration and not container"
 
 serve: venv
 	$(VENV)/bin/bentoml serve serve.service:TotoService --host 127.0.0.1 --port 3000
 
 # The service image (docs/serving.md, "Container"). test-container builds the CPU image and runs it
 # (tests/test_container.py, deselected by `make test`): it starts a Docker engine if none answers (as root, installing
-# docker.io and debootstrap first if needed) and builds the local Debian base image if it is missing; without an
-# engine or a base image the tests skip and say why.
+# docker.io and debootstrap first if needed) and builds the local Debian base image if it is missing. Without an
+# engine the tests skip and say why; with one, an image that cannot be built (no base image) or does not work fails.
 image: venv
 	$(PY) -m tools.build_image
 
 test-container: venv
 	bash tools/docker_engine.sh && bash tools/build_base_image.sh || true
-	$(PY) -m pytest -q -s -p no:cacheprovider -rs -m container tests/test_container.py
+	$(PY) -m pytest -q -s -p no:cacheprovider -rs --durations=5 -m container tests/test_container.py
 
 # A Bento of the service: its requirements are written from pyproject.toml first (tools/bento_requirements.py).
 bento: venv
@@ -109,8 +114,12 @@ eval-embedded: embedded-data
 	$(VENV)/bin/boom eval --model toto --checkpoint toto-tiny --name toto-tiny --data $(VALIDATION) --out $(EVAL_DIR)
 	$(VENV)/bin/boom leaderboard $(EVAL_DIR) --data $(VALIDATION) --by series --out $(EVAL_DIR)
 
+# Style (ruff, its line length in pyproject.toml), types (mypy over toto, toto2, serve, boom and train) and the import
+# contracts of pyproject.toml's [tool.importlinter] (layers, the one forecasting path, no cycles). .ci/run runs it.
 lint: venv
-	$(VENV)/bin/ruff check toto boom train serve tests benchmarks tools
+	$(VENV)/bin/ruff check toto toto2 boom train serve tests benchmarks tools examples
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info

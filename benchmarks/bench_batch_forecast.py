@@ -34,7 +34,8 @@ def write_panel(path: Path, num_series: int, length: int) -> None:
     index = pd.date_range("2026-01-01", periods=length, freq="h")
     frames = []
     for i in range(num_series):
-        values = 50 + 20 * rng.random() * np.sin(2 * np.pi * t / 24 + rng.random() * 6) + rng.normal(0, 1, length).cumsum()
+        cycle = 20 * rng.random() * np.sin(2 * np.pi * t / 24 + rng.random() * 6)
+        values = 50 + cycle + rng.normal(0, 1, length).cumsum()
         frames.append(pd.DataFrame({"id": f"s{i:06d}", "timestamp": index, "value": values.astype(np.float32)}))
     pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
 

@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--subset", choices=["boom", "boomlet"], default="boom")
     parser.add_argument("--checkpoint", default="toto-tiny", help="Toto checkpoint (folder, name or hub id)")
     parser.add_argument("--context-length", type=int, default=forecasters.DEFAULT_CONTEXT_LENGTH)
-    parser.add_argument("--num-samples", type=int, default=forecasters.DEFAULT_NUM_SAMPLES)
+    parser.add_argument("--num-samples", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 

@@ -23,7 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.report import command_line, markdown_table, write_section  # noqa: E402
 from toto.data.util.dataset import MaskedTimeseries  # noqa: E402
-from toto.inference.forecaster import FEEDBACK, TotoForecaster  # noqa: E402
+from toto.inference.forecaster import TotoForecaster  # noqa: E402
+from toto.options import FEEDBACK  # noqa: E402
 from toto.pipeline import ForecastPipeline  # noqa: E402
 
 CONTEXT, HORIZON, PATHS = 512, 64, 100
@@ -82,7 +83,7 @@ def main() -> None:
         f"Command: `{command_line()}`. toto-tiny, float32, {args.threads} threads; weekly CO2 stretches of "
         f"{CONTEXT} steps, horizon {HORIZON}, {PATHS} sample paths, seeded; best of {args.repeats} after a warm-up. "
         "Mean feedback decodes one path per series and draws every path's values from each step's distribution "
-        "(`toto.inference.forecaster.Feedback`); its scores are in docs/embedded-model.md.",
+        "(`toto.options.Feedback`); its scores are in docs/embedded-model.md.",
         "",
         table,
     ]))

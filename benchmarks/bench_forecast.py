@@ -5,11 +5,12 @@
 Workloads (random weights, saved once with our save_pretrained and loaded by both implementations):
   W1: 1 series x 4 variates, context 512, horizon 96, KV cache, 64 and 256 samples
   W2: 8 series x 1 variate, context 1024, horizon 64, 32 samples
-Each (implementation, dtype, workload) runs in a fresh process: the best wall time of --repeats runs after one
-warm-up (the machine is shared; the best run is the least disturbed one), and that process's peak RSS. Ours runs with float32 weights and with bfloat16 weights and matmuls (the
-series, scaler and sampling stay float32); toto-ts runs in float32, the reference of every speed-up. Both
-implementations also make the mean forecast (num_samples=None); the largest relative difference shows they compute
-the same distribution, and the bf16 rows give their sample means' largest relative gap to ours in float32.
+Each (implementation, dtype, workload) runs in a fresh process: the best wall time of --repeats runs after one warm-up
+(the machine is shared; the best run is the least disturbed one), and that process's peak RSS. Ours runs with float32
+weights and with bfloat16 weights and matmuls (the series, scaler and sampling stay float32); toto-ts runs in float32,
+the reference of every speed-up. Both implementations also make the mean forecast (num_samples=None); the largest
+relative difference shows they compute the same distribution, and the bf16 rows give their sample means' largest
+relative gap to ours in float32.
 Results go to docs/benchmarks.md.
 The worker half of this file runs under either python, so it only uses the API the two packages share.
 """
@@ -81,7 +82,8 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def run_worker(python: str, workload: str, checkpoint: Path, out: Path, repeats: int, dtype: str) -> dict:
-    command = [str(Path(python).absolute()), __file__, "--worker", "--workload", workload, "--checkpoint", str(checkpoint),
+    command = [str(Path(python).absolute()), __file__, "--worker", "--workload", workload,
+               "--checkpoint", str(checkpoint),
                "--out", str(out), "--repeats", str(repeats), "--dtype", dtype]
     # Run from this folder so that each python imports its own installed `toto`, never the other one.
     subprocess.run(command, check=True, cwd=Path(__file__).resolve().parent)
@@ -95,7 +97,8 @@ def relative_gap(values, reference) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference-python", help="python of a venv with toto-ts 0.2.0 (../shared/tools/toto-ts-venv.sh)")
+    parser.add_argument("--reference-python",
+                        help="python of a venv with toto-ts 0.2.0 (../shared/tools/toto-ts-venv.sh)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
@@ -158,7 +161,8 @@ def main() -> None:
             rows.append(row)
     headers = ["workload", "weights", "shape", f"ours s (best of {args.repeats})", "ours peak RSS MB"]
     if args.reference_python:
-        headers += [f"toto-ts s (float32, best of {args.repeats})", "toto-ts peak RSS MB", "speed-up", "mean forecast max rel diff",
+        headers += [f"toto-ts s (float32, best of {args.repeats})", "toto-ts peak RSS MB", "speed-up",
+                    "mean forecast max rel diff",
                     "sample-mean gap / sample std"]
     headers.append("sample mean vs ours float32 (mean / max rel)")
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()

@@ -6,9 +6,10 @@ The same random weights (a ~23M config: patch 32, d_model 384, 12 layers, 6 head
 layout and loaded by both implementations. Workloads, single forward pass (decode_block_size=None):
   V1: 32 series x 1 variate, context 2048, horizon 96
   V16: 1 series x 16 variates, context 2048, horizon 96
-Each (implementation, dtype, workload) runs in fresh processes, --rounds times in alternating order: the best wall
-time over --repeats runs after one warm-up (the least disturbed by other load on the machine), and the peak RSS. Ours runs in float32 and with bfloat16 weights and matmuls (scaler, asinh /
-sinh and the head's output in float32). Errors: max |q - q_official float32| over the series' standard deviation.
+Each (implementation, dtype, workload) runs in fresh processes, --rounds times in alternating order: the best wall time
+over --repeats runs after one warm-up (the least disturbed by other load on the machine), and the peak RSS. Ours runs
+in float32 and with bfloat16 weights and matmuls (scaler, asinh / sinh and the head's output in float32). Errors: max
+|q - q_official float32| over the series' standard deviation.
 The worker half of this file runs under either python, so it only uses the API both packages share (`toto2`).
 """
 

@@ -2,11 +2,12 @@
 
     .venv/bin/python benchmarks/bench_memory.py
 
-Each point runs in a fresh process: the model (random weights) is loaded, its resident memory noted and the peak
-RSS reset (/proc/self/clear_refs), then one forecast runs (1 series x 4 variates, horizon 128, KV cache); the point
-is the peak RSS during the forecast minus the RSS before it, next to the forecaster's own estimate (`toto.inference.memory.plan_forecast`). The context's keys
-and values are stored once per series, so the peak should stay flat in samples apart from the generated patches
-and the outputs. Results (table and plot) go to docs/benchmarks.md and docs/bench_memory.png.
+Each point runs in a fresh process: the model (random weights) is loaded, its resident memory noted and the peak RSS
+reset (/proc/self/clear_refs), then one forecast runs (1 series x 4 variates, horizon 128, KV cache); the point is the
+peak RSS during the forecast minus the RSS before it, next to the forecaster's own estimate
+(`toto.inference.memory.plan_forecast`). The context's keys and values are stored once per series, so the peak should
+stay flat in samples apart from the generated patches and the outputs. Results (table and plot) go to
+docs/benchmarks.md and docs/bench_memory.png.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def worker(checkpoint: str, samples: int, context: int, budget_mb: int | None) -
         forecaster.memory_budget_bytes = budget_mb * 2**20
     generator = torch.Generator().manual_seed(0)
     t = torch.arange(context, dtype=torch.float32)
-    series = 50 + 10 * torch.sin(2 * torch.pi * t / 96) + torch.randn((1, VARIATES, context), generator=generator).cumsum(-1)
+    noise = torch.randn((1, VARIATES, context), generator=generator).cumsum(-1)
+    series = 50 + 10 * torch.sin(2 * torch.pi * t / 96) + noise
     inputs = MaskedTimeseries.from_series(series)
     forecaster.model.fused_head()  # composed once per model, not per forecast
     loaded = status_mb("VmRSS")

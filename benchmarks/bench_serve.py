@@ -3,15 +3,15 @@
     .venv/bin/python benchmarks/bench_serve.py            # full run (the lead reruns it on a quiet machine)
     .venv/bin/python benchmarks/bench_serve.py --quick    # smoke run
 
-For each setting of TOTO_SERVE_DTYPE (float32, bfloat16) and TOTO_SERVE_BATCHING a real server is started on
-127.0.0.1 (`serve.local`) and warmed up with a few requests, then 1, 8 and 32 concurrent clients send `--requests` requests in all (each client its share, one
-after the other, so that every setting is timed over as many requests), `--repeats` times, the fastest run
-reported: one weekly CO2 series (statsmodels) per request, each client its own stretch and seed. Reported:
-requests per second, p50 and p99 latency, and the peak resident memory of the server's processes (arbiter, worker
-and model process, sampled every 0.1 s). Goal: with batching, 32 clients get at least 4x the requests per second
+For each setting of TOTO_SERVE_DTYPE (float32, bfloat16) and TOTO_SERVE_BATCHING a real server is started on 127.0.0.1
+(`serve.local`) and warmed up with a few requests, then 1, 8 and 32 concurrent clients send `--requests` requests in
+all (each client its share, one after the other, so that every setting is timed over as many requests), `--repeats`
+times, the fastest run reported: one weekly CO2 series (statsmodels) per request, each client its own stretch and seed.
+Reported: requests per second, p50 and p99 latency, and the peak resident memory of the server's processes (arbiter,
+worker and model process, sampled every 0.1 s). Goal: with batching, 32 clients get at least 4x the requests per second
 of one client calling sequentially, counted against the best single-client rate (the higher of the batching-on and
-batching-off runs, since a lone client may be served faster without the batching queue), for each dtype.
-Results go to docs/benchmarks.md and docs/serve_benchmark.png.
+batching-off runs, since a lone client may be served faster without the batching queue), for each dtype. Results go to
+docs/benchmarks.md and docs/serve_benchmark.png.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.report import command_line, markdown_table, write_section  # noqa: E402
 from toto import MaskedTimeseries, Toto, TotoConfig, TotoForecaster  # noqa: E402
-from toto.model import attention  # noqa: E402
+from toto.model import attention, attention_math  # noqa: E402
 
 
 def timed(fn, repeats: int = 5) -> float:
@@ -58,7 +58,7 @@ def main() -> None:
         with torch.no_grad():
             outputs[allow] = model.model(x, mask, ids).distribution.mean
     diff = float(((outputs[True] - outputs[False]).abs() / outputs[False].abs().clamp_min(1.0)).max())
-    rows.append(["xformers available", attention.XFORMERS_AVAILABLE])
+    rows.append(["xformers available", attention_math.XFORMERS_AVAILABLE])
     rows.append(["SDPA vs xformers forward, max rel diff (fp32)", f"{diff:.1e}"])
 
     # 2. bf16 training step throughput (NLL of next patch, AdamW), batch 16 x 1 variate x 2048.
@@ -113,7 +113,8 @@ def main() -> None:
         rows += lightning_fsdp(Path(v2_checkpoint))
 
     table = markdown_table(["check", card], rows)
-    write_section("gpu", f"## GPU checks\n\nCard: {card}, torch {torch.__version__}. Command: `{command_line()}`\n\n{table}")
+    header = f"## GPU checks\n\nCard: {card}, torch {torch.__version__}. Command: `{command_line()}`"
+    write_section("gpu", f"{header}\n\n{table}")
     print(table)
 
 

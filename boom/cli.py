@@ -26,10 +26,11 @@ import pandas as pd  # noqa: E402
 
 from boom import data, forecasters, leaderboard  # noqa: E402
 from boom.evaluate import run, run_sharded  # noqa: E402
-from toto.inference.forecaster import FEEDBACK  # noqa: E402
+from toto.options import DEFAULT_NUM_SAMPLES, FEEDBACK  # noqa: E402
 
 
 def _eval(args: argparse.Namespace) -> int:
+    data_dir: Path | data.TablePanel
     if args.data and data.is_table(args.data):
         data_dir = data.TablePanel(args.data, args.timestamp_column, args.id_column, args.target_columns, args.freq)
         configs = data_dir.configurations(args.terms)
@@ -140,7 +141,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--context-ensemble", type=int, nargs="+",
                     help="Toto 1.0 only: pool sample paths drawn from windows of these lengths (default: the "
                     "checkpoint's own context_ensemble at its default context; none at another --context-length)")
-    ev.add_argument("--num-samples", type=int, default=forecasters.DEFAULT_NUM_SAMPLES, help="Toto only")
+    ev.add_argument("--num-samples", type=int, default=None,
+                    help=f"Toto 1.0 only: sample paths per forecast (default: {DEFAULT_NUM_SAMPLES})")
     ev.add_argument("--samples-per-batch", type=int, help="Toto only: sample paths decoded together")
     ev.add_argument("--batch-size", type=int, default=16, help="Toto only: test windows forecast together")
     ev.add_argument("--seed", type=int, default=0, help="Toto only")

@@ -38,6 +38,7 @@ import pandas as pd
 from gluonts.dataset.common import ProcessDataEntry
 from gluonts.dataset.split import TestData, split
 from gluonts.time_feature import get_seasonality, norm_freq_str
+from pandas.tseries.offsets import BaseOffset
 
 from toto import tables
 from toto.io import read_table
@@ -70,7 +71,7 @@ class Term(str, Enum):
         return {"short": 1, "medium": 10, "long": 15}[self.value]
 
 
-def to_offset(freq: str) -> pd.DateOffset:
+def to_offset(freq: str) -> BaseOffset:
     """pandas' offset for `freq`, accepting the deprecated aliases ('T', 'H', '10S') that BOOM's data uses."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -151,7 +152,9 @@ class SeriesDataset:
         """
         raw = str(self.hf_dataset[0]["freq"])
         try:
-            return pd.Period("2000-01-01", freq=to_offset(raw)).freqstr
+            # Any offset may come: pandas raises ValueError for one that is no period frequency (caught below),
+            # where pandas-stubs accept the period frequencies only.
+            return pd.Period("2000-01-01", freq=to_offset(raw)).freqstr  # type: ignore[arg-type]
         except ValueError as error:
             raise ValueError(f"{self.path}: freq {raw!r} is not a period frequency; write period aliases such as "
                              "'M', 'Q', 'Y' in the `freq` field (GIFT-Eval's convention)") from error
@@ -214,7 +217,7 @@ class Configuration:
 
 
 def _metadata(name: str) -> Any:
-    return json.loads(resources.files("boom").joinpath("metadata", name).read_text())
+    return json.loads(resources.files("boom").joinpath("metadata").joinpath(name).read_text())
 
 
 def load_properties(data_dir: Path | None = None, subset: str = "boom") -> dict[str, dict[str, Any]]:
@@ -302,22 +305,28 @@ class TableSeriesDataset(SeriesDataset):
     def is_m4(self) -> bool:
         return False
 
+    @property
+    def _series(self) -> tables.Series:
+        """`series`, which `TablePanel.dataset` always gives (the None default only follows the base's fields)."""
+        assert self.series is not None
+        return self.series
+
     @cached_property
     def freq(self) -> str:
-        return self.series.index.to_period().freqstr
+        return self._series.index.to_period().freqstr
 
     @cached_property
     def target_dim(self) -> int:
-        return len(self.series.variates)
+        return len(self._series.variates)
 
     @cached_property
     def min_series_length(self) -> int:
-        return self.series.values.shape[-1]
+        return self._series.values.shape[-1]
 
     @cached_property
     def entries(self) -> list[dict[str, Any]]:
-        target = self.series.values.astype(np.float32)
-        entry = {"item_id": self.name, "start": self.series.index.to_period()[0],
+        target = self._series.values.astype(np.float32)
+        entry = {"item_id": self.name, "start": self._series.index.to_period()[0],
                  "target": target if self.target_dim > 1 else target[0]}
         return list(_to_univariate([entry])) if self.to_univariate and self.target_dim > 1 else [entry]
 

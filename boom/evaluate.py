@@ -17,16 +17,19 @@ import functools
 import logging
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from boom.data import Configuration, series_dataset
+from boom.data import Configuration, TablePanel, series_dataset
 from boom.forecasters import Forecaster
 from boom.metrics import COLUMNS, evaluate
+from toto.validation import NonFiniteForecastWarning
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +39,25 @@ RESULTS_FILE = "all_results.csv"
 PARTS_FOLDER = "all_results.parts"  # next to RESULTS_FILE while a sharded run is unfinished
 
 
-def evaluate_configuration(forecaster: Forecaster, data_dir: Path, config: Configuration) -> dict[str, object]:
-    """One published results row: the forecaster's metrics over all windows and variates of `config`."""
+def evaluate_configuration(forecaster: Forecaster, data_dir: Path | TablePanel,
+                           config: Configuration) -> dict[str, object]:
+    """One published results row: the forecaster's metrics over all windows and variates of `config`.
+
+    A model that produces NaN or infinite values fails the configuration: Toto 1.0's forecaster replaces them by 0
+    (its contract) and warns (`NonFiniteForecastWarning`), which is raised here as an error, so that a broken model
+    is not scored on zeros."""
     dataset = series_dataset(data_dir, config, to_univariate=not forecaster.multivariate)
     predictor = forecaster.build(dataset.prediction_length, dataset.freq)
     test_data = dataset.test_data
-    metrics = evaluate(predictor.predict(test_data.input), test_data, dataset.seasonality)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NonFiniteForecastWarning)
+        metrics = evaluate(predictor.predict(test_data.input), test_data, dataset.seasonality)
     return {"dataset": config.key, "model": forecaster.name, "checkpoint": forecaster.checkpoint,
             "context_length": forecaster.context_length, "num_samples": forecaster.num_samples, **metrics,
             "domain": str(config.properties.get("domain", "")), "num_variates": dataset.target_dim}
 
 
-def _settings_text(values: Iterable[object]) -> list[str]:
+def _settings_text(values: Iterable[str | float | None]) -> list[str]:
     return ["" if pd.isna(v) else str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
             for v in values]
 
@@ -120,7 +130,7 @@ class RunSummary:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def run(forecaster: Forecaster, data_dir: Path, configs: list[Configuration], out_dir: Path,
+def run(forecaster: Forecaster, data_dir: Path | TablePanel, configs: list[Configuration], out_dir: Path,
         progress: bool = True) -> RunSummary:
     """Evaluate every configuration not yet in `<out_dir>/<forecaster.name>/all_results.csv` (nor in the parts of
     an unfinished sharded run, which are merged in at the end).
@@ -138,7 +148,7 @@ def run(forecaster: Forecaster, data_dir: Path, configs: list[Configuration], ou
     return summary
 
 
-def _evaluate_into(target: Path, forecaster: Forecaster, data_dir: Path, todo: list[Configuration],
+def _evaluate_into(target: Path, forecaster: Forecaster, data_dir: Path | TablePanel, todo: list[Configuration],
                    summary: RunSummary, progress: bool, label: str, done: int, total: int,
                    position: int = 0) -> None:
     """Evaluate `todo`, appending each row to `target` as it is done and noting it in `summary`."""
@@ -157,8 +167,9 @@ def _evaluate_into(target: Path, forecaster: Forecaster, data_dir: Path, todo: l
             bar.update()
 
 
-def run_sharded(make_forecaster: Callable[[str], Forecaster], data_dir: Path, configs: list[Configuration],
-                out_dir: Path, devices: int, accelerator: str = "cpu", progress: bool = True) -> RunSummary:
+def run_sharded(make_forecaster: Callable[[str], Forecaster], data_dir: Path | TablePanel,
+                configs: list[Configuration], out_dir: Path, devices: int, accelerator: str = "cpu",
+                progress: bool = True) -> RunSummary:
     """`run` over `devices` processes: the configurations not yet done are dealt to the ranks in turn.
 
     `make_forecaster(device)` builds the forecaster in each process, on that rank's device; it must pickle (a
@@ -179,8 +190,8 @@ def run_sharded(make_forecaster: Callable[[str], Forecaster], data_dir: Path, co
     return outcome
 
 
-def _run_shard(fabric, make_forecaster: Callable[[str], Forecaster], data_dir: Path, configs: list[Configuration],
-               out_dir: Path, progress: bool) -> RunSummary | Exception:
+def _run_shard(fabric, make_forecaster: Callable[[str], Forecaster], data_dir: Path | TablePanel,
+               configs: list[Configuration], out_dir: Path, progress: bool) -> RunSummary | Exception:
     """One rank of `run_sharded`; rank 0 merges and returns the summary of all ranks."""
     import torch.distributed
 
@@ -206,5 +217,6 @@ def _run_shard(fabric, make_forecaster: Callable[[str], Forecaster], data_dir: P
     if rank != 0:
         return summary
     merge_parts(results_file, configs)
-    return RunSummary(results_file, [key for s in summaries for key in s.evaluated], summary.skipped,
-                      {key: error for s in summaries for key, error in s.failed.items()})
+    gathered = cast(list[RunSummary], summaries)  # all_gather_object has filled every rank's slot
+    return RunSummary(results_file, [key for s in gathered for key in s.evaluated], summary.skipped,
+                      {key: error for s in gathered for key, error in s.failed.items()})

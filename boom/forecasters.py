@@ -30,10 +30,9 @@ from gluonts.time_feature import get_seasonality
 from gluonts.transform.feature import LastValueImputation
 
 from boom.metrics import QUANTILE_LEVELS
-from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, Feedback
+from toto.options import DEFAULT_CONTEXT_LENGTH, Feedback
 
 DEFAULT_TOTO_CHECKPOINT = "Datadog/Toto-Open-Base-1.0"
-DEFAULT_NUM_SAMPLES = 256
 
 
 @dataclass
@@ -84,35 +83,30 @@ def classical(name: str, predictor_cls: type[StatsForecastPredictor],
 
 
 def toto(checkpoint: str | Path = DEFAULT_TOTO_CHECKPOINT, context_length: int | None = None,
-         num_samples: int | None = DEFAULT_NUM_SAMPLES, samples_per_batch: int | None = None, batch_size: int = 16,
+         num_samples: int | None = None, samples_per_batch: int | None = None, batch_size: int = 16,
          seed: int | None = 0, device: str = "cpu", name: str = "toto",
          decode_block_size: int | None = None, context_ensemble: Sequence[int] | None = None,
          feedback: Feedback | None = None) -> Forecaster:
     """Toto 1.0 or 2.0 from a checkpoint folder, an embedded name ("toto-tiny") or a hub id, loaded once for all
-    configs. A quantile model (Toto 2.0) forecasts its knots in one pass, or in blocks of `decode_block_size`
-    steps with median feedback: `num_samples` does not apply to it. `context_length` defaults to the
-    checkpoint's (`ForecastPipeline.context_length`). `context_ensemble` replaces the checkpoint's own (Toto 1.0:
-    sample paths pooled from windows of these lengths, `toto.inference.context_ensemble`); the default context is
-    then its longest window. `feedback` (Toto 1.0): what sample paths are decoded from (`ForecastPipeline`)."""
-    from toto.inference.gluonts_predictor import TotoPredictor
+    configs (`ForecastPipeline.from_pretrained`, which also takes `decode_block_size`, `context_ensemble` and
+    `feedback`). `num_samples` (sampling models) defaults to the family's: DEFAULT_NUM_SAMPLES paths for Toto 1.0,
+    none for a quantile model (Toto 2.0), which refuses a number. `context_length` defaults to the checkpoint's
+    (`ForecastPipeline.context_length`)."""
+    from toto.inference.gluonts_predictor import FAMILY_DEFAULT, TotoPredictor
     from toto.pipeline import ForecastPipeline
 
     pipeline = ForecastPipeline.from_pretrained(checkpoint, device=device, decode_block_size=decode_block_size,
-                                                feedback=feedback)
-    if context_ensemble is not None:
-        if not pipeline.samples:
-            raise ValueError(f"context_ensemble applies to sampling (Toto 1.0) models; {checkpoint} is a quantile model")
-        pipeline.context_ensemble, pipeline.context_length = tuple(context_ensemble), max(context_ensemble)
+                                                feedback=feedback, context_ensemble=context_ensemble)
     context_length = pipeline.context_length if context_length is None else context_length
-    if not pipeline.samples:
-        num_samples = None
+    count = pipeline.sample_count(num_samples)
 
     def build(prediction_length: int, freq: str) -> Predictor:
-        return TotoPredictor(pipeline, prediction_length, context_length=context_length, num_samples=num_samples,
+        return TotoPredictor(pipeline, prediction_length, context_length=context_length,
+                             num_samples=FAMILY_DEFAULT if num_samples is None else num_samples,
                              samples_per_batch=samples_per_batch, batch_size=batch_size, seed=seed)
 
     return Forecaster(name, build, multivariate=True, checkpoint=str(checkpoint), context_length=context_length,
-                      num_samples=num_samples)
+                      num_samples=count)
 
 
 CLASSICAL = {

@@ -35,7 +35,9 @@ from gluonts.ev.stats import absolute_percentage_error
 from gluonts.ev.ts_stats import seasonal_error
 from gluonts.model.forecast import Forecast, SampleForecast
 
-QUANTILE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+from toto.options import DECILES
+
+QUANTILE_LEVELS = DECILES  # the levels BOOM's published results score
 MSIS_ALPHA = 0.05
 COLUMN_PREFIX = "eval_metrics/"
 

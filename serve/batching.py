@@ -25,9 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from serve.engine import SeriesTask
-from serve.schemas import SeriesForecast
-from toto.inference.forecaster import Cancellation
+from serve.engine import Answer, Task
+from toto.inference.cancel import Cancellation, cancelled
 
 # Gathering after a pass that answered several requests: the longest wait, as a share of that pass's time, and the
 # longest silence between arrivals that still counts as a burst of clients coming back.
@@ -35,7 +34,7 @@ GATHER_SHARE = 0.25
 GATHER_GAP_S = 0.01
 
 # A forward pass: the tasks, and a callable that says whether nobody waits for them any more.
-ForwardPass = Callable[[list[SeriesTask], Cancellation], list[SeriesForecast]]
+ForwardPass = Callable[[list[Task], Cancellation], list[Answer]]
 
 
 class QueueTimeout(Exception):
@@ -44,13 +43,13 @@ class QueueTimeout(Exception):
 
 @dataclass
 class _Queued:
-    tasks: list[SeriesTask]
+    tasks: list[Task]
     abandoned: Cancellation
-    answer: asyncio.Future[list[SeriesForecast]]
+    answer: asyncio.Future[list[Answer]]
     queued_at: float = field(default_factory=time.monotonic)
 
     def unwanted(self) -> bool:
-        return self.answer.done() or self.abandoned()
+        return self.answer.done() or cancelled(self.abandoned)
 
 
 def _nobody_waits(batch: list[_Queued]) -> bool:
@@ -58,7 +57,8 @@ def _nobody_waits(batch: list[_Queued]) -> bool:
 
 
 class ContinuousBatcher:
-    """Merges the tasks of concurrent `forecast` calls into forward passes; one event loop uses it.
+    """Merges the tasks of concurrent `submit` calls (/forecast and /detect requests) into forward passes; one event
+    loop uses it.
 
     `run_pass` runs in a worker thread (through `asyncio.to_thread`), one pass at a time, so the event loop keeps
     accepting requests meanwhile. A pass stops (`run_pass`'s cancellation) once none of its requests waits.
@@ -73,8 +73,9 @@ class ContinuousBatcher:
         self._arrived = asyncio.Event()  # set by every arrival; `_gather` clears it to hear the next one
         self._loop: asyncio.Task[None] | None = None
 
-    async def forecast(self, tasks: list[SeriesTask], abandoned: Cancellation) -> list[SeriesForecast]:
-        """The forecasts of `tasks`, in order, from the next forward pass that has room for them."""
+    async def submit(self, tasks: list[Task], abandoned: Cancellation) -> list[Answer]:
+        """The answers of `tasks` (forecasts, or scores of a detection), in order, from the next forward pass that has
+        room for them."""
         if self._loop is None or self._loop.done():
             self._loop = asyncio.create_task(self._run())
         entry = _Queued(tasks, abandoned, asyncio.get_running_loop().create_future())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from serve.schemas import ForecastRequest, TimestampError
+from serve.schemas import DetectRequest, ForecastRequest, TimestampError
 from serve.settings import ServeSettings
 
 
@@ -41,7 +41,8 @@ def over_budget(cost_bytes: int, settings: ServeSettings) -> Problem:
     """A request whose cost can never fit the memory budget (answered 413)."""
     budget = settings.memory_budget_bytes
     return Problem(("body",), f"this request needs {cost_bytes} bytes ({cost_bytes / 2**20:,.1f} MiB) of memory "
-                   f"(its answer and its largest forward pass), over this server's memory budget memory_budget_bytes={budget} ({budget / 2**20:,.1f} "
+                   f"(its answer and its largest forward pass), over this server's memory budget "
+                   f"memory_budget_bytes={budget} ({budget / 2**20:,.1f} "
                    f"MiB, set by {env_var(settings, 'memory_budget_bytes')}): send fewer series, variates or "
                    "samples, a shorter context or horizon, no samples back, or raise the budget", budget)
 
@@ -54,7 +55,7 @@ def limit_problems(request: ForecastRequest, settings: ServeSettings) -> list[Pr
     if request.prediction_length > settings.max_prediction_length:
         problems.append(_over(("prediction_length",), "prediction_length", request.prediction_length, settings,
                               "max_prediction_length"))
-    if request.num_samples > settings.max_num_samples:
+    if request.num_samples is not None and request.num_samples > settings.max_num_samples:
         problems.append(_over(("num_samples",), "num_samples", request.num_samples, settings, "max_num_samples"))
     if len(request.quantile_levels) > settings.max_quantile_levels:
         problems.append(_over(("quantile_levels",), "the number of quantile levels", len(request.quantile_levels),
@@ -86,4 +87,22 @@ def find_problems(request: ForecastRequest, settings: ServeSettings) -> list[Pro
         if grid is not None and len(grid) > settings.max_context_length:
             problems.append(_over(loc, f"series {i}'s context length with its gaps filled in", len(grid), settings,
                                   "max_context_length"))
+    return problems
+
+
+def detect_problems(request: DetectRequest, settings: ServeSettings) -> list[Problem]:
+    """What a /detect request asks beyond this server's limits, and an alert budget per day without a clock."""
+    problems = []
+    if len(request.series) > settings.max_series:
+        problems.append(_over(("series",), "the number of series", len(request.series), settings, "max_series"))
+    for i, series in enumerate(request.series):
+        if series.length > settings.max_detect_length:
+            problems.append(_over(("series", i, "variates"), f"series {i}'s length", series.length, settings,
+                                  "max_detect_length"))
+        if len(series.variates) > settings.max_variates:
+            problems.append(_over(("series", i, "variates"), f"series {i}'s number of variates",
+                                  len(series.variates), settings, "max_variates"))
+        if request.false_alarm_rate is None and series.timestamps is None and series.start is None:
+            problems.append(Problem(("series", i, "timestamps"), "an alert budget per day needs the series' time: "
+                                    "send timestamps (or start and freq), or give false_alarm_rate instead"))
     return problems

@@ -1,35 +1,51 @@
 """Turn a batch of series tasks into as few forward passes as possible, and the forecasts into JSON bodies.
 
-The batcher (`serve.batching`) hands `forecast` the series of every request queued together. Tasks that share a width and
-decoding settings (variates, exogenous variables, horizon, samples, feedback) run as one `TotoForecaster.forecast` call, with
-shorter contexts left-padded with NaN. Each task keeps its own random stream (one seed per batch row), and the
-forecaster is invariant to left-padding, so a series gets the same numbers whether it is served alone or merged
+The batcher (`serve.batching`) hands `forecast` the series of every request queued together. Tasks that share a width
+and decoding settings (variates, exogenous variables, horizon, samples, feedback) run as one `ForecastPipeline.predict`
+call, with shorter contexts left-padded with NaN. Each task keeps its own random stream (one seed per batch row), and
+the forecaster is invariant to left-padding, so a series gets the same numbers whether it is served alone or merged
 with others, up to float32 rounding in the batched matrix products (docs/serving.md states and tests the bound).
 
-Memory: every forward pass is planned to fit a byte limit (`memory.plan_forecast` for sampling models, a
-one-pass estimate for quantile models), so a merged group is split into passes that fit. `request_cost` is
-what the service admits a request on: the memory its answer holds plus its largest single-series pass.
+Memory: every forward pass is planned to fit a byte limit (`ForecastPipeline.plan`, the model family's cost plan), so
+a merged group is split into passes that fit. `request_cost` is what the service admits a request on: the memory its
+answer holds plus its largest single-series pass.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 import torch
 from pydantic import BaseModel, Field
 
 from serve.checks import Problem
-from serve.schemas import STRICT, ForecastRequest, QuantileLevel, SeriesForecast, SeriesInput, VariateForecast
+from serve.schemas import (
+    STRICT,
+    CombinedScores,
+    DetectRequest,
+    DetectSeries,
+    ForecastRequest,
+    QuantileLevel,
+    SeriesForecast,
+    SeriesInput,
+    SeriesScores,
+    VariateForecast,
+    VariateScores,
+)
+from toto.anomaly.detector import DetectionSettings
 from toto.api import load_model
-from toto.data.util.dataset import MaskedTimeseries, stack_ragged, unobserved_in_context
-from toto.inference.forecaster import Cancellation, Feedback, Forecast, TotoForecaster
-from toto.inference.memory import FLOAT32, MemoryBudgetExceeded, plan_forecast
+from toto.data.util.dataset import stack_ragged, unobserved_in_context
+from toto.inference.cancel import Cancellation, raise_if_cancelled
+from toto.inference.memory import ForecastPlan, MemoryBudgetExceeded
 from toto.inference.streams import row_seeds
-from toto.pipeline import ForecastPipeline
+from toto.options import Feedback
+from toto.pipeline import ForecastPipeline, Prediction
+from toto.validation import InputError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +63,7 @@ class SeriesTask(BaseModel):
 
     series: SeriesInput
     prediction_length: int = Field(ge=1)
-    num_samples: int = Field(ge=1)
+    num_samples: int | None = Field(None, ge=1)  # None: the model family's default
     quantile_levels: list[QuantileLevel]
     return_samples: bool
     feedback: Feedback = "sample"
@@ -66,6 +82,46 @@ class SeriesTask(BaseModel):
             )
             for series, row_seed in zip(request.series, seeds)
         ]
+
+
+class DetectTask(BaseModel):
+    """One series of a /detect request, with the request's settings: what the batcher queues beside the forecast
+    tasks, and `ForecastEngine.detect` scores together with the other series of the same settings and length."""
+
+    model_config = STRICT
+
+    series: DetectSeries
+    alerts_per_day: float | None = None
+    false_alarm_rate: float | None = None
+    band_level: float = 0.99
+    window: int = 0
+    steps_ahead: int | None = None
+
+    @classmethod
+    def split(cls, request: DetectRequest) -> list[DetectTask]:
+        return [cls.model_construct(series=series, alerts_per_day=request.alerts_per_day,
+                                    false_alarm_rate=request.false_alarm_rate, band_level=request.band_level,
+                                    window=request.window, steps_ahead=request.steps_ahead)
+                for series in request.series]
+
+    def settings(self) -> DetectionSettings:
+        return DetectionSettings(steps_ahead=self.steps_ahead, window=self.window, band_level=self.band_level,
+                                 false_alarm_rate=self.false_alarm_rate, alerts_per_day=self.alerts_per_day or 1.0)
+
+    def timestamps(self) -> pd.DatetimeIndex:
+        """The values' timestamps (UTC, naive), or 0, 1, 2, ... seconds for a series without time."""
+        series = self.series
+        if series.timestamps is not None:
+            return pd.DatetimeIndex(pd.to_datetime(series.timestamps, utc=True).tz_localize(None))
+        if series.start is not None:
+            start = pd.Timestamp(series.start)
+            start = start.tz_convert(None) if start.tzinfo is not None else start
+            return pd.date_range(start, periods=series.length, freq=series.freq)
+        return pd.DatetimeIndex(pd.to_datetime(np.arange(series.length), unit="s"))
+
+
+Task = SeriesTask | DetectTask
+Answer = SeriesForecast | SeriesScores
 
 
 @dataclass(frozen=True)
@@ -114,7 +170,6 @@ class ForecastEngine:
     def __init__(self, pipeline: ForecastPipeline, samples_per_batch: int, memory_budget_bytes: int) -> None:
         self.pipeline = pipeline
         self.memory_budget_bytes = memory_budget_bytes
-        self.forecaster = (TotoForecaster(pipeline.model.model, memory_budget_bytes) if pipeline.samples else None)
         self.patch_size = pipeline.patch_size
         # The most sample paths decoded together (fewer when a pass would not fit its memory limit).
         self.samples_per_batch = samples_per_batch
@@ -126,14 +181,14 @@ class ForecastEngine:
         self.pipeline.model.to("meta")
 
     def problems(self, request: ForecastRequest) -> list[Problem]:
-        """What this model cannot do for a request within the limits and with valid timestamps: sample paths from a
-        quantile model, or variates with no observed value in the context the model reads."""
-        if request.return_samples and not self.pipeline.samples:
-            return [Problem(("return_samples",), f"{self.pipeline.family} is a quantile model: it forecasts quantiles"
-                            " in one pass and has no sample paths to return; set return_samples to false")]
-        if request.feedback != "sample" and not self.pipeline.samples:
-            return [Problem(("feedback",), f"{self.pipeline.family} is a quantile model: it forecasts quantiles in"
-                            " one pass and feeds back no samples; leave feedback out")]
+        """What this model cannot do for a request within the limits and with valid timestamps: options it cannot
+        honour (`ForecastPipeline.check_options`: sample paths from a quantile model, say), or variates with no
+        observed value in the context the model reads."""
+        try:
+            self.pipeline.check_options(return_samples=request.return_samples, feedback=request.feedback,
+                                        num_samples=request.num_samples)
+        except InputError as error:
+            return [Problem((error.field or "body",), str(error))]
         context = self.pipeline.context_length
         problems = []
         for i, series in enumerate(request.series):
@@ -144,36 +199,84 @@ class ForecastEngine:
                                         "send recent values or drop them"))
         return problems
 
+    def num_samples(self, request: ForecastRequest) -> int | None:
+        """The sample paths the answer to `request` is made of (None for a quantile model)."""
+        return self.pipeline.sample_count(request.num_samples)
+
     def request_cost(self, request: ForecastRequest) -> RequestCost:
         """What `request` is admitted on; raises MemoryBudgetExceeded when it can never fit the budget."""
         levels = len(request.quantile_levels)
-        values = sum(len(s.variates) for s in request.series) * request.prediction_length * (
-            2 + levels + (request.num_samples if request.return_samples else 0))
+        samples_back = (self.num_samples(request) or 0) if request.return_samples else 0
+        values = sum(len(s.variates) for s in request.series) * request.prediction_length * (2 + levels + samples_back)
         result = values * RESULT_BYTES_PER_VALUE
         room = self.memory_budget_bytes - result
         try:
-            working = max(self._pass_bytes(task, 1, self._context_steps(task), room)[0]
+            working = max(self._plan(task, 1, self._context_steps(task), room).peak_bytes
                           for task in SeriesTask.split(request, seed=0))
         except MemoryBudgetExceeded as error:
             raise MemoryBudgetExceeded(result + max(error.needed_bytes, 0), self.memory_budget_bytes) from None
         return RequestCost(result, working)
+
+    def detect_cost(self, request: DetectRequest) -> RequestCost:
+        """What a /detect request is admitted on; raises MemoryBudgetExceeded when it can never fit the budget."""
+        values = sum(s.length * len(s.variates) for s in request.series)
+        result = values * 5 * RESULT_BYTES_PER_VALUE  # anomaly_score, is_anomaly, lower, upper, median
+        working = max(self.pipeline.detection_cost_bytes(s.length, len(s.variates), request.steps_ahead)
+                      for s in request.series)
+        if result + working > self.memory_budget_bytes:
+            raise MemoryBudgetExceeded(result + working, self.memory_budget_bytes)
+        return RequestCost(result, working)
+
+    def run(self, tasks: Sequence[Task], pass_limit_bytes: int | None = None,
+            cancel: Cancellation | None = None) -> list[Answer]:
+        """One answer per task, in order: the forecasts of the forecast tasks (`forecast`), the scores of the
+        detection tasks (`detect`)."""
+        forecasts = [i for i, task in enumerate(tasks) if isinstance(task, SeriesTask)]
+        detections = [i for i, task in enumerate(tasks) if isinstance(task, DetectTask)]
+        answers: dict[int, Answer] = {}
+        if forecasts:
+            forecast_tasks = [task for task in tasks if isinstance(task, SeriesTask)]
+            answers |= zip(forecasts, self.forecast(forecast_tasks, pass_limit_bytes, cancel))
+        if detections:
+            detect_tasks = [task for task in tasks if isinstance(task, DetectTask)]
+            answers |= zip(detections, self.detect(detect_tasks, cancel))
+        return [answers[i] for i in range(len(tasks))]
+
+    def detect(self, tasks: Sequence[DetectTask], cancel: Cancellation | None = None) -> list[SeriesScores]:
+        """The scores of each task's series. Series of the same settings and variates are scored as one table, so
+        that those of one length share their passes (`ForecastPipeline.detect_table`); `cancel` is checked
+        between tables (ForecastCancelled)."""
+        groups: dict[tuple[DetectionSettings, tuple[str, ...]], list[int]] = defaultdict(list)
+        for i, task in enumerate(tasks):
+            groups[(task.settings(), tuple(task.series.variates))].append(i)
+        answers: dict[int, SeriesScores] = {}
+        for (settings, names), indices in groups.items():
+            raise_if_cancelled(cancel)
+            frames = [pd.DataFrame({SERIES_COLUMN: i, TIME_COLUMN: tasks[i].timestamps(),
+                                    **{name: np.asarray(tasks[i].series.variates[name], dtype=float)
+                                       for name in names}}) for i in indices]
+            table = pd.concat(frames, ignore_index=True)
+            scored, placement = self.pipeline.detect_table(table, TIME_COLUMN, SERIES_COLUMN, list(names),
+                                                           settings=settings)
+            for i, placed in zip(indices, placement.series, strict=True):  # series in order of first appearance
+                answers[i] = _scores(tasks[i], scored.iloc[np.sort(placed.rows)], list(names), placed.summary())
+        return [answers[i] for i in range(len(tasks))]
 
     def forecast(self, tasks: Sequence[SeriesTask], pass_limit_bytes: int | None = None,
                  cancel: Cancellation | None = None) -> list[SeriesForecast]:
         """One forecast per task, in order. Each forward pass fits `pass_limit_bytes` (by default the budget):
         groups are split where needed. `cancel` is checked between decoding steps (ForecastCancelled)."""
         limit = self.memory_budget_bytes if pass_limit_bytes is None else pass_limit_bytes
-        groups: dict[tuple[int | str, ...], list[int]] = defaultdict(list)
+        groups: dict[tuple[object, ...], list[int]] = defaultdict(list)
         for i, task in enumerate(tasks):
             groups[self._shape_key(task)].append(i)
         passes = [plan for indices in groups.values() for plan in self._split(tasks, indices, limit)]
-        results: list[SeriesForecast | None] = [None] * len(tasks)
+        results: dict[int, SeriesForecast] = {}
         for plan in passes:
             group = [tasks[i] for i in plan.indices]
-            for i, result in zip(plan.indices, self._forecast_group(group, plan.paths_per_chunk, cancel)):
-                results[i] = result
+            results |= zip(plan.indices, self._forecast_group(group, plan.paths_per_chunk, cancel))
         log.debug("forecast %d series in %d forward pass(es)", len(tasks), len(passes))
-        return results
+        return [results[i] for i in range(len(tasks))]
 
     def _split(self, tasks: Sequence[SeriesTask], indices: list[int], limit: int) -> list[PassPlan]:
         """Passes over the tasks `indices` (of one shape key) that each fit `limit` bytes and decode as many paths
@@ -184,52 +287,34 @@ class ForecastEngine:
             if passes:
                 current = passes[-1]
                 try:
-                    _, paths = self._pass_bytes(tasks[i], len(current.indices) + 1, lengths[i], limit)
+                    paths = self._plan(tasks[i], len(current.indices) + 1, lengths[i], limit).paths_per_chunk
                 except MemoryBudgetExceeded:
                     paths = 0
                 if paths >= current.paths_per_chunk:
                     current.indices.append(i)
                     continue
-            _, paths = self._pass_bytes(tasks[i], 1, lengths[i], limit)  # admission made sure one series fits
+            paths = self._plan(tasks[i], 1, lengths[i], limit).paths_per_chunk  # admission made sure one fits
             passes.append(PassPlan([i], paths))
         return passes
 
-    def _pass_bytes(self, task: SeriesTask, count: int, context: int, limit: int) -> tuple[int, int]:
-        """(peak bytes, sample paths decoded together) of one forward pass over `count` tasks shaped like `task`
-        with contexts of at most `context` steps, under `limit` bytes; raises MemoryBudgetExceeded if it cannot fit."""
+    def _plan(self, task: SeriesTask, count: int, context: int, limit: int) -> ForecastPlan:
+        """The cost plan of one forward pass over `count` tasks shaped like `task` with contexts of at most
+        `context` steps, under `limit` bytes; raises MemoryBudgetExceeded if it cannot fit."""
         width = len(task.series.variates) + len(task.series.exogenous)
-        if self.forecaster is not None:
-            model = self.forecaster.model
-            plan = plan_forecast(model.config, count, width, context, task.prediction_length, task.num_samples,
-                                 limit, self.samples_per_batch, element_size=next(model.parameters()).element_size())
-            return plan.peak_bytes, plan.paths_per_chunk
-        peak = self._quantile_pass_bytes(count * width, context, task.prediction_length, len(task.quantile_levels))
-        if peak > limit:
-            raise MemoryBudgetExceeded(peak, limit)
-        return peak, 1
-
-    def _quantile_pass_bytes(self, rows: int, context: int, horizon: int, levels: int) -> int:
-        """An upper estimate of a quantile model's single pass (context and horizon patches through every layer),
-        in the spirit of `memory.plan_forecast`: inputs, one layer's activations of every token, the attention
-        scores of one layer, and the quantiles."""
-        config = self.pipeline.model.config
-        tokens = math.ceil(context / config.patch_size) + math.ceil(horizon / config.patch_size)
-        inputs = rows * (context + horizon) * 64
-        activations = rows * tokens * (6 * config.d_model + 3 * config.d_ff) * FLOAT32
-        attention = 2 * rows * config.num_heads * tokens**2 * FLOAT32
-        outputs = 3 * rows * horizon * (9 + levels + 1) * FLOAT32
-        return inputs + activations + attention + outputs
+        return self.pipeline.plan(count, width, context, task.prediction_length, task.num_samples,
+                                  len(task.quantile_levels), limit, self.samples_per_batch)
 
     def _context_steps(self, task: SeriesTask) -> int:
         """The time steps the model reads: the series' length (its time grid's when gaps are filled in), cut to
         the model's default context (`ForecastPipeline.context_length`: the context it was trained with, or the
         one its validation chose), as `predict_df` and `toto forecast` cut it."""
         series = task.series
-        length = series.length if series.timestamps is None else len(series.time_grid())
+        grid = series.time_grid()
+        length = series.length if series.timestamps is None or grid is None else len(grid)
         return min(length, self.pipeline.context_length)
 
     @staticmethod
-    def _shape_key(task: SeriesTask) -> tuple[int | str, ...]:
+    def _shape_key(task: SeriesTask) -> tuple[object, ...]:
         series = task.series
         width = len(series.variates) + len(series.exogenous)
         return width, len(series.exogenous), task.prediction_length, task.num_samples, task.feedback
@@ -244,64 +329,60 @@ class ForecastEngine:
         future = None
         if num_exogenous:
             future = torch.tensor([list(s.future_exogenous.values()) for s in series], dtype=torch.float32)
-        if self.forecaster is None:  # a quantile model: one pass, no sampling
-            return self._summarise_quantiles(inputs._replace(num_exogenous_variables=num_exogenous), future, tasks)
-        with torch.inference_mode():
-            forecast = self.forecaster.forecast(
-                inputs._replace(num_exogenous_variables=num_exogenous),
-                first.prediction_length,
-                num_samples=first.num_samples,
-                samples_per_batch=paths_per_chunk,
-                future_exogenous_variables=future,
-                exogenous_layout="aligned",
-                seed=[task.row_seed for task in tasks],
-                cancel=cancel,
-                context_ensemble=self.pipeline.context_ensemble,
-                feedback=first.feedback,
+        levels = sorted({0.5, *(level for task in tasks for level in task.quantile_levels)})
+        prediction = self.pipeline.predict(
+            inputs._replace(num_exogenous_variables=num_exogenous), first.prediction_length, levels,
+            future_exogenous=future, num_samples=first.num_samples, seed=[task.row_seed for task in tasks],
+            feedback=first.feedback, cancel=cancel, memory_budget_bytes=self.memory_budget_bytes,
+            paths_per_batch=paths_per_chunk,
+        )
+        return _answers(prediction, tasks)
+
+
+def _answers(prediction: Prediction, tasks: list[SeriesTask]) -> list[SeriesForecast]:
+    """The JSON bodies: mean, median and each task's quantiles (and samples) per target variate."""
+    mean = prediction.mean.cpu().numpy()
+    by_level = {level: values.cpu().numpy() for level, values in zip(prediction.levels, prediction.quantiles)}
+    results = []
+    for row, task in enumerate(tasks):
+        series = task.series
+        variates = {}
+        for v, name in enumerate(series.variates):  # targets come first; exogenous variates are not reported
+            samples = None
+            if task.return_samples and prediction.samples is not None:
+                samples = prediction.samples[row, v].T.cpu().numpy().tolist()
+            variates[name] = VariateForecast(
+                mean=mean[row, v].tolist(),
+                median=by_level[0.5][row, v].tolist(),
+                quantiles={str(level): by_level[level][row, v].tolist() for level in task.quantile_levels},
+                samples=samples,
             )
-        return self._summarise(forecast, tasks)
+        timestamps = series.future_timestamps(series.time_grid(), task.prediction_length)
+        results.append(SeriesForecast(id=series.id, timestamps=timestamps, variates=variates))
+    return results
 
-    @staticmethod
-    def _summarise(forecast: Forecast, tasks: list[SeriesTask]) -> list[SeriesForecast]:
-        """The JSON bodies: mean, median and each task's quantiles (and samples) per target variate."""
-        levels = sorted({0.5, *(level for task in tasks for level in task.quantile_levels)})
-        stats = {"mean": forecast.mean, **dict(zip(levels, forecast.quantile(levels)))}  # one sort for all levels
-        stats["median"] = stats[0.5]
-        stats = {key: value.cpu().numpy() for key, value in stats.items()}
-        results = []
-        for row, task in enumerate(tasks):
-            series = task.series
-            variates = {}
-            for v, name in enumerate(series.variates):  # targets come first; exogenous variates are not reported
-                samples = forecast.samples[row, v].T.cpu().numpy().tolist() if task.return_samples else None
-                variates[name] = VariateForecast(
-                    mean=stats["mean"][row, v].tolist(),
-                    median=stats["median"][row, v].tolist(),
-                    quantiles={str(level): stats[level][row, v].tolist() for level in task.quantile_levels},
-                    samples=samples,
-                )
-            timestamps = series.future_timestamps(series.time_grid(), task.prediction_length)
-            results.append(SeriesForecast(id=series.id, timestamps=timestamps, variates=variates))
-        return results
 
-    def _summarise_quantiles(self, inputs: MaskedTimeseries, future: torch.Tensor | None,
-                             tasks: list[SeriesTask]) -> list[SeriesForecast]:
-        """The JSON bodies of a quantile model: its median as mean and median, and the requested levels."""
-        levels = sorted({0.5, *(level for task in tasks for level in task.quantile_levels)})
-        first = tasks[0]
-        prediction = self.pipeline.predict_quantiles(inputs, first.prediction_length, levels, future_exogenous=future)
-        by_level = dict(zip(prediction.levels, prediction.quantiles.cpu().numpy(), strict=True))
-        mean = prediction.mean.cpu().numpy()
-        results = []
-        for row, task in enumerate(tasks):
-            series = task.series
-            variates = {
-                name: VariateForecast(
-                    mean=mean[row, v].tolist(), median=by_level[0.5][row, v].tolist(),
-                    quantiles={str(level): by_level[level][row, v].tolist() for level in task.quantile_levels},
-                )
-                for v, name in enumerate(series.variates)
-            }
-            timestamps = series.future_timestamps(series.time_grid(), task.prediction_length)
-            results.append(SeriesForecast(id=series.id, timestamps=timestamps, variates=variates))
-        return results
+# The columns a /detect request's series are gathered under (a long table: `toto.tables.read_columns`).
+SERIES_COLUMN, TIME_COLUMN = "__series__", "__time__"
+
+
+def _scores(task: DetectTask, rows: pd.DataFrame, names: list[str], placement: str) -> SeriesScores:
+    """A series' JSON body from its rows of `ForecastPipeline.detect_table`'s table (in the order sent)."""
+
+    def floats(column: str) -> list[float | None]:
+        return [None if not np.isfinite(v) else float(v) for v in rows[column].to_numpy(dtype=float)]
+
+    def flags(column: str) -> list[bool]:
+        return [bool(v) for v in rows[column].to_numpy()]
+
+    single = len(names) == 1
+    variates = {
+        name: VariateScores(**{field: floats(column) for field, column in (
+            ("anomaly_score", "anomaly_score" if single else f"{name}_anomaly_score"),
+            ("lower", "lower" if single else f"{name}_lower"), ("upper", "upper" if single else f"{name}_upper"),
+            ("median", "median" if single else f"{name}_median"))},
+            is_anomaly=flags("is_anomaly" if single else f"{name}_is_anomaly"))
+        for name in names
+    }
+    combined = None if single else CombinedScores(anomaly_score=floats("anomaly_score"), is_anomaly=flags("is_anomaly"))
+    return SeriesScores(id=task.series.id, variates=variates, combined=combined, placement=placement)

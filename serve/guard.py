@@ -55,7 +55,8 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         if repeated := _repeated_key(bytes(body)):
-            await _refuse(send, 400, f"the JSON body gives the key {repeated!r} more than once in one object: give it once")
+            await _refuse(send, 400,
+                          f"the JSON body gives the key {repeated!r} more than once in one object: give it once")
             return
         await self.app(scope, _replay(bytes(body), receive), send)
 

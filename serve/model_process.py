@@ -13,20 +13,23 @@ the kernel's out-of-memory killer, say), the pass fails with `ModelProcessDied` 
 it loads the checkpoint while nobody waits for it, and `loaded` (the service's readiness) is false until it has.
 If it cannot load, `load_failure` says why (the service's liveness), so that an orchestrator restarts the server
 rather than leaving it unready for good.
+
+`InProcessModel` runs the same passes on the service's own engine instead (`TOTO_SERVE_MODEL_PROCESS=false`): the
+in-process tests serve that way, without a child to spawn for every service they make.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.sharedctypes import Synchronized
+from typing import Protocol
 
-from serve.engine import EngineSpec, ForecastEngine, SeriesTask, load_engine
-from serve.schemas import SeriesForecast
-from toto.inference.forecaster import Cancellation
+from serve.engine import Answer, EngineSpec, ForecastEngine, Task, load_engine
+from toto.inference.cancel import Cancellation, cancelled
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,42 @@ CANCEL_POLL_S = 0.1
 
 class ModelProcessDied(Exception):
     """The model's process ended during a forward pass; the next pass starts a new one."""
+
+
+class ForwardPasses(Protocol):
+    """Where the service's forward passes run: a child process (`ModelProcess`) or its own (`InProcessModel`)."""
+
+    @property
+    def loaded(self) -> bool: ...
+
+    @property
+    def load_failure(self) -> str | None: ...
+
+    def run(self, tasks: list[Task], pass_limit_bytes: int, cancel: Cancellation) -> list[Answer]: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessModel:
+    """Forward passes on an engine loaded in this process, run by the calling worker thread; cancellation is
+    checked by the engine itself between decoding steps."""
+
+    def __init__(self, engine: ForecastEngine) -> None:
+        self._engine = engine
+
+    @property
+    def loaded(self) -> bool:
+        return True  # the engine was loaded before this object was made
+
+    @property
+    def load_failure(self) -> str | None:
+        return None
+
+    def run(self, tasks: list[Task], pass_limit_bytes: int, cancel: Cancellation) -> list[Answer]:
+        return self._engine.run(tasks, pass_limit_bytes, cancel)
+
+    def close(self) -> None:
+        """Nothing to stop: the engine goes with the service."""
 
 
 class ModelProcess:
@@ -67,18 +106,26 @@ class ModelProcess:
             return None
         return f"the model process could not load checkpoint {self._spec.checkpoint!r}: {type(error).__name__}: {error}"
 
-    def forecast(self, tasks: list[SeriesTask], pass_limit_bytes: int, cancel: Cancellation) -> list[SeriesForecast]:
-        """`ForecastEngine.forecast(tasks, pass_limit_bytes)` in the child; `cancel` is polled meanwhile. Called
-        from one thread at a time (the service's model lock)."""
+    def settle(self, timeout_s: float) -> None:
+        """Wait until the child has loaded its engine or failed to (then `load_failure` says why); raises
+        TimeoutError past `timeout_s`. Waits on the loading itself, so it returns the moment that ends."""
+        done, _ = wait([self._loading], timeout=timeout_s)
+        if not done:
+            raise TimeoutError(f"the model process neither loaded {self._spec.checkpoint!r} nor failed within "
+                               f"{timeout_s} s")
+
+    def run(self, tasks: list[Task], pass_limit_bytes: int, cancel: Cancellation) -> list[Answer]:
+        """`ForecastEngine.run(tasks, pass_limit_bytes)` in the child; `cancel` is polled meanwhile. Called from one
+        thread at a time (the service's model lock)."""
         pass_id = self._next_pass
         self._next_pass += 1
         try:
-            future = self._pool.submit(_forecast, pass_id, tasks, pass_limit_bytes)
+            future = self._pool.submit(_run, pass_id, tasks, pass_limit_bytes)
             while True:
                 try:
                     return future.result(timeout=CANCEL_POLL_S)
                 except FutureTimeout:
-                    if cancel():
+                    if cancelled(cancel):
                         self._stop_pass.value = pass_id
         except BrokenProcessPool as error:
             log.error("the model process died during a forward pass of %d series; starting a new one", len(tasks))
@@ -108,5 +155,7 @@ def _nothing() -> None:
     """A task that only makes the pool start its worker, whose initializer loads the engine."""
 
 
-def _forecast(pass_id: int, tasks: list[SeriesTask], pass_limit_bytes: int) -> list[SeriesForecast]:
-    return _ENGINE.forecast(tasks, pass_limit_bytes, lambda: _STOP_PASS.value == pass_id)
+def _run(pass_id: int, tasks: list[Task], pass_limit_bytes: int) -> list[Answer]:
+    assert _ENGINE is not None and _STOP_PASS is not None  # the pool's initializer set them
+    stop = _STOP_PASS
+    return _ENGINE.run(tasks, pass_limit_bytes, lambda: stop.value == pass_id)

@@ -17,20 +17,22 @@ from typing import Annotated
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
-from toto.inference.forecaster import Feedback
-from toto.pipeline import DEFAULT_NUM_SAMPLES
-from toto.tables import MAX_ABS_VALUE, InputError, parse_frequency, regular_grid
+from toto.options import DEFAULT_NUM_SAMPLES, Feedback
+from toto.tables import parse_frequency, regular_grid
+from toto.validation import MAX_ABS_VALUE, MAX_SEED, InputError
 
 STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 Value = Annotated[float, Field(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
 Values = list[Value | None]
-QuantileLevel = Annotated[float, Field(ge=0, le=1)]
+# `toto.validation.check_quantile_levels`'s rule, as a JSON schema (so that the OpenAPI document states it).
+QuantileLevel = Annotated[float, Field(gt=0, lt=1)]
 # ISO 8601 (date-only too) or Unix seconds, as monitoring systems export them.
 Timestamp = Annotated[datetime, Field(strict=False)]
 
-EXAMPLE_REQUEST = {
+EXAMPLE_REQUEST: JsonDict = {
     "series": [
         {
             "id": "web-1",
@@ -50,12 +52,46 @@ class TimestampError(ValueError):
     """The series' timestamps cannot be continued into the future; the message says why."""
 
 
-class SeriesInput(BaseModel):
-    """One series: named variates observed at the same time steps, oldest value first."""
+class ObservedSeries(BaseModel):
+    """Named variates observed at the same time steps, oldest value first, with their time: what `/forecast`'s and
+    `/detect`'s series share."""
 
     model_config = STRICT
 
-    id: str | None = Field(None, description="Echoed back in the forecast, to match answers to questions.")
+    id: str | None = Field(None, description="Echoed back in the answer, to match answers to questions.")
+    variates: dict[str, Values] = Field(
+        min_length=1,
+        description="Variate name -> values, oldest first; null marks a missing value. All of equal length.",
+    )
+    start: Timestamp | None = Field(None, description="Timestamp of the first value; needs freq.")
+    freq: str | None = Field(None, description="pandas frequency of the steps, e.g. '5min', 'h', 'D', 'MS'.")
+    timestamps: list[Timestamp] | None = Field(None, description="One timestamp per value, instead of start.")
+
+    @property
+    def length(self) -> int:
+        return len(next(iter(self.variates.values())))
+
+    def _check_values(self, columns: dict[str, Values]) -> None:
+        """Columns of equal, non-zero length, each with an observed value; timestamps one per value."""
+        lengths = {name: len(values) for name, values in columns.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"variates and exogenous variables must all have the same length, got {lengths}")
+        if self.length == 0:
+            raise ValueError("the series is empty: send at least one value per variate")
+        if empty := [name for name, values in columns.items() if all(v is None for v in values)]:
+            raise ValueError(f"{empty} have no observed value (all null): drop them or send some values")
+        if self.timestamps is not None:
+            if self.start is not None:
+                raise ValueError("give either start (with freq) or timestamps, not both")
+            if len(self.timestamps) != self.length:
+                raise ValueError(f"{len(self.timestamps)} timestamps for {self.length} values; give one per value")
+        elif self.start is not None and self.freq is None:
+            raise ValueError("start needs freq (e.g. '5min') to place the following values")
+
+
+class SeriesInput(ObservedSeries):
+    """One series to forecast, and its known covariates."""
+
     variates: dict[str, Values] = Field(
         min_length=1,
         description="Variate name -> values, oldest first; null marks a missing value. All of equal length. The "
@@ -69,38 +105,17 @@ class SeriesInput(BaseModel):
         default_factory=dict,
         description="Future values of every exogenous variable, prediction_length of them each.",
     )
-    start: Timestamp | None = Field(None, description="Timestamp of the first value; needs freq.")
-    freq: str | None = Field(None, description="pandas frequency of the steps, e.g. '5min', 'h', 'D', 'MS'.")
-    timestamps: list[Timestamp] | None = Field(None, description="One timestamp per value, instead of start.")
-
-    @property
-    def length(self) -> int:
-        return len(next(iter(self.variates.values())))
 
     @model_validator(mode="after")
     def _check_shapes(self) -> SeriesInput:
-        columns = {**self.variates, **self.exogenous}
         if overlap := sorted(self.variates.keys() & self.exogenous.keys()):
             raise ValueError(f"{overlap} are both variates and exogenous variables; give each name once")
-        lengths = {name: len(values) for name, values in columns.items()}
-        if len(set(lengths.values())) > 1:
-            raise ValueError(f"variates and exogenous variables must all have the same length, got {lengths}")
-        if self.length == 0:
-            raise ValueError("the series is empty: send at least one value per variate")
-        if empty := [name for name, values in columns.items() if all(v is None for v in values)]:
-            raise ValueError(f"{empty} have no observed value (all null): drop them or send some values")
+        self._check_values({**self.variates, **self.exogenous})
         if self.exogenous.keys() != self.future_exogenous.keys():
             raise ValueError(
                 "future_exogenous must give future values for exactly the exogenous variables "
                 f"{sorted(self.exogenous)}, got {sorted(self.future_exogenous)}"
             )
-        if self.timestamps is not None:
-            if self.start is not None:
-                raise ValueError("give either start (with freq) or timestamps, not both")
-            if len(self.timestamps) != self.length:
-                raise ValueError(f"{len(self.timestamps)} timestamps for {self.length} values; give one per value")
-        elif self.start is not None and self.freq is None:
-            raise ValueError("start needs freq (e.g. '5min') to place the following values")
         return self
 
     def time_grid(self) -> pd.DatetimeIndex | None:
@@ -120,6 +135,7 @@ class SeriesInput(BaseModel):
             if self.start is None and self.timestamps is None:
                 return None
             if self.timestamps is None:
+                assert self.start is not None and self.freq is not None  # _check_values: start needs freq
                 return pd.date_range(self.start, periods=self.length, freq=parse_frequency(self.freq), unit="s")
             index = pd.DatetimeIndex(self.timestamps)
             if not index.is_monotonic_increasing:
@@ -157,12 +173,15 @@ class ForecastRequest(BaseModel):
 
     series: list[SeriesInput] = Field(min_length=1, description="The series to forecast.")
     prediction_length: int = Field(ge=1, description="Number of future steps to forecast.")
-    num_samples: int = Field(DEFAULT_NUM_SAMPLES, ge=1, description="Sample paths per series; quantiles come from them.")
+    num_samples: int | None = Field(
+        None, ge=1, description=f"Sample paths per series of a sampling model (Toto 1.0; {DEFAULT_NUM_SAMPLES} when "
+        "left out); quantiles come from them. A quantile model (Toto 2.0) draws none: leave it out."
+    )
     quantile_levels: list[QuantileLevel] = Field(
-        default_factory=lambda: [0.1, 0.5, 0.9], description="Quantiles to return, each in [0, 1] (0 and 1: lowest and highest sample)."
+        default_factory=lambda: [0.1, 0.5, 0.9], description="Quantiles to return, each strictly between 0 and 1."
     )
     seed: int | None = Field(
-        None, ge=0, le=2**32 - 1, description="Makes the answer reproducible; every series uses it. Random if unset."
+        None, ge=0, le=MAX_SEED, description="Makes the answer reproducible; every series uses it. Random if unset."
     )
     return_samples: bool = Field(False, description="Also return the sample paths (large).")
     feedback: Feedback = Field(
@@ -204,6 +223,87 @@ class SeriesForecast(BaseModel):
 class ForecastResponse(BaseModel):
     model_id: str = Field(description="The checkpoint that made the forecast.")
     prediction_length: int
-    num_samples: int
+    num_samples: int | None = Field(description="The sample paths the forecast is made of; null for a quantile model.")
     seed: int = Field(description="The seed used; send it back to reproduce this answer.")
     forecasts: list[SeriesForecast] = Field(description="One per input series, in the same order.")
+
+
+# ----- POST /detect -----------------------------------------------------------------------------------------------
+
+EXAMPLE_DETECT_REQUEST: JsonDict = {
+    "series": [
+        {
+            "id": "web-1",
+            "variates": {"cpu": [0.41, 0.45, None, 0.52, 0.48, 0.50, 0.97, 0.49]},
+            "start": "2024-05-01T00:00:00Z",
+            "freq": "5min",
+        }
+    ],
+    "alerts_per_day": 1,
+}
+
+
+class DetectSeries(ObservedSeries):
+    """One series to score. Its `timestamps` may be irregular, as real exports are: gaps, repeated timestamps,
+    steps off the grid and a clock that moves back are all scored (each value under the distribution of the grid step
+    it is placed on, `toto.tables.place_rows`)."""
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> DetectSeries:
+        self._check_values(self.variates)
+        return self
+
+
+class DetectRequest(BaseModel):
+    """One or many series to score for anomalies, and the alert budget that flags them."""
+
+    model_config = ConfigDict(**STRICT, json_schema_extra={"example": EXAMPLE_DETECT_REQUEST})
+
+    series: list[DetectSeries] = Field(min_length=1, description="The series to score.")
+    alerts_per_day: float | None = Field(
+        None, gt=0, description="Alert budget: flagged values per day of each series (default 1, when "
+        "false_alarm_rate is not given). Needs timestamps (or start and freq)."
+    )
+    false_alarm_rate: float | None = Field(
+        None, gt=0, lt=1, description="Alert budget as the share of a series' normal values allowed to be flagged.",
+    )
+    band_level: float = Field(0.99, gt=0, lt=1, description="Central probability of the band (lower, upper).")
+    window: int = Field(0, ge=0, description="Values a window test reads (drifts, broken cycles); 0 for none.")
+    steps_ahead: int | None = Field(
+        None, ge=1, description="Score each value at most this many steps past its context (default: half a patch).",
+    )
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> DetectRequest:
+        if self.alerts_per_day is not None and self.false_alarm_rate is not None:
+            raise ValueError("give alerts_per_day or false_alarm_rate, not both")
+        return self
+
+
+class VariateScores(BaseModel):
+    """The scores of one variate, one entry per value sent (null where the value is missing or has no score)."""
+
+    anomaly_score: list[float | None] = Field(description="In [0, 1]: 1 minus the calibrated tail probability.")
+    is_anomaly: list[bool] = Field(description="Flagged at the alert budget.")
+    lower: list[float | None]
+    upper: list[float | None]
+    median: list[float | None]
+
+
+class CombinedScores(BaseModel):
+    """A multivariate series' scores over its variates, one per step."""
+
+    anomaly_score: list[float | None]
+    is_anomaly: list[bool]
+
+
+class SeriesScores(BaseModel):
+    id: str | None = None
+    variates: dict[str, VariateScores]
+    combined: CombinedScores | None = Field(None, description="Over the variates (multivariate series).")
+    placement: str = Field(description="How the values were placed on a grid, in one line.")
+
+
+class DetectResponse(BaseModel):
+    model_id: str = Field(description="The checkpoint that scored the values.")
+    series: list[SeriesScores] = Field(description="One per input series, in the same order.")

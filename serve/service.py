@@ -1,5 +1,9 @@
 """The forecasting HTTP service: `bentoml serve serve.service:TotoService` (what `make serve` runs).
 
+`POST /detect` scores every value of the series it is sent for anomalies (`DetectRequest`, docs/anomaly.md): the
+same JSON style, limits (`max_detect_length` values per series), status codes and continuous batching as
+`/forecast`, whose steps below it follows; its tasks ride the same forward passes' queue.
+
 `POST /forecast` takes the fields of a `ForecastRequest` and answers a `ForecastResponse` (docs/serving.md has
 examples, also with BentoML's own `bentoml.SyncHTTPClient`):
 
@@ -14,13 +18,20 @@ examples, also with BentoML's own `bentoml.SyncHTTPClient`):
    soon as the previous pass ends; each request gets its own forecasts back, in order. A request queued longer
    than `max_latency_ms` gets 503. Each forward pass is split to fit the budget.
 4. Work stops when nobody waits: a request whose client has gone (checked, once it runs past
-   `client_check_after_s`, through the Starlette request of `bentoml.Context`) or that passed `timeout_s` is cancelled between decoding steps, which frees the model lock.
+   `client_check_after_s`, through the Starlette request of `bentoml.Context`) or that passed `timeout_s` is
+   cancelled between decoding steps, which frees the model lock.
 
 The checkpoint (`TOTO_SERVE_CHECKPOINT`: an embedded model name, a local folder or a Hugging Face repo id) loads in
 a worker thread after start-up: `/livez` answers at once, and `/readyz` turns 200 once the model is loaded and has
 run one small warm-up forecast (so the first client does not pay for lazy initialisation). `/livez` turns 503 if
-loading failed. BentoML's `/metrics` (Prometheus; `toto_forecast_batch_series` counts the series of each forward pass) and
-`/docs.json` (OpenAPI, completed by `serve.openapi`) are kept. Client errors (4xx) are logged as one warning line.
+loading failed. BentoML's `/metrics` (Prometheus; `toto_forecast_batch_series` counts the series of each forward
+pass) and `/docs.json` (OpenAPI, completed by `serve.openapi`) are kept. Client errors (4xx) are logged as one
+warning line. The forward passes run in the model's own process (`serve.model_process`), or in this one when
+`model_process` is off.
+
+`create_service(settings)` makes the BentoML service from one `ServeSettings` (BentoML fixes the traffic timeout and
+the request guard's body limit when the service is made); `TotoService` is the one made from the environment, which
+`bentoml serve` runs. Tests make their own, with `model_process=False`, and drive its ASGI app in process.
 """
 
 from __future__ import annotations
@@ -28,10 +39,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import bentoml
@@ -41,19 +53,27 @@ from starlette.responses import JSONResponse
 
 from serve.batching import ContinuousBatcher, QueueTimeout
 from serve.budget import MemoryLedger
-from serve.checks import Problem, find_problems, over_budget
-from serve.engine import EngineSpec, ForecastEngine, SeriesTask, load_engine
+from serve.checks import Problem, detect_problems, find_problems, over_budget
+from serve.engine import Answer, DetectTask, EngineSpec, ForecastEngine, RequestCost, SeriesTask, Task, load_engine
 from serve.guard import RequestGuard
 from serve.logs import log_client_errors_as_warnings
-from serve.model_process import ModelProcess, ModelProcessDied
+from serve.model_process import ForwardPasses, InProcessModel, ModelProcess, ModelProcessDied
 from serve.openapi import DocumentedService
-from serve.schemas import ForecastRequest, ForecastResponse, SeriesForecast, SeriesInput
-from serve.settings import get_settings
-from toto.inference.forecaster import Cancellation, ForecastCancelled
+from serve.schemas import (
+    DetectRequest,
+    DetectResponse,
+    ForecastRequest,
+    ForecastResponse,
+    SeriesForecast,
+    SeriesInput,
+    SeriesScores,
+)
+from serve.settings import ServeSettings, get_settings
+from toto.inference.cancel import Cancellation, ForecastCancelled
 from toto.inference.memory import MemoryBudgetExceeded
+from toto.validation import InputError
 
 log = logging.getLogger(__name__)
-SETTINGS = get_settings()
 BATCH_SERIES = bentoml.metrics.Histogram(
     name="toto_forecast_batch_series",
     documentation="Series forecast together in one forward pass",
@@ -66,6 +86,10 @@ log_client_errors_as_warnings()
 
 class OverMemory(Exception):
     """A forward pass that cannot be allocated (answered 413, never 500)."""
+
+
+class Unprocessable(Exception):
+    """A request the model's side found it cannot serve as it is (answered 422)."""
 
 
 class Abandoned(Exception):
@@ -84,25 +108,24 @@ class Waiter:
         return self.gone.is_set() or time.monotonic() > self.deadline
 
 
-@bentoml.service(
-    name="toto",
-    traffic={"timeout": SETTINGS.timeout_s},
-    workers=1,
-    service_class=DocumentedService,
-)
-class TotoService:
+class ForecastService:
     """Probabilistic forecasts of time series with a Toto model."""
 
+    # BentoML makes the instance without arguments, so the settings are a class attribute, bound in the subclass
+    # that `create_service` makes.
+    settings: ClassVar[ServeSettings]
+
     def __init__(self) -> None:
-        self.model_id = SETTINGS.checkpoint
+        self.model_id = self.settings.checkpoint
         self.engine: ForecastEngine | None = None
         self.load_error: str | None = None
         self.ready = False
         self.loading: asyncio.Task[None] | None = None
         self.model_lock = threading.Lock()  # one forward pass at a time
-        self.ledger = MemoryLedger(SETTINGS.memory_budget_bytes)
-        self.batcher = ContinuousBatcher(self._run_pass, SETTINGS.max_batch_size, SETTINGS.max_latency_ms / 1e3)
-        self.model_process: ModelProcess | None = None
+        self.ledger = MemoryLedger(self.settings.memory_budget_bytes)
+        self.batcher = ContinuousBatcher(self._run_pass, self.settings.max_batch_size,
+                                         self.settings.max_latency_ms / 1e3)
+        self.model: ForwardPasses | None = None
 
     @bentoml.on_startup
     async def _start_loading(self) -> None:
@@ -110,24 +133,28 @@ class TotoService:
         self.loading = asyncio.create_task(self._load_and_warm_up())
 
     async def _load_and_warm_up(self) -> None:
-        spec = EngineSpec(checkpoint=SETTINGS.checkpoint, device=None if SETTINGS.device == "auto" else SETTINGS.device,
-                          dtype=getattr(torch, SETTINGS.dtype), samples_per_batch=SETTINGS.samples_per_batch,
-                          memory_budget_bytes=SETTINGS.memory_budget_bytes)
+        settings = self.settings
+        spec = EngineSpec(checkpoint=settings.checkpoint, device=None if settings.device == "auto" else settings.device,
+                          dtype=getattr(torch, settings.dtype), samples_per_batch=settings.samples_per_batch,
+                          memory_budget_bytes=settings.memory_budget_bytes)
         try:
             engine = await anyio.to_thread.run_sync(load_engine, spec)
         except Exception as error:  # a bad checkpoint must not kill the process silently: /livez reports it
             log.exception("cannot load checkpoint %r", self.model_id)
             self.load_error = f"cannot load checkpoint {self.model_id!r}: {type(error).__name__}: {error}"
             return
-        engine.release_weights()  # the forward passes run in the model's own process (serve.model_process)
-        self.model_process = ModelProcess(spec)
+        if settings.model_process:
+            engine.release_weights()  # the forward passes run in the model's own process (serve.model_process)
+            self.model = ModelProcess(spec)
+        else:
+            self.model = InProcessModel(engine)
         patch = engine.patch_size
         self.engine = engine
         try:
             series = SeriesInput(variates={"warm-up": [float(i % 7) for i in range(2 * patch)]})
-            task = SeriesTask(series=series, prediction_length=patch, num_samples=1, quantile_levels=[],
-                              return_samples=False, row_seed=0)
-            await self._forecast([task], lambda: False)  # loads the model in its process
+            task = SeriesTask(series=series, prediction_length=patch, quantile_levels=[], return_samples=False,
+                              row_seed=0)
+            await self._run_alone([task], lambda: False)  # loads the model in its process
         except Exception as error:
             log.exception("the model process could not load checkpoint %r", self.model_id)
             self.load_error = f"cannot load checkpoint {self.model_id!r} in the model process: {error}"
@@ -138,23 +165,24 @@ class TotoService:
 
     @bentoml.on_shutdown
     def _stop_model_process(self) -> None:
-        if self.model_process is not None:
-            self.model_process.close()
+        if self.model is not None:
+            self.model.close()
 
     def __is_ready__(self) -> bool:
         """Loaded, and its model process too: after that process died, not until its replacement has loaded."""
-        return self.ready and self.model_process.loaded
+        return self.ready and self.model is not None and self.model.loaded
 
     def __is_alive__(self) -> bool:
         """Not once a checkpoint could not load: the first time, or in a model process that replaced a dead one."""
-        return self.load_error is None and (self.model_process is None or self.model_process.load_failure is None)
+        return self.load_error is None and (self.model is None or self.model.load_failure is None)
 
     @bentoml.api(route="/forecast", input_spec=ForecastRequest, output_spec=ForecastResponse)
     async def forecast(self, ctx: bentoml.Context, **fields: Any) -> ForecastResponse:
         """Forecast one or many series: per series and variate the mean, median and requested quantiles."""
         request = ForecastRequest.model_construct(**fields)  # validated by BentoML against ForecastRequest
         # BentoML sends Responses as is, with the status set on ctx.
-        if problems := find_problems(request, SETTINGS):
+        settings = self.settings
+        if problems := find_problems(request, settings):
             return _answer(ctx, _error_response(422, problems))
         if self.engine is None:
             reason = self.load_error or "the model is still loading: retry when /readyz answers 200"
@@ -164,83 +192,111 @@ class TotoService:
         try:
             cost = self.engine.request_cost(request)
         except MemoryBudgetExceeded as error:
-            return _answer(ctx, _error_response(413, [over_budget(error.needed_bytes, SETTINGS)]))
+            return _answer(ctx, _error_response(413, [over_budget(error.needed_bytes, settings)]))
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
-        waiter = Waiter(time.monotonic() + SETTINGS.timeout_s)
-        watch = asyncio.create_task(_watch_client(ctx.request, waiter, asyncio.current_task()))
-        try:
-            async with self.ledger.reserve(cost):
-                tasks = SeriesTask.split(request, seed)
-                run = self.batcher.forecast if SETTINGS.batching else self._forecast
-                forecasts = await run(tasks, waiter.abandoned)
-        except (QueueTimeout, ModelProcessDied) as error:
-            return _answer(ctx, JSONResponse({"error": str(error)}, status_code=503))
-        except OverMemory as error:
-            return _answer(ctx, JSONResponse({"error": str(error)}, status_code=413))
-        except Abandoned:  # the pass saw the deadline pass (or the client leave) before BentoML cancelled us
-            if waiter.client_left:
-                return _answer(ctx, JSONResponse({"error": "the client closed the connection"}, status_code=499))
-            return _answer(ctx, JSONResponse(
-                {"error": f"not answered within timeout_s={SETTINGS.timeout_s} (TOTO_SERVE_TIMEOUT_S): the forecast "
-                          "was cancelled; send a smaller request or raise the timeout"}, status_code=504))
-        except asyncio.CancelledError:
-            if not waiter.client_left:  # a timeout: BentoML answers 504
-                raise
-            asyncio.current_task().uncancel()
-            return _answer(ctx, JSONResponse({"error": "the client closed the connection"}, status_code=499))
-        finally:
-            waiter.gone.set()
-            watch.cancel()
+        answers = await self._run_tasks(ctx, list(SeriesTask.split(request, seed)), cost, "forecast")
+        if isinstance(answers, JSONResponse):
+            return _answer(ctx, answers)
         return ForecastResponse(
             model_id=self.model_id,
             prediction_length=request.prediction_length,
-            num_samples=request.num_samples,
+            num_samples=self.engine.num_samples(request),
             seed=seed,
-            forecasts=forecasts,
+            forecasts=[answer for answer in answers if isinstance(answer, SeriesForecast)],
         )
 
-    async def _forecast(self, tasks: list[SeriesTask], cancel: Cancellation) -> list[SeriesForecast]:
+    @bentoml.api(route="/detect", input_spec=DetectRequest, output_spec=DetectResponse)
+    async def detect(self, ctx: bentoml.Context, **fields: Any) -> DetectResponse:
+        """Score every value of one or many series by how anomalous it is: per series and variate the anomaly score,
+        whether it is flagged at the alert budget, and the predictive band (docs/anomaly.md)."""
+        request = DetectRequest.model_construct(**fields)  # validated by BentoML against DetectRequest
+        if problems := detect_problems(request, self.settings):
+            return _answer(ctx, _error_response(422, problems))
+        if self.engine is None:
+            reason = self.load_error or "the model is still loading: retry when /readyz answers 200"
+            return _answer(ctx, JSONResponse({"error": reason}, status_code=503))
+        try:
+            cost = self.engine.detect_cost(request)
+        except MemoryBudgetExceeded as error:
+            return _answer(ctx, _error_response(413, [over_budget(error.needed_bytes, self.settings)]))
+        answers = await self._run_tasks(ctx, list(DetectTask.split(request)), cost, "detection")
+        if isinstance(answers, JSONResponse):
+            return _answer(ctx, answers)
+        return DetectResponse(model_id=self.model_id,
+                              series=[answer for answer in answers if isinstance(answer, SeriesScores)])
+
+    async def _run_tasks(self, ctx: bentoml.Context, tasks: list[Task], cost: RequestCost,
+                         what: str) -> list[Answer] | JSONResponse:
+        """Run an admitted request's tasks once the memory budget has room for `cost`: batched with other requests'
+        (or alone), stopped when nobody waits. Returns their answers, or the error response to send."""
+        settings = self.settings
+        handler = asyncio.current_task()
+        assert handler is not None  # a handler always runs in a task
+        waiter = Waiter(time.monotonic() + settings.timeout_s)
+        watch = asyncio.create_task(_watch_client(ctx.request, waiter, handler, settings.client_check_after_s))
+        try:
+            async with self.ledger.reserve(cost):
+                run = self.batcher.submit if settings.batching else self._run_alone
+                return await run(tasks, waiter.abandoned)
+        except (QueueTimeout, ModelProcessDied) as error:
+            return JSONResponse({"error": str(error)}, status_code=503)
+        except OverMemory as error:
+            return JSONResponse({"error": str(error)}, status_code=413)
+        except Unprocessable as error:
+            return _error_response(422, [Problem(("body",), str(error))])
+        except Abandoned:  # the pass saw the deadline pass (or the client leave) before BentoML cancelled us
+            if waiter.client_left:
+                return JSONResponse({"error": "the client closed the connection"}, status_code=499)
+            return JSONResponse(
+                {"error": f"not answered within timeout_s={settings.timeout_s} (TOTO_SERVE_TIMEOUT_S): the {what} "
+                          "was cancelled; send a smaller request or raise the timeout"}, status_code=504)
+        except asyncio.CancelledError:
+            if not waiter.client_left:  # a timeout: BentoML answers 504
+                raise
+            if sys.version_info >= (3, 11):  # 3.10 has no cancellation count to take back
+                handler.uncancel()
+            return JSONResponse({"error": "the client closed the connection"}, status_code=499)
+        finally:
+            waiter.gone.set()
+            watch.cancel()
+
+    async def _run_alone(self, tasks: list[Task], cancel: Cancellation) -> list[Answer]:
         """One request's forward pass, without batching, in a worker thread."""
         return await anyio.to_thread.run_sync(self._run_pass, tasks, cancel)
 
-    def _run_pass(self, tasks: list[SeriesTask], cancel: Cancellation) -> list[SeriesForecast]:
+    def _run_pass(self, tasks: list[Task], cancel: Cancellation) -> list[Answer]:
         """A forward pass over `tasks`, in a worker thread (so that the event loop keeps accepting and queueing
         requests), one at a time. It fits what the memory budget leaves after the admitted requests' answers."""
         BATCH_SERIES.observe(len(tasks))
+        assert self.model is not None  # passes run once the model is loaded
         with self.model_lock:
             try:
-                return self.model_process.forecast(tasks, self.ledger.pass_limit_bytes, cancel)
+                return self.model.run(tasks, self.ledger.pass_limit_bytes, cancel)
             except ForecastCancelled as error:
                 log.warning("a forward pass of %d series stopped: %s", len(tasks), error)
                 raise Abandoned(str(error)) from error
             except MemoryBudgetExceeded as error:
                 raise OverMemory(str(error)) from error
-            except (MemoryError, torch.OutOfMemoryError, RuntimeError) as error:
-                if not _is_allocation_failure(error):
-                    raise
+            except InputError as error:  # what only the model's side finds (a detection's timestamps)
+                raise Unprocessable(str(error)) from error
+            except (MemoryError, torch.OutOfMemoryError) as error:
                 raise OverMemory(f"this forecast could not be allocated ({error}): send a smaller request, or "
                                  "lower TOTO_SERVE_MEMORY_BUDGET_BYTES to what this machine has") from error
 
 
-async def _watch_client(request: Request, waiter: Waiter, handler: asyncio.Task[Any]) -> None:
+async def _watch_client(request: Request, waiter: Waiter, handler: asyncio.Task[Any], check_after_s: float) -> None:
     """Cancel `handler` once the client of `request` has disconnected (Starlette's `Request.is_disconnected`).
 
-    Only requests still running after `client_check_after_s` are watched: watching every request from the start
-    (polling, or awaiting the disconnect message) made BentoML's adaptive batching 4-5x slower at 32 clients
-    (`benchmarks/bench_serve.py`, cause not found), while the requests worth stopping are the long ones.
+    Only requests still running after `check_after_s` (`client_check_after_s`) are watched: watching every request
+    from the start (polling, or awaiting the disconnect message) made BentoML's adaptive batching 4-5x slower at 32
+    clients (`benchmarks/bench_serve.py`, cause not found), while the requests worth stopping are the long ones.
     """
-    await asyncio.sleep(SETTINGS.client_check_after_s)
+    await asyncio.sleep(check_after_s)
     while not await request.is_disconnected():
         await asyncio.sleep(CLIENT_POLL_S)
     waiter.client_left = True
     waiter.gone.set()
     handler.cancel()
-
-
-def _is_allocation_failure(error: BaseException) -> bool:
-    """Out of memory: Python's MemoryError, torch's on accelerators, and its CPU allocator's RuntimeError."""
-    return not isinstance(error, RuntimeError) or isinstance(error, torch.OutOfMemoryError) or (
-        "can't allocate memory" in str(error))
 
 
 def _answer(ctx: bentoml.Context, response: JSONResponse) -> Any:
@@ -256,4 +312,15 @@ def _error_response(status: int, problems: list[Problem]) -> JSONResponse:
     )
 
 
-TotoService.add_asgi_middleware(RequestGuard, max_body_bytes=SETTINGS.max_body_bytes)
+def create_service(settings: ServeSettings) -> bentoml.Service[ForecastService]:
+    """The BentoML service answering with `settings`: its traffic timeout, its request guard's body limit and
+    every setting its instance reads."""
+    bound = type("TotoService", (ForecastService,), {"settings": settings, "__doc__": ForecastService.__doc__})
+    service = bentoml.service(name="toto", traffic={"timeout": settings.timeout_s}, workers=1,
+                              service_class=DocumentedService)(bound)
+    service.add_asgi_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    return service
+
+
+# What `bentoml serve serve.service:TotoService` (make serve) runs: the settings of the environment.
+TotoService = create_service(get_settings())

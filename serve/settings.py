@@ -1,8 +1,9 @@
 """Serving configuration, read once from `TOTO_SERVE_*` environment variables.
 
-BentoML fixes the traffic timeout when the service class is decorated, so the settings must be known at
-import time: they are read here, validated by pydantic (a bad value stops the server with a clear message),
-and shared by the service, the request limits and the request guard.
+BentoML fixes the traffic timeout when the service is made, so the settings must be known then: `get_settings`
+reads them from the environment, validated by pydantic (a bad value stops the server with a clear message), and
+`serve.service.create_service` makes the service from them; the service, the request limits and the request guard
+share that one object. Tests make services from settings of their own (`ServeSettings(...)`, tests/serve_fixtures.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from toto.inference.memory import DEFAULT_MEMORY_BUDGET_BYTES
-from toto.model.checkpoint import DEFAULT_MODEL
+from toto.options import DEFAULT_MODEL
 
 
 class ServeSettings(BaseSettings):
@@ -40,6 +41,8 @@ class ServeSettings(BaseSettings):
     max_num_samples: int = Field(1024, ge=1, description="Most sample paths per series.")
     max_quantile_levels: int = Field(99, ge=1, description="Most quantile levels per request.")
     max_body_bytes: int = Field(8 * 2**20, ge=1024, description="Largest request body; larger ones get 413.")
+    max_detect_length: int = Field(105_120, ge=1, description="Most values per series scored by /detect (a year of "
+                                   "five-minute values).")
 
     # Continuous batching (serve.batching): concurrent requests share forward passes of at most this many series.
     batching: bool = Field(True, description="Merge concurrent requests into shared forward passes.")
@@ -49,6 +52,13 @@ class ServeSettings(BaseSettings):
     timeout_s: int = Field(120, ge=1, description="Per-request timeout; past it the forecast is cancelled.")
     client_check_after_s: float = Field(
         5.0, ge=0, description="A request running longer is checked for a departed client (then cancelled)."
+    )
+
+    model_process: bool = Field(
+        True,
+        description="Run forward passes in a child process (serve.model_process), so that they never wait for the "
+        "event loop's Python (docs/serving.md). False runs them in the service's own process, in a worker thread: "
+        "what the in-process tests do (no child to spawn, a service per test module), and handy under a debugger.",
     )
 
     # Memory: requests are admitted on their cost in bytes (docs/serving.md, "Memory budget").

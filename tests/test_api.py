@@ -1,19 +1,24 @@
 """The pandas API: the embedded model forecasts real series offline, the table format, clear input errors."""
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("pandas", reason=missing("cli"))
+
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
-from toto.api import InputError, load_model, predict_df, quantile_columns, to_panel
+from toto.api import InputError, predict_df, quantile_columns, to_panel
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.fixture(scope="module")
-def model():
-    return load_model("toto-tiny", device="cpu")
+def model(toto_tiny):
+    """The embedded model (`load_model("toto-tiny")`, loaded once per run: tests/conftest.py)."""
+    return toto_tiny
 
 
 @pytest.fixture(scope="module")

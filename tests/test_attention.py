@@ -1,12 +1,19 @@
+import pytest
+from partial_install import missing
+
+pytest.importorskip("peft", reason=missing("train"))
+
+import dataclasses
 import math
 
 import peft
 import torch
 
 from toto import MaskedTimeseries, Toto, TotoConfig, TotoForecaster
-from toto.model.attention import (
+from toto.model.attention import MultiHeadAttention
+from toto.model.attention_math import (
     AttentionAxis,
-    MultiHeadAttention,
+    AttentionPlan,
     attend,
     space_attention_mask,
     time_attention_mask,
@@ -58,17 +65,50 @@ def test_space_wise_attention_over_one_variate_is_its_value_as_the_masked_kernel
     attention = MultiHeadAttention(16, 4, dropout=0.0, axis=AttentionAxis.SPACE).eval()
     x = torch.randn(3, 2, 5, 16)  # (batch, variate, patch, embed)
     mask = space_attention_mask(torch.tensor([0, 1])[None, :, None].expand(3, 2, 5))
-    both = attention(x, mask, False, None)
-    alone = torch.cat([attention(x[:, v : v + 1], None, False, None) for v in range(2)], dim=1)
+    both = attention(x, AttentionPlan(space_mask=mask))
+    alone = torch.cat([attention(x[:, v : v + 1], AttentionPlan()) for v in range(2)], dim=1)
     assert torch.allclose(alone, both, atol=1e-6)
     # Variates of one series do mix: the shortcut is only taken for a single variate.
-    assert not torch.allclose(attention(x, None, False, None), both, atol=1e-3)
+    assert not torch.allclose(attention(x, AttentionPlan()), both, atol=1e-3)
     # A LoRA adapter on the projection is not bypassed: the univariate output changes with it, as the masked one does.
     peft.inject_adapter_in_model(peft.LoraConfig(r=2, target_modules=["wQKV"], init_lora_weights=False), attention)
-    adapted = attention(x, mask, False, None)
+    adapted = attention(x, AttentionPlan(space_mask=mask))
     assert not torch.allclose(adapted, both, atol=1e-3)
-    alone = torch.cat([attention(x[:, v : v + 1], None, False, None) for v in range(2)], dim=1)
+    alone = torch.cat([attention(x[:, v : v + 1], AttentionPlan()) for v in range(2)], dim=1)
     assert torch.allclose(alone, adapted, atol=1e-6)
+
+
+class ShiftedLinear(torch.nn.Linear):
+    """An nn.Linear that computes more than its weight: the shortcuts that read the weight must not be taken."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + 1.0
+
+
+def test_a_projection_that_overrides_forward_is_not_bypassed_by_the_shortcuts():
+    torch.manual_seed(0)
+    space = MultiHeadAttention(16, 4, dropout=0.0, axis=AttentionAxis.SPACE).eval()
+    x = torch.randn(3, 2, 5, 16)
+    mask = space_attention_mask(torch.tensor([0, 1])[None, :, None].expand(3, 2, 5))
+    plain = space(x[:, :1], AttentionPlan())
+    space.wQKV.__class__ = ShiftedLinear
+    shifted = space(x, AttentionPlan(space_mask=mask))
+    alone = space(x[:, :1], AttentionPlan())
+    assert torch.allclose(alone, shifted[:, :1], atol=1e-6) and not torch.allclose(alone, plain, atol=1e-3)
+    # A forward hook changes what the layer computes too.
+    space.wQKV.__class__ = torch.nn.Linear
+    space.wQKV.register_forward_hook(lambda module, inputs, output: output + 1.0)
+    assert torch.allclose(space(x[:, :1], AttentionPlan()), alone, atol=1e-6)
+
+    time = MultiHeadAttention(16, 4, 0.0, AttentionAxis.TIME, XposRotaryEmbedding(4)).eval()
+    time.cache_slot = 0
+    context, new = torch.randn(3, 1, 5, 16), torch.randn(2 * 3, 1, 1, 16)
+    with torch.no_grad():
+        folded = _decoding_step(time, context, new, 2, fold=True)
+        time.wQKV.__class__ = ShiftedLinear
+        shifted = _decoding_step(time, context, new, 2, fold=True)
+        assert not torch.allclose(shifted, folded, atol=1e-3)
+        assert torch.allclose(shifted, _decoding_step(time, context, new, 2, fold=False), atol=1e-6)
 
 
 def test_rotary_positions_under_kv_cache_continue_from_the_cached_length():
@@ -78,7 +118,8 @@ def test_rotary_positions_under_kv_cache_continue_from_the_cached_length():
     q, k = torch.randn(1, 1, 6, 8), torch.randn(1, 1, 6, 8)
     full_q, full_k = rope(q, k, 0)
     tail_q, tail_k = rope(q[..., 4:, :], k[..., 4:, :], offset=4)
-    assert torch.allclose(full_q[..., 4:, :], tail_q, atol=1e-6) and torch.allclose(full_k[..., 4:, :], tail_k, atol=1e-6)
+    assert torch.allclose(full_q[..., 4:, :], tail_q, atol=1e-6)
+    assert torch.allclose(full_k[..., 4:, :], tail_k, atol=1e-6)
     # Scores are relative: shifting every position leaves them unchanged.
     shifted_q, shifted_k = rope(q, k, 50)
     assert torch.allclose(full_q @ full_k.transpose(-1, -2), shifted_q @ shifted_k.transpose(-1, -2), atol=1e-4)
@@ -96,15 +137,24 @@ def test_rotary_maps_at_one_position_are_the_rotation_of_a_one_position_call():
 
 
 def _decoding_step(attention: MultiHeadAttention, context: torch.Tensor, new: torch.Tensor, paths: int,
-                   position: int | torch.Tensor) -> torch.Tensor:
-    """Encode `context` (rows, 1, patches, embed) into a cache, then one step of `paths` paths per row at `position`."""
+                   fold: bool, position_shift: int = 0) -> torch.Tensor:
+    """Encode `context` (rows, 1, patches, embed) into a cache, then one step of `paths` paths per row: with the
+    rotation folded into the projection as the cache plans it, or rotating each row by a (rows,) tensor of
+    positions. `position_shift` moves the step's position."""
     layer = TransformerLayer(attention.wO.in_features, attention.num_heads, 8, 0.0)
-    prefix = KVCache(context.shape[0], 1, [layer], 1, context.shape[-1], attention.num_heads, context.shape[2])
-    prefix.append_validity(torch.ones(context.shape[0], context.shape[2], dtype=torch.bool))
-    attention(context, None, True, prefix, 0)
+    rows, _, patches, embed = context.shape
+    prefix = KVCache(rows, 1, [layer], 1, embed, attention.num_heads, patches)
+    valid, ids = torch.ones(rows, patches, dtype=torch.bool), torch.zeros(rows, 1, patches, dtype=torch.long)
+    attention(context, prefix.plan_forward(valid, ids), prefix)
     cache = SharedPrefixKVCache(prefix, paths, 1)
-    cache.open_patch()
-    return attention(new, None, False, cache, position)
+    plan = cache.plan_forward(torch.ones(paths * rows, 1, dtype=torch.bool), ids[:, :, :1].repeat(paths, 1, 1))
+    assert plan.fold_rotation_at == plan.positions == patches  # the cache offers to fold the step's one position
+    position = patches + position_shift
+    if fold:
+        plan = dataclasses.replace(plan, positions=position, fold_rotation_at=position)
+    else:
+        plan = dataclasses.replace(plan, positions=torch.full((paths * rows,), position), fold_rotation_at=None)
+    return attention(new, plan, cache)
 
 
 def test_a_decoding_step_folds_its_rotation_into_the_projection_for_the_same_outputs():
@@ -115,14 +165,15 @@ def test_a_decoding_step_folds_its_rotation_into_the_projection_for_the_same_out
     attention.cache_slot = 0
     context, new = torch.randn(3, 1, 5, 16), torch.randn(2 * 3, 1, 1, 16)
     with torch.no_grad():
-        folded = _decoding_step(attention, context, new, 2, 5)
-        per_row = _decoding_step(attention, context, new, 2, torch.full((6,), 5))
+        folded = _decoding_step(attention, context, new, 2, fold=True)
+        per_row = _decoding_step(attention, context, new, 2, fold=False)
         assert torch.allclose(folded, per_row, atol=1e-6)
-        assert not torch.allclose(folded, _decoding_step(attention, context, new, 2, 6), atol=1e-3)
+        assert not torch.allclose(folded, _decoding_step(attention, context, new, 2, fold=True, position_shift=1),
+                                  atol=1e-3)
         peft.inject_adapter_in_model(peft.LoraConfig(r=2, target_modules=["wQKV"], init_lora_weights=False), attention)
-        adapted = _decoding_step(attention, context, new, 2, 5)
+        adapted = _decoding_step(attention, context, new, 2, fold=True)
         assert not torch.allclose(adapted, folded, atol=1e-3)
-        assert torch.allclose(adapted, _decoding_step(attention, context, new, 2, torch.full((6,), 5)), atol=1e-6)
+        assert torch.allclose(adapted, _decoding_step(attention, context, new, 2, fold=False), atol=1e-6)
 
 
 def test_outputs_are_causal_and_series_do_not_mix():

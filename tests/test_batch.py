@@ -1,8 +1,12 @@
 """Batch forecasting of a panel streamed from disk over Lightning Fabric processes (toto.batch)."""
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("pandas", reason=missing("cli"))
+
 import numpy as np
 import pandas as pd
-import pytest
 
 from toto.api import InputError, predict_df
 from toto.batch import BatchJob, forecast_files, read_parts
@@ -26,6 +30,7 @@ def job(tmp_path, out, **kw):
                     series_per_part=3, forecast_options=OPTIONS, **kw)
 
 
+@pytest.mark.integration
 def test_two_processes_give_the_one_process_results_which_are_predict_df(tmp_path):
     write_panel(tmp_path / "panel.parquet")
     one = read_parts(forecast_files(job(tmp_path, "one"), devices=1)[0].parent)
@@ -58,6 +63,7 @@ def test_series_whose_rows_are_not_together_are_refused(tmp_path):
         forecast_files(job(tmp_path, "out"))
 
 
+@pytest.mark.integration
 def test_toto_forecast_cli_writes_parts_over_two_processes(tmp_path, capsys):
     from toto.cli import main
 

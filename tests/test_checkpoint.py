@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from toto import Toto, TotoConfig
-from toto.model.checkpoint import embedded_models
+from toto.checkpoint_io import embedded_models
 
 
 @pytest.fixture
@@ -89,6 +89,7 @@ def test_hub_repo_loads_from_the_huggingface_cache_offline(tiny, tmp_path):
     assert model.config == TotoConfig.tiny()
 
 
+@pytest.mark.integration
 def test_unreachable_hub_error_names_repo_and_local_folder_workaround(tmp_path):
     code = ("from toto import Toto\n"
             "try:\n    Toto.from_pretrained('Datadog/Toto-Open-Base-1.0')\n"
@@ -105,10 +106,10 @@ def test_unknown_name_and_bad_config_get_clear_errors(tmp_path):
         TotoConfig.from_dict({"patch_size": 16, "patchsize": 16})
 
 
-def test_embedded_model_loads_offline_by_name():
+def test_embedded_model_loads_offline_by_name(toto_tiny):
     assert "toto-tiny" in embedded_models()
-    model = Toto.from_pretrained("toto-tiny")
-    assert model.name_or_path == "toto-tiny" and not model.training
+    model = toto_tiny.model  # loaded by name, offline, once per run (tests/conftest.py)
+    assert isinstance(model, Toto) and model.name_or_path == "toto-tiny" and not model.training
 
 
 def _edit_config(folder, **changes):

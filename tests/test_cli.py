@@ -1,5 +1,10 @@
 """`toto forecast` end to end: the console script, wide and long files, outputs, plots, bad files."""
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("pandas", reason=missing("cli"))
+
 import io
 import json
 import os
@@ -10,16 +15,16 @@ from pathlib import Path
 
 import matplotlib.image
 import pandas as pd
-import pytest
 import torch
 
+from toto import checkpoint_io as checkpoint
 from toto.cli import main
-from toto.model import checkpoint
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FAST = ["--num-samples", "8", "--context-length", "256"]
 
 
+@pytest.mark.integration
 def test_console_script_forecasts_a_wide_csv_and_draws_a_png(tmp_path):
     output, plot = tmp_path / "forecast.csv", tmp_path / "forecast.png"
     script = Path(sys.executable).parent / "toto"
@@ -132,7 +137,7 @@ def test_a_bad_checkpoint_or_setting_is_reported_without_traceback(tmp_path, cap
     demand = str(EXAMPLES / "electricity_demand.csv")
     for args, message in [
         (["--checkpoint", str(tmp_path / "nowhere")], "cannot load the checkpoint"),
-        (["--num-samples", "0"], "num_samples must be at least 1"),
+        (["--num-samples", "0"], "num_samples must be a positive integer"),
         (["--quantiles", "0.5,1"], "strictly between 0 and 1"),
     ]:
         with pytest.raises(SystemExit) as exit_:
@@ -179,7 +184,7 @@ def test_unwritable_outputs_bad_device_and_huge_horizon_are_one_line_errors(tmp_
         (["--device", "bogus"], "--device 'bogus' is not a device: use cpu, cuda, cuda:N or mps"),
         (["--device", "meta"], "--device 'meta' is not a device"),
         (["-p", "1000000"], "--prediction-length 1000000 is over the ceiling of 8192 steps"),
-        (["-p", "8192", "--num-samples", "10000000"], "GiB for the sample paths, more than half of the"),
+        (["-p", "8192", "--num-samples", "10000000"], "GiB of working memory, over the forecaster's budget"),
     ]
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda"], "this machine has no CUDA GPU"))

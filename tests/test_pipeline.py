@@ -1,17 +1,22 @@
 """One forecasting interface over both families: `ForecastPipeline` behind predict_df, the CLI, the GluonTS
-predictor, `boom eval` and the service, with a real Toto 2.0 checkpoint (random weights, safetensors files)."""
+predictor and `boom eval`, with a real Toto 2.0 checkpoint (random weights, safetensors files). The service with
+that checkpoint: tests/test_serve_api.py."""
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("pandas", reason=missing("cli"))
+pytest.importorskip("gluonts.torch", reason=missing("boom"))
+
+import copy
 import math
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 from gluonts.model.forecast import QuantileForecast, SampleForecast
 
-from serve.local import local_server
 from toto.api import InputError, predict_df
 from toto.cli import main as toto_main
 from toto.data.util.dataset import MaskedTimeseries
@@ -48,12 +53,12 @@ def future_of(table: pd.DataFrame, steps: int, deploy: float) -> pd.DataFrame:
     return pd.concat([pd.DataFrame({"timestamp": index, "host": h, "deploy": deploy}) for h in ("web-1", "web-2")])
 
 
-def test_from_pretrained_picks_the_family_from_config_json(v2):
+def test_from_pretrained_picks_the_family_from_config_json(v2, toto_tiny):
     assert isinstance(v2, Toto2Pipeline) and not v2.samples
-    assert isinstance(ForecastPipeline.from_pretrained("toto-tiny", device="cpu"), Toto1Pipeline)
+    assert isinstance(toto_tiny, Toto1Pipeline)  # ForecastPipeline.from_pretrained("toto-tiny")
 
 
-def test_the_default_context_is_the_one_the_model_was_trained_with(table, tmp_path):
+def test_the_default_context_is_the_one_the_model_was_trained_with(table, tmp_path, toto_tiny):
     """A folder whose training_summary.json records context_length gets it as the default of every entry point
     (default_context_length, when it names one); without one the default is 2048, and an explicit context_length
     wins."""
@@ -74,14 +79,13 @@ def test_the_default_context_is_the_one_the_model_was_trained_with(table, tmp_pa
     assert TotoPredictor(pipeline, 24, context_length=400).context_length == 400
     (folder / "training_summary.json").write_text('{"context_length": 96, "default_context_length": 64}')
     assert ForecastPipeline.from_pretrained(folder, device="cpu").context_length == 64  # chosen on validation
-    embedded = ForecastPipeline.from_pretrained("toto-tiny", device="cpu")
-    assert embedded.context_length == 2048 and embedded.context_ensemble == (128, 512, 2048)
+    assert toto_tiny.context_length == 2048 and toto_tiny.context_ensemble == (128, 512, 2048)
 
 
 def test_a_context_ensemble_applies_at_the_default_context_only(table, tmp_path):
     """A Toto 1.0 folder recording a context_ensemble pools its windows whenever the default context is read
     (predict_df, the GluonTS predictor); a context the caller chose reads exactly that many steps."""
-    from toto.model.checkpoint import EMBEDDED_DIR
+    from toto.checkpoint_io import EMBEDDED_DIR
 
     folder = tmp_path / "ensemble"
     folder.mkdir()
@@ -160,7 +164,7 @@ def test_toto_forecast_cli_with_a_toto2_checkpoint(table, tmp_path, capsys):
     assert stop.value.code == 2 and "does not sample" in capsys.readouterr().err
 
 
-def test_gluonts_predictor_gives_quantile_forecasts_for_toto2(v2, table):
+def test_gluonts_predictor_gives_quantile_forecasts_for_toto2(v2, table, toto_tiny):
     entries = [{"item_id": h, "start": pd.Period(rows["timestamp"].iloc[0], freq="5min"),
                 "target": rows[["cpu", "latency"]].to_numpy().T} for h, rows in table.groupby("host", sort=False)]
     forecasts = list(TotoPredictor(V2, prediction_length=10).predict(entries))
@@ -168,7 +172,7 @@ def test_gluonts_predictor_gives_quantile_forecasts_for_toto2(v2, table):
     ours = predict_df(table, 10, model=v2, target_columns=["cpu", "latency"])
     rows = ours[(ours["host"] == "web-1") & (ours["variate"] == "latency")]
     np.testing.assert_allclose(forecasts[0].quantile(0.5)[:, 1], rows["median"], rtol=1e-5)
-    sampled = next(TotoPredictor("toto-tiny", prediction_length=4, num_samples=8).predict(entries[:1]))
+    sampled = next(TotoPredictor(toto_tiny, prediction_length=4, num_samples=8).predict(entries[:1]))
     assert isinstance(sampled, SampleForecast)
 
 
@@ -193,11 +197,12 @@ def test_block_decoding_feeds_medians_back_and_is_refused_where_it_does_not_appl
         ForecastPipeline.from_pretrained("toto-tiny", device="cpu", decode_block_size=16)
 
 
-def test_mean_feedback_reaches_every_entry_point_and_is_refused_for_toto2(table, tmp_path, capsys):
-    """`feedback="mean"` set when loading a Toto 1.0 model (or `toto forecast --feedback mean`) applies to
-    predict_df, the GluonTS predictor and the CLI alike; a Toto 2.0 model, which does not sample, refuses it."""
-    given_mean = ForecastPipeline.from_pretrained("toto-tiny", device="cpu", feedback="mean")
-    sampled = ForecastPipeline.from_pretrained("toto-tiny", device="cpu")
+def test_mean_feedback_reaches_every_entry_point_and_is_refused_for_toto2(table, tmp_path, capsys, toto_tiny):
+    """`feedback="mean"` set on a Toto 1.0 pipeline (or `toto forecast --feedback mean`) applies to predict_df, the
+    GluonTS predictor and the CLI alike; a Toto 2.0 model, which does not sample, refuses it."""
+    sampled = toto_tiny
+    given_mean = copy.copy(sampled)  # the same loaded model, its own options
+    given_mean.feedback = "mean"
     assert (given_mean.feedback, sampled.feedback) == ("mean", "sample")
     options = {"id_column": "host", "target_columns": ["cpu"], "num_samples": 32, "context_length": 256}
     ours = predict_df(table, 40, model=given_mean, **options)
@@ -239,29 +244,3 @@ def test_boom_eval_runs_a_toto2_checkpoint(boom_data, tmp_path, capsys):
                       "--context-length", "256", "--data", str(boom_data), "--out", str(out)]) == 0
     results = pd.read_csv(out / "toto2" / "all_results.csv")
     assert results.filter(like="eval_metrics/").map(math.isfinite).all().all()
-
-
-def test_service_serves_a_toto2_checkpoint(tmp_path):
-    body = {"series": [{"id": "web-1", "variates": {"cpu": [float(40 + i % 12) for i in range(64)]}}],
-            "prediction_length": 8, "quantile_levels": [0.25, 0.5]}
-    with local_server(tmp_path, {"TOTO_SERVE_CHECKPOINT": V2}) as server:
-        answer = httpx.post(f"{server.url}/forecast", json=body, timeout=60)
-        assert answer.status_code == 200, answer.text
-        cpu = answer.json()["forecasts"][0]["variates"]["cpu"]
-        assert len(cpu["quantiles"]["0.25"]) == 8 and cpu["mean"] == cpu["median"]
-        refused = httpx.post(f"{server.url}/forecast", json={**body, "return_samples": True}, timeout=60)
-        assert refused.status_code == 422 and "return_samples" in refused.text
-        refused = httpx.post(f"{server.url}/forecast", json={**body, "feedback": "mean"}, timeout=60)
-        assert refused.status_code == 422 and "feeds back no samples; leave feedback out" in refused.text
-        # Known-future covariates reach a Toto 2.0 forecast through the service, as in predict_df. The output
-        # at a patch sees covariates up to that patch, so they inform the horizon from its second patch on.
-        deploys = {}
-        for flag in (0.0, 1.0):
-            series = {**body["series"][0], "exogenous": {"deploy": [0.0] * 64},
-                      "future_exogenous": {"deploy": [flag] * 16}}
-            request = {**body, "series": [series], "prediction_length": 16}
-            answer = httpx.post(f"{server.url}/forecast", json=request, timeout=60)
-            assert answer.status_code == 200, answer.text
-            assert list(answer.json()["forecasts"][0]["variates"]) == ["cpu"]
-            deploys[flag] = answer.json()["forecasts"][0]["variates"]["cpu"]["median"]
-        assert deploys[0.0] != deploys[1.0]

@@ -1,47 +1,57 @@
-"""`POST /forecast` over real HTTP: shapes, quantile order, timestamps, equality with TotoForecaster, missing
-values, and a 4xx with a message for every kind of bad input, after which the server is still healthy."""
+"""`POST /forecast` through BentoML's HTTP app, in process: shapes, quantile order, timestamps, equality with
+TotoForecaster, missing values, and a 4xx with a message for every kind of bad input, after which the service is
+still healthy. (What only a real server shows is in tests/test_serve_server.py.)"""
 
 from __future__ import annotations
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("bentoml", reason=missing("serve"))
+
 import json
+import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 from serve_fixtures import (
     LIMITS,
     TRAINED_CONTEXT,
-    Server,
     co2_weekly,
-    start_server,
+    save_tiny_checkpoint,
+    serve_in_process,
+    service_settings,
     us_macro_quarterly,
     values,
 )
 
+from serve.logs import BENTOML_HTTP_LOGGER
 from toto.data.util.dataset import MaskedTimeseries
 from toto.inference.forecaster import TotoForecaster
 from toto.model.toto import Toto
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with start_server(tmp_path_factory.mktemp("serve-api")) as running:
-        yield running
+TOTO2_CHECKPOINT = Path(__file__).parent / "fixtures" / "toto2" / "gqa"
 
 
 @pytest.fixture(scope="module")
-def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60) as http:
-        yield http
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("serve-api") / "checkpoint")
 
 
 @pytest.fixture(scope="module")
-def forecaster(server: Server) -> TotoForecaster:
-    """The served checkpoint, loaded in the test process."""
-    return TotoForecaster(Toto.from_pretrained(server.checkpoint).model)
+def client(checkpoint: Path) -> Iterator[httpx.Client]:
+    with serve_in_process(service_settings(checkpoint)) as service:
+        yield service.client
+
+
+@pytest.fixture(scope="module")
+def forecaster(checkpoint: Path) -> TotoForecaster:
+    """The served checkpoint, loaded beside the service."""
+    return TotoForecaster(Toto.from_pretrained(checkpoint).model)
 
 
 def _check_quantiles_ordered(variate: dict, levels: list[float]) -> None:
@@ -50,7 +60,7 @@ def _check_quantiles_ordered(variate: dict, levels: list[float]) -> None:
     assert np.all(np.isfinite(stacked))
 
 
-def test_univariate_forecast_with_timestamps_and_missing_weeks(client: httpx.Client, server: Server) -> None:
+def test_univariate_forecast_with_timestamps_and_missing_weeks(client: httpx.Client, checkpoint: Path) -> None:
     co2 = co2_weekly().iloc[:260]
     assert co2.isna().sum() > 0  # the real record has unmeasured weeks: they travel as null
     body = {
@@ -64,7 +74,7 @@ def test_univariate_forecast_with_timestamps_and_missing_weeks(client: httpx.Cli
     response = client.post("/forecast", json=body)
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert answer["model_id"] == str(server.checkpoint)
+    assert answer["model_id"] == str(checkpoint)
     assert (answer["seed"], answer["prediction_length"], answer["num_samples"]) == (1, 12, 64)
     [forecast] = answer["forecasts"]
     assert forecast["id"] == "mauna-loa"
@@ -120,7 +130,7 @@ def test_response_equals_toto_forecaster_on_same_input_and_seed(
     stacked = np.stack([w.to_numpy()[None] for w in windows])  # (series, variates=1, time), NaN where missing
     expected = forecaster.forecast(
         MaskedTimeseries.from_series(stacked), 20, num_samples=48,
-        samples_per_batch=LIMITS["TOTO_SERVE_SAMPLES_PER_BATCH"], seed=123, feedback=feedback,
+        samples_per_batch=LIMITS["samples_per_batch"], seed=123, feedback=feedback,
     )
     quantiles = expected.quantile([0.1, 0.9])
     for row, forecast in enumerate(response.json()["forecasts"]):
@@ -172,7 +182,7 @@ def test_future_exogenous_values_drive_the_forecast_like_toto_forecaster(
     assert list(forecast["variates"]) == ["realcons"]  # exogenous variables are given, not forecast
     expected = forecaster.forecast(
         MaskedTimeseries.from_series(past[["realcons", "realdpi"]].to_numpy().T[None], num_exogenous_variables=1),
-        6, num_samples=32, samples_per_batch=LIMITS["TOTO_SERVE_SAMPLES_PER_BATCH"], seed=7,
+        6, num_samples=32, samples_per_batch=LIMITS["samples_per_batch"], seed=7,
         future_exogenous_variables=torch.tensor(future[["realdpi"]].to_numpy().T[None], dtype=torch.float32),
         exogenous_layout="aligned",  # the layout the model is fine-tuned on (toto.inference.covariates)
     )
@@ -275,7 +285,7 @@ def test_bad_input_gets_4xx_with_a_message_and_server_stays_healthy(client: http
 
 def test_oversize_body_gets_413_whether_or_not_its_length_is_declared(client: httpx.Client) -> None:
     body = json.dumps(_body(series=[{"variates": {"a": [316.123456] * 30_000}}])).encode()
-    assert len(body) > LIMITS["TOTO_SERVE_MAX_BODY_BYTES"]
+    assert len(body) > LIMITS["max_body_bytes"]
     declared = client.post("/forecast", content=body, headers={"content-type": "application/json"})
     chunks = (body[i:i + 16_384] for i in range(0, len(body), 16_384))  # no Content-Length: chunked transfer
     streamed = client.post("/forecast", content=chunks, headers={"content-type": "application/json"})
@@ -314,27 +324,9 @@ def test_gaps_in_timestamps_are_missing_values_as_in_the_table_rules(client: htt
     assert pd.Timestamp(first["timestamps"][0]) == hours[-1] + pd.Timedelta("1h")
 
 
-def test_bentoml_client_with_keyword_arguments_and_with_a_request_object(client: httpx.Client) -> None:
-    """BentoML's own client, as docs/serving.md shows it: the request's fields as keyword arguments."""
-    import bentoml
-
-    from serve.schemas import ForecastRequest
-
-    body = _body(seed=5, series=[{"id": "web-1", "variates": {"cpu": [0.4, 0.5, 0.45, 0.6, 0.55]},
-                                  "start": "2024-05-01T00:00:00Z", "freq": "5min"}])
-    expected = client.post("/forecast", json=body).json()
-    with bentoml.SyncHTTPClient(str(client.base_url)) as bento:
-        by_keywords = bento.forecast(**body)
-        request = ForecastRequest.model_validate_json(json.dumps(body))
-        by_object = bento.forecast(**dict(request))
-    for answer in (by_keywords, by_object):
-        assert answer["seed"] == 5 and answer["forecasts"][0]["id"] == "web-1"
-        assert answer["forecasts"][0]["variates"] == expected["forecasts"][0]["variates"]
-
-
 def test_default_number_of_samples_is_the_cli_default(client: httpx.Client) -> None:
     from toto.cli import _parser
-    from toto.pipeline import DEFAULT_NUM_SAMPLES
+    from toto.options import DEFAULT_NUM_SAMPLES
 
     body = _body()
     del body["num_samples"]
@@ -344,31 +336,17 @@ def test_default_number_of_samples_is_the_cli_default(client: httpx.Client) -> N
     assert answer["num_samples"] == DEFAULT_NUM_SAMPLES == 256
 
 
-def test_both_content_length_and_transfer_encoding_get_400(server: Server) -> None:
-    import socket
-    from urllib.parse import urlparse
-
-    url = urlparse(server.url)
-    body = json.dumps(_body()).encode()
-    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
-    head = (f"POST /forecast HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
-    with socket.create_connection((url.hostname, url.port), timeout=30) as connection:
-        connection.sendall(head + chunked)
-        reply = b""
-        while chunk := connection.recv(65536):
-            reply += chunk
-    assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
-
-
-def test_client_errors_are_one_warning_line_in_the_server_log(client: httpx.Client, server: Server) -> None:
-    log = server.log_path
-    start = log.stat().st_size
-    assert client.post("/forecast", json=_body(prediction_length="12")).status_code == 400
-    assert client.post("/forecast", json=_body()).status_code == 200  # its access line marks the end of the 400's
-    new = log.read_text(errors="replace")[start:]
-    assert "[WARNING]" in new and "client error" in new and "prediction_length" in new
-    assert "[ERROR]" not in new and "Traceback" not in new
+def test_client_errors_are_one_warning_line_without_a_traceback(
+    client: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """BentoML logs the exception of every failed request as an ERROR with its traceback; a client's mistake is
+    one WARNING line naming the problem instead (serve.logs)."""
+    with caplog.at_level(logging.INFO, logger=BENTOML_HTTP_LOGGER):
+        assert client.post("/forecast", json=_body(prediction_length="12")).status_code == 400
+    [record] = [r for r in caplog.records if r.name == BENTOML_HTTP_LOGGER]
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert "client error" in record.getMessage() and "prediction_length" in record.getMessage()
+    assert "\n" not in record.getMessage()
 
 
 def test_openapi_document_lists_version_errors_and_nullable_seed(client: httpx.Client) -> None:
@@ -382,4 +360,33 @@ def test_openapi_document_lists_version_errors_and_nullable_seed(client: httpx.C
     assert error["properties"]["detail"]["type"] == "array"
     body = operation["requestBody"]["content"]["application/json"]["schema"]
     assert body["properties"]["seed"]["nullable"] is True
-    assert body["properties"]["num_samples"]["default"] == 256
+    assert body["properties"]["num_samples"]["nullable"] is True and "256 when left out" in (
+        body["properties"]["num_samples"]["description"])
+
+
+def test_service_serves_a_toto2_checkpoint() -> None:
+    """A quantile model (Toto 2.0, a real checkpoint with random weights) behind the same endpoint: its quantiles,
+    its refusals of what only a sampling model does, and its known-future covariates."""
+    body = {"series": [{"id": "web-1", "variates": {"cpu": [float(40 + i % 12) for i in range(64)]}}],
+            "prediction_length": 8, "quantile_levels": [0.25, 0.5]}
+    with serve_in_process(service_settings(TOTO2_CHECKPOINT)) as service:
+        client = service.client
+        answer = client.post("/forecast", json=body)
+        assert answer.status_code == 200, answer.text
+        cpu = answer.json()["forecasts"][0]["variates"]["cpu"]
+        assert len(cpu["quantiles"]["0.25"]) == 8 and cpu["mean"] == cpu["median"]
+        refused = client.post("/forecast", json={**body, "return_samples": True})
+        assert refused.status_code == 422 and "return_samples" in refused.text
+        refused = client.post("/forecast", json={**body, "feedback": "mean"})
+        assert refused.status_code == 422 and "feeds back no samples; leave feedback out" in refused.text
+        # Known-future covariates reach a Toto 2.0 forecast through the service, as in predict_df. The output
+        # at a patch sees covariates up to that patch, so they inform the horizon from its second patch on.
+        deploys = {}
+        for flag in (0.0, 1.0):
+            series = {**body["series"][0], "exogenous": {"deploy": [0.0] * 64},
+                      "future_exogenous": {"deploy": [flag] * 16}}
+            answer = client.post("/forecast", json={**body, "series": [series], "prediction_length": 16})
+            assert answer.status_code == 200, answer.text
+            assert list(answer.json()["forecasts"][0]["variates"]) == ["cpu"]
+            deploys[flag] = answer.json()["forecasts"][0]["variates"]["cpu"]["median"]
+        assert deploys[0.0] != deploys[1.0]

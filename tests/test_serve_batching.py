@@ -5,29 +5,37 @@ After a pass of several requests, the next one waits for their clients to come b
 
 from __future__ import annotations
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("bentoml", reason=missing("serve"))
+
 import asyncio
 import threading
 import time
-
-import pytest
 
 from serve.batching import GATHER_GAP_S, ContinuousBatcher, QueueTimeout
 
 
 class RecordingModel:
-    """A forward pass that takes `seconds` and answers each task with its upper-cased name; records every pass."""
+    """A forward pass that answers each task with its upper-cased name and records every pass. It takes
+    `pass_seconds` (the gathering rules below are a function of a pass's duration), and does not end before its
+    `gate` is open: a test holds a pass there while it queues requests, instead of hoping they arrive in time."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+    def __init__(self, pass_seconds: float = 0.0) -> None:
+        self.pass_seconds = pass_seconds
         self.passes: list[list[str]] = []
         self.started: list[float] = []  # time.monotonic() at the start of each pass
         self.running = threading.Event()
+        self.gate = threading.Event()
+        self.gate.set()
 
     def __call__(self, tasks, cancel):
         self.started.append(time.monotonic())
         self.passes.append(list(tasks))
         self.running.set()
-        time.sleep(self.seconds)
+        self.gate.wait()
+        time.sleep(self.pass_seconds)
         return [task.upper() for task in tasks]
 
 
@@ -35,45 +43,62 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
+async def hold_first_pass(model: RecordingModel, batcher: ContinuousBatcher) -> asyncio.Task:
+    """Start a request of task "a" and return once its pass is running, held at the model's gate."""
+    model.gate.clear()
+    first = asyncio.create_task(batcher.submit(["a"], lambda: False))
+    await asyncio.to_thread(model.running.wait)
+    return first
+
+
+def open_gate_after_queued(model: RecordingModel) -> None:
+    """Open the gate once the tasks created so far have run up to their wait: asyncio runs ready callbacks in the
+    order they were scheduled, and each new task's first step (queueing its request) was scheduled before this."""
+    asyncio.get_running_loop().call_soon(model.gate.set)
+
+
 def first_then(model: RecordingModel, later: list[list[str]], max_batch_size: int) -> list[list[str]]:
     """Answers to a request of task "a", then to `later` requests queued while a's pass runs."""
 
     async def scenario():
         batcher = ContinuousBatcher(model, max_batch_size=max_batch_size, max_latency_s=30)
-        first = asyncio.create_task(batcher.forecast(["a"], lambda: False))
-        await asyncio.to_thread(model.running.wait)  # the first pass is running: the others queue meanwhile
-        rest = [asyncio.create_task(batcher.forecast(tasks, lambda: False)) for tasks in later]
+        first = await hold_first_pass(model, batcher)
+        rest = [asyncio.create_task(batcher.submit(tasks, lambda: False)) for tasks in later]
+        open_gate_after_queued(model)
         return await asyncio.gather(first, *rest)
 
     return run(scenario())
 
 
 def test_requests_arriving_during_a_pass_share_the_next_one_and_get_their_own_answers() -> None:
-    model = RecordingModel(0.2)
+    model = RecordingModel()
     assert first_then(model, [["b", "c"], ["d"], ["e"]], max_batch_size=8) == [["A"], ["B", "C"], ["D"], ["E"]]
     assert model.passes == [["a"], ["b", "c", "d", "e"]]
 
 
 def test_a_pass_takes_whole_requests_up_to_max_batch_size() -> None:
-    model = RecordingModel(0.1)
+    model = RecordingModel()
     assert first_then(model, [["b", "c"], ["d", "e"]], max_batch_size=3) == [["A"], ["B", "C"], ["D", "E"]]
     assert model.passes == [["a"], ["b", "c"], ["d", "e"]]  # b, c, d, e would be 4 > 3 series
 
 
 def test_requests_nobody_waits_for_are_left_out_and_late_ones_time_out() -> None:
-    model = RecordingModel(0.3)
+    model = RecordingModel()
+    max_latency_s = 0.2
 
     async def scenario():
-        batcher = ContinuousBatcher(model, max_batch_size=8, max_latency_s=0.2)
-        first = asyncio.create_task(batcher.forecast(["a"], lambda: False))
-        await asyncio.to_thread(model.running.wait)
-        gone = asyncio.create_task(batcher.forecast(["b"], lambda: True))  # its client left
-        late = asyncio.create_task(batcher.forecast(["c"], lambda: False))  # waits 0.3 s > 0.2 s
+        batcher = ContinuousBatcher(model, max_batch_size=8, max_latency_s=max_latency_s)
+        first = await hold_first_pass(model, batcher)
+        gone = asyncio.create_task(batcher.submit(["b"], lambda: True))  # its client left
+        late = asyncio.create_task(batcher.submit(["c"], lambda: False))
+        # The bound is a duration the batcher measures on its queue: c must wait past it while a's pass holds.
+        await asyncio.sleep(1.5 * max_latency_s)
+        model.gate.set()
         await first
         with pytest.raises(QueueTimeout, match="TOTO_SERVE_MAX_LATENCY_MS"):
             await late
         gone.cancel()
-        fresh = await batcher.forecast(["d"], lambda: False)  # the loop still serves new requests
+        fresh = await batcher.submit(["d"], lambda: False)  # the loop still serves new requests
         return fresh
 
     assert run(scenario()) == ["D"]
@@ -92,8 +117,8 @@ def test_a_failed_pass_fails_each_of_its_requests_and_the_next_pass_runs() -> No
     async def scenario():
         batcher = ContinuousBatcher(failing_once, max_batch_size=8, max_latency_s=30)
         with pytest.raises(MemoryError):
-            await batcher.forecast(["a"], lambda: False)
-        return await batcher.forecast(["b"], lambda: False)
+            await batcher.submit(["a"], lambda: False)
+        return await batcher.submit(["b"], lambda: False)
 
     assert run(scenario()) == ["B"]
 
@@ -107,7 +132,7 @@ def closed_loop(model: RecordingModel, clients: int, rounds: int, think_s: float
     async def client(batcher: ContinuousBatcher, number: int) -> None:
         for round_ in range(rounds):
             sent.append(time.monotonic())
-            await batcher.forecast([f"{number}.{round_}"], lambda: False)
+            await batcher.submit([f"{number}.{round_}"], lambda: False)
             await asyncio.sleep(think_s * number)
 
     async def scenario():
@@ -121,13 +146,13 @@ def closed_loop(model: RecordingModel, clients: int, rounds: int, think_s: float
 def test_after_a_pass_of_several_requests_the_next_pass_waits_for_their_clients_to_come_back() -> None:
     # 4 clients; after each answer they come back 0-9 ms apart, well inside a quarter of a 0.2 s pass. Without
     # gathering, the first client back would start a pass alone and the rest ride the one after it: [4, 1, 3, 1, 3].
-    model = RecordingModel(0.2)
+    model = RecordingModel(pass_seconds=0.2)
     closed_loop(model, clients=4, rounds=3, think_s=0.003)
     assert [len(p) for p in model.passes] == [4, 4, 4]
 
 
 def test_a_lone_client_never_waits_for_company() -> None:
-    model = RecordingModel(0.05)
+    model = RecordingModel(pass_seconds=0.05)
     sent = closed_loop(model, clients=1, rounds=5, think_s=0.0)
     assert [len(p) for p in model.passes] == [1] * 5
     waits = sorted(start - send for send, start in zip(sent, model.started))

@@ -1,38 +1,40 @@
-"""`TOTO_SERVE_DTYPE=bfloat16`: the server runs the embedded model's weights and matmuls in bfloat16 and answers
+"""`TOTO_SERVE_DTYPE=bfloat16`: the service runs the embedded model's weights and matmuls in bfloat16 and answers
 what the float32 forecaster answers for the same input and seed, within bfloat16's rounding. In float32 it answers
 exactly that forecast, the embedded model's sample paths pooled from its context ensemble."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import pytest
+from partial_install import missing
 
-import httpx
+pytest.importorskip("bentoml", reason=missing("serve"))
+
 import numpy as np
-from serve_fixtures import co2_weekly, values
+from serve_fixtures import co2_weekly, serve_in_process, values
 
-from serve.local import local_server
+from serve.settings import ServeSettings
 from toto.data.util.dataset import MaskedTimeseries
 from toto.inference.forecaster import TotoForecaster
 from toto.pipeline import ForecastPipeline
 
 
-def test_bfloat16_weights_answer_the_float32_forecast_within_rounding(tmp_path: Path) -> None:
+def test_bfloat16_weights_answer_the_float32_forecast_within_rounding(toto_tiny: ForecastPipeline) -> None:
     window = co2_weekly().iloc[-300:]
     body = {"series": [{"variates": {"co2": values(window)}}], "prediction_length": 32, "num_samples": 128,
             "seed": 3, "return_samples": True}
     answers = {}
     for dtype in ("float32", "bfloat16"):
-        with local_server(tmp_path / dtype, {"TOTO_SERVE_DTYPE": dtype}) as server:
-            response = httpx.post(f"{server.url}/forecast", json=body, timeout=120)
+        # The service's defaults (the embedded toto-tiny, its limits), the forward passes in this process.
+        with serve_in_process(ServeSettings(dtype=dtype, model_process=False)) as service:
+            response = service.client.post("/forecast", json=body)
         assert response.status_code == 200, response.text
         answers[dtype] = response.json()["forecasts"][0]["variates"]["co2"]
     got = answers["bfloat16"]
 
-    pipeline = ForecastPipeline.from_pretrained("toto-tiny", device="cpu")
-    assert pipeline.context_ensemble == (128, 512, 2048)
-    float32 = TotoForecaster(pipeline.model).forecast(
+    assert toto_tiny.context_ensemble == (128, 512, 2048)
+    float32 = TotoForecaster(toto_tiny.model).forecast(
         MaskedTimeseries.from_series(window.to_numpy()[None, None]), 32, num_samples=128, seed=3,
-        context_ensemble=pipeline.context_ensemble)
+        context_ensemble=toto_tiny.context_ensemble)
     np.testing.assert_allclose(answers["float32"]["samples"], float32.samples[0, 0].T.numpy(), rtol=1e-5, atol=1e-4)
     mean, spread = float32.mean[0, 0].numpy(), float32.samples[0, 0].std(dim=-1).numpy()
     gap = np.abs(np.array(got["mean"]) - mean)

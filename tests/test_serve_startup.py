@@ -1,25 +1,25 @@
-"""Start-up of the forecasting service: a checkpoint that cannot be loaded keeps the server unready, and every
+"""Start-up of the forecasting service: a checkpoint that cannot be loaded keeps the service unready, and every
 probe and forecast says why, instead of the process dying silently or answering with a model it does not have."""
 
 from __future__ import annotations
 
-import time
+import pytest
+from partial_install import missing
+
+pytest.importorskip("bentoml", reason=missing("serve"))
+
 from pathlib import Path
 
-import httpx
-
-from serve.local import local_server
+from serve_fixtures import serve_in_process, service_settings
 
 
-def test_unloadable_checkpoint_keeps_the_server_unready_and_says_why(tmp_path: Path) -> None:
+def test_unloadable_checkpoint_keeps_the_service_unready_and_says_why(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-checkpoint"
-    with local_server(tmp_path, {"TOTO_SERVE_CHECKPOINT": missing}, probe="/docs.json") as server:
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{server.url}/livez").status_code == 200 and time.monotonic() < deadline:
-            time.sleep(0.2)  # loading runs in the background; it fails within moments
-        assert httpx.get(f"{server.url}/livez").status_code == 503
-        assert httpx.get(f"{server.url}/readyz").status_code == 503
+    with serve_in_process(service_settings(missing)) as service:  # returns once loading has failed
+        client = service.client
+        assert client.get("/livez").status_code == 503
+        assert client.get("/readyz").status_code == 503
         body = {"series": [{"variates": {"cpu": [0.4, 0.5, 0.45]}}], "prediction_length": 2}
-        response = httpx.post(f"{server.url}/forecast", json=body, timeout=30)
+        response = client.post("/forecast", json=body)
         assert response.status_code == 503
         assert "cannot load checkpoint" in response.json()["error"] and str(missing) in response.json()["error"]

@@ -4,12 +4,17 @@ magnitudes and ignored columns, and that training and inference read the same fi
 
 from __future__ import annotations
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("pandas", reason=missing("cli"))
+pytest.importorskip("lightning", reason=missing("train"))
+
 import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from toto.tables import InputError, long_to_wide, to_panel
 from train.sources import DataSourceError, TableSource

@@ -3,9 +3,13 @@ artifacts (checkpoints, loss curve, export)."""
 
 from __future__ import annotations
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("lightning", reason=missing("train"))
+
 import csv
 
-import pytest
 from train_fixtures import (  # noqa: F401
     CONFIGS,
     table_source,
@@ -17,6 +21,7 @@ from train_fixtures import (  # noqa: F401
 from train.cli import main, run_cli
 
 
+@pytest.mark.integration
 def test_fit_lowers_validation_loss_on_seasonal_series(tmp_path):
     sources = [table_source(write_co2_csv(tmp_path / "co2.csv"))]
     args = tiny_fit_args(tmp_path / "run", sources, steps=60)
@@ -33,6 +38,7 @@ def test_fit_lowers_validation_loss_on_seasonal_series(tmp_path):
     assert (tmp_path / "run" / "export" / "model.safetensors").is_file()
 
 
+@pytest.mark.integration
 def test_pretrain_tiny_mixes_synthetic_and_real_series(tmp_path):
     folder = write_real_series_folder(tmp_path / "real")
     sources = [

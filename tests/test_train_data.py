@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("lightning", reason=missing("train"))
+
 import datasets
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 from torch.utils.data import DataLoader
 from train_fixtures import co2_frame, write_co2_csv  # noqa: F401
@@ -145,6 +149,7 @@ def test_validation_scores_only_the_held_back_end():
         assert np.nanmax(values) < 400 - 24, "training windows stay out of the held-back end"
 
 
+@pytest.mark.integration
 def test_windows_are_seeded_and_identical_with_workers():
     data = _ramp_module(seed=3)
     first = next(iter(DataLoader(data.train_dataset, batch_size=8, collate_fn=collate_windows)))

@@ -11,6 +11,11 @@ same windows) or a mean of per-rank means changes the loss by more than 1e-3 (6%
 
 from __future__ import annotations
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("lightning", reason=missing("train"))
+
 import csv
 import os
 import shutil
@@ -20,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 from train_fixtures import REPO, table_source, tiny_fit_args, write_co2_csv
 
@@ -28,6 +32,8 @@ from train.cli import run_cli
 from train.datamodule import ResumableDataLoader, TotoDataModule
 from train.sources import TableSource
 from train.windows import collate_windows
+
+pytestmark = pytest.mark.integration  # starts processes
 
 BATCH = 4  # per process; the one-process runs take 2 x BATCH
 STEPS, RESUMED_STEPS = 4, 6
@@ -44,14 +50,18 @@ if _folder:
     def _record(event, args):
         if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
             path, mode, flags = args
-            writes = any(c in mode for c in "wax+") if isinstance(mode, str) else bool(flags & (os.O_WRONLY | os.O_RDWR))
+            if isinstance(mode, str):
+                writes = any(c in mode for c in "wax+")
+            else:
+                writes = bool(flags & (os.O_WRONLY | os.O_RDWR))
         elif event == "os.rename":  # also os.replace: a file written elsewhere and moved in
             path, writes = args[1], True
         else:
             return
         if writes:
             dist = sys.modules.get("torch.distributed")
-            rank = dist.get_rank() if dist is not None and dist.is_initialized() else int(os.environ.get("LOCAL_RANK", 0))
+            distributed = dist is not None and dist.is_initialized()
+            rank = dist.get_rank() if distributed else int(os.environ.get("LOCAL_RANK", 0))
             os.write(_log, f"{rank}\\t{os.path.abspath(os.fsdecode(path))}\\n".encode())
 
     sys.addaudithook(_record)

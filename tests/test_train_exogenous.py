@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("lightning", reason=missing("train"))
+
 import numpy as np
 import torch
 from train_fixtures import TINY_MODEL, exogenous_frame, table_source, tiny_fit_args  # noqa: F401
@@ -44,6 +49,7 @@ def test_exogenous_variates_are_last_shifted_and_out_of_the_loss(tmp_path):
     assert not torch.equal(module.batch_loss(altered), loss)
 
 
+@pytest.mark.integration
 def test_exogenous_variables_change_the_forecast_when_they_carry_signal(tmp_path):
     exogenous_frame().to_csv(tmp_path / "events.csv", index=False)
     sources = [table_source(tmp_path / "events.csv", target_columns=["requests"], exogenous_columns=["event"])]

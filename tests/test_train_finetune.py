@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("lightning", reason=missing("train"))
+
 import json
 
 import numpy as np
@@ -32,6 +37,7 @@ def _mae(model: Toto, values: np.ndarray, context: int, horizon: int) -> float:
     return float(np.mean(errors))
 
 
+@pytest.mark.integration
 def test_finetune_from_pretrained_folder_then_export_and_forecast(tmp_path):
     torch.manual_seed(0)
     base = Toto(TotoConfig(**TINY_MODEL)).save_pretrained(tmp_path / "base")

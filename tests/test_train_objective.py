@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("lightning", reason=missing("train"))
+
 import itertools
 
 import lightning as L
 import numpy as np
-import pytest
 import torch
 from train_fixtures import TINY_MODEL  # noqa: F401
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("lightning", reason=missing("train"))
+
 import csv
 import os
 import signal
@@ -13,6 +18,8 @@ import torch
 from train_fixtures import REPO, table_source, tiny_fit_args, write_co2_csv  # noqa: F401
 
 from train.cli import run_cli
+
+pytestmark = pytest.mark.integration  # starts processes
 
 
 def test_killed_run_resumes_from_last_checkpoint(tmp_path):
@@ -39,7 +46,8 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     cli = run_cli([*resumed, "--ckpt_path", "last"])
     assert cli.trainer.global_step == saved_step + 5
     assert cli.trainer.lr_scheduler_configs[0].scheduler.last_epoch == saved_step + 5
-    steps = [int(r["step"]) for r in csv.DictReader((run / "loss_curve.csv").read_text().splitlines()) if r["train_loss"] != "nan"]
+    rows = csv.DictReader((run / "loss_curve.csv").read_text().splitlines())
+    steps = [int(r["step"]) for r in rows if r["train_loss"] != "nan"]
     assert steps == list(range(1, saved_step + 6)), "the loss curve continues the killed run without a restart"
 
 

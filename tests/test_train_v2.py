@@ -3,11 +3,15 @@ objective's agreement with `Toto2Model.forecast`, and known-future covariates.""
 
 from __future__ import annotations
 
+import pytest
+from partial_install import missing
+
+pytest.importorskip("lightning", reason=missing("train"))
+
 import json
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 from safetensors.torch import load_file
 from train_fixtures import CONFIGS, REPO, co2_frame, exogenous_frame, table_source, write_co2_csv
@@ -57,6 +61,7 @@ def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
+@pytest.mark.integration
 def test_full_finetune_through_the_cli_lowers_the_loss_and_exports(tmp_path):
     sources = [table_source(write_co2_csv(tmp_path / "co2.csv"))]
     cli = run_cli(v2_fit_args(tmp_path / "run", sources, steps=20))
@@ -91,6 +96,7 @@ def test_full_finetune_through_the_cli_lowers_the_loss_and_exports(tmp_path):
     assert all(torch.equal(again[k], exported[k]) for k in exported)
 
 
+@pytest.mark.integration
 def test_lora_trains_only_adapters_and_its_merged_export_forecasts_like_the_adapted_model(tmp_path):
     co2_frame().to_parquet(tmp_path / "co2.parquet")
     sources = [table_source(tmp_path / "co2.parquet")]
@@ -194,6 +200,7 @@ def leading_indicator_frame(length: int = 1200, seed: int = 0) -> pd.DataFrame:
     return frame.assign(requests=10 + 5 * lagged + noise)
 
 
+@pytest.mark.integration
 def test_covariates_learned_in_fine_tuning_steer_the_forecast(tmp_path):
     leading_indicator_frame().to_csv(tmp_path / "events.csv", index=False)
     sources = [table_source(tmp_path / "events.csv", target_columns=["requests"], exogenous_columns=["event"])]

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -14,6 +15,7 @@ from toto.model.transformer import layer_axes
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "upscale_depth.py"
 
 
+@pytest.mark.integration
 def test_each_layer_group_is_repeated_in_place(tmp_path):
     torch.manual_seed(0)
     config = TotoConfig.tiny(num_layers=6, spacewise_every_n_layers=3)
@@ -23,7 +25,8 @@ def test_each_layer_group_is_repeated_in_place(tmp_path):
     assert done.returncode == 0, done.stderr
     deep = Toto.from_pretrained(tmp_path / "deep")
     assert deep.model.config.num_layers == 12
-    small, grown = load_file(tmp_path / "small" / "model.safetensors"), load_file(tmp_path / "deep" / "model.safetensors")
+    small = load_file(tmp_path / "small" / "model.safetensors")
+    grown = load_file(tmp_path / "deep" / "model.safetensors")
     key = "model.transformer.layers.{}.attention.wQKV.weight"
     small_axes, deep_axes = layer_axes(6, 3, config.spacewise_first), layer_axes(12, 3, config.spacewise_first)
     for old, new in ((0, 0), (0, 3), (2, 5), (3, 6), (4, 10)):  # group 0 -> groups 0 and 1, group 1 -> groups 2, 3

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -18,6 +19,7 @@ def _widen(source: Path, target: Path, width: int) -> subprocess.CompletedProces
                           capture_output=True, text=True)
 
 
+@pytest.mark.integration
 def test_the_wider_model_computes_the_same_forecast_and_its_new_units_get_gradients(tmp_path):
     torch.manual_seed(0)
     config = TotoConfig.tiny()
@@ -44,6 +46,7 @@ def test_the_wider_model_computes_the_same_forecast_and_its_new_units_get_gradie
     assert float(out.grad[:, config.mlp_hidden_dim:].abs().sum()) > 0
 
 
+@pytest.mark.integration
 def test_narrower_widths_and_existing_folders_are_refused(tmp_path):
     Toto(TotoConfig.tiny()).save_pretrained(tmp_path / "small")
     narrower = _widen(tmp_path / "small", tmp_path / "narrow", TotoConfig.tiny().mlp_hidden_dim)

@@ -60,7 +60,8 @@ def tiny_fit_args(run_dir: Path, sources: list[dict], *, steps: int, model: dict
     return [
         "fit", "--config", str(CONFIGS / "pretrain-tiny.yaml"),
         "--model.model_config", json.dumps(model or TINY_MODEL),
-        "--model.lr", "3e-3", "--model.warmup_steps", "5", "--model.stable_steps", str(steps), "--model.decay_steps", "5",
+        "--model.lr", "3e-3", "--model.warmup_steps", "5", "--model.stable_steps", str(steps),
+        "--model.decay_steps", "5",
         "--data.sources", json.dumps(sources),
         "--data.context_length", "64", "--data.val_length", "16", "--data.batch_size", "16",
         "--data.max_val_series", "32", "--data.train_windows_per_epoch", "4096",

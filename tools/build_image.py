@@ -118,7 +118,8 @@ def serve_files(files: dict[str, Path]) -> Iterator[str]:
         try:
             server = http.server.ThreadingHTTPServer(("127.0.0.1", FILES_PORT), handler)
         except OSError:
-            print(f"port {FILES_PORT} is taken: serving on another one, so Docker's cache is not reused", file=sys.stderr)
+            print(f"port {FILES_PORT} is taken: serving on another one, so Docker's cache is not reused",
+                  file=sys.stderr)
             server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         with server:
             thread = threading.Thread(target=server.serve_forever, daemon=True)

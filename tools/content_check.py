@@ -11,9 +11,10 @@ turned into *fingerprints*, one per window of WINDOW + 1 consecutive values, of 
 A window's fingerprint is a hash of its WINDOW step-to-step changes after removing their mean and dividing by
 their standard deviation (so that a scale factor and an offset of the values do not change it), rounded to
 GRID standard deviations; a second hash on a grid shifted by half a cell catches windows that sit on a rounding
-boundary. Two series *match* when they share at least MIN_SHARED fingerprints: several runs of WINDOW consecutive changes
-that agree within GRID standard deviations (for typical series tighter than 0.5% of the values). Copies share
-hundreds to thousands; unrelated smooth series (hourly temperatures of two cities) share one or two by chance. Windows with little information (repeated values, mostly flat stretches, a single spike) are not fingerprinted,
+boundary. Two series *match* when they share at least MIN_SHARED fingerprints: several runs of WINDOW consecutive
+changes that agree within GRID standard deviations (for typical series tighter than 0.5% of the values). Copies
+share hundreds to thousands; unrelated smooth series (hourly temperatures of two cities) share one or two by chance.
+Windows with little information (repeated values, mostly flat stretches, a single spike) are not fingerprinted,
 since any two of them look alike.
 
 Both sides get the same variants, so a daily copy of a monthly reserved series is found from the copy's monthly

@@ -18,8 +18,9 @@ previous one's export. The last stage's export is the candidate.
    writes the per-series table to <eval-dir>/validation_table.md.
 3. If the run's weights are better than the current default on both aggregates (or --force), copies config.json
    and model.safetensors into the package as toto/checkpoints/<--name> (a Toto 2.0 run ships beside toto-tiny as
-   toto2-tiny; making it the default is then the one-line change of `toto.model.checkpoint.DEFAULT_MODEL`), writes training_summary.json beside them (data, steps, windows, wall time,
-   validation scores; per stage for a curriculum) and the loss curve of every stage to docs/embedded-model-loss.png.
+   toto2-tiny; making it the default is then the one-line change of `toto.options.DEFAULT_MODEL`), writes
+   training_summary.json beside them (data, steps, windows, wall time, validation scores; per stage for a
+   curriculum) and the loss curve of every stage to docs/embedded-model-loss.png.
    Otherwise it changes nothing.
 """
 
@@ -38,13 +39,8 @@ import pandas as pd
 import yaml
 
 from boom import leaderboard
-from toto.model.checkpoint import (
-    CONFIG_FILE,
-    DEFAULT_MODEL,
-    EMBEDDED_DIR,
-    WEIGHTS_FILE,
-    read_training_summary,
-)
+from toto.checkpoint_io import CONFIG_FILE, EMBEDDED_DIR, WEIGHTS_FILE, read_training_summary
+from toto.options import DEFAULT_MODEL
 from toto.pipeline import default_context_length
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,7 +138,8 @@ def main() -> None:
     parser.add_argument("--config", type=Path, nargs="+", required=True, help="each run's config, in order")
     parser.add_argument("--data", type=Path, default=REPO / "data" / "embedded" / "validation")
     parser.add_argument("--eval-dir", type=Path, default=REPO / "runs" / "validation-eval")
-    parser.add_argument("--name", default=DEFAULT_MODEL, help="the embedded folder to ship into (toto/checkpoints/NAME)")
+    parser.add_argument("--name", default=DEFAULT_MODEL,
+                        help="the embedded folder to ship into (toto/checkpoints/NAME)")
     parser.add_argument("--against", default=DEFAULT_MODEL, help="the embedded model to beat (the current default)")
     parser.add_argument("--contexts", type=int, nargs="*", default=[],
                         help="also evaluate the run at these contexts; the best on validation becomes its default "
@@ -204,7 +201,8 @@ def main() -> None:
         return
     curves = [pd.read_csv(run / "loss_curve.csv") for run in args.runs]
     stages = [{"config": str(path.resolve().relative_to(REPO)), "context_length": int(c["data"]["context_length"]),
-               "steps": int(curve["step"].max()), "windows_seen": int(curve["step"].max()) * int(c["data"]["batch_size"]),
+               "steps": int(curve["step"].max()),
+               "windows_seen": int(curve["step"].max()) * int(c["data"]["batch_size"]),
                "best_val_loss": round(float(curve["val_loss"].min()), 4)}
               for path, c, curve in zip(args.config, configs, curves)]
     data_summary = pd.read_csv(REPO / "data" / "embedded" / "summary.csv")

@@ -16,7 +16,8 @@ import argparse
 import re
 from pathlib import Path
 
-from toto.model.checkpoint import read_config, read_state_dict, write_state
+from toto.checkpoint_io import read_config, write_state
+from toto.model.checkpoint import read_state_dict
 
 LAYER_KEY = re.compile(r"^(model\.transformer\.layers\.)(\d+)(\..+)$")
 
@@ -51,7 +52,8 @@ def main() -> None:
     state = upscale(read_state_dict(args.source), int(config["num_layers"]), group, args.repeat)
     config["num_layers"] = int(config["num_layers"]) * args.repeat
     write_state(args.target, config, state)
-    print(f"wrote {args.target}: {config['num_layers']} layers from {args.source}'s {config['num_layers'] // args.repeat}")
+    layers = config["num_layers"]
+    print(f"wrote {args.target}: {layers} layers from {args.source}'s {layers // args.repeat}")
 
 
 if __name__ == "__main__":

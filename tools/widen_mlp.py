@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from toto.model.checkpoint import read_config, read_state_dict, write_state
+from toto.checkpoint_io import read_config, write_state
+from toto.model.checkpoint import read_state_dict
 
 MLP_KEY = re.compile(r"^model\.transformer\.layers\.\d+\.mlp\.(0|2)\.(weight|bias)$")
 

@@ -27,9 +27,9 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from toto.inference.forecaster import Feedback
-from toto.model.checkpoint import DEFAULT_MODEL
-from toto.tables import InputError, to_panel
+from toto.options import DEFAULT_MODEL, Feedback
+from toto.tables import to_panel
+from toto.validation import InputError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,7 +52,7 @@ class BatchJob:
     target_columns: Sequence[str] | None = None
     freq: str | None = None
     series_per_part: int = 256
-    forecast_options: dict = field(default_factory=dict)  # passed to `toto.api.forecast_panel`
+    forecast_options: dict = field(default_factory=dict)  # passed to `ForecastPipeline.predict_panel`
 
 
 def launch(function: Callable[..., T], *args: object, devices: int = 1, accelerator: str = "cpu") -> T:
@@ -102,7 +102,7 @@ def read_parts(output_dir: str | Path) -> pd.DataFrame:
 
 
 def _run_rank(fabric, job: BatchJob) -> None:
-    from toto.api import forecast_panel, load_model
+    from toto.api import load_model
 
     rank, world = fabric.global_rank, fabric.world_size
     pipeline = load_model(job.checkpoint, device=str(fabric.device), feedback=job.feedback)
@@ -114,7 +114,7 @@ def _run_rank(fabric, job: BatchJob) -> None:
             skipped += 1
             continue
         panel = to_panel(frame, job.timestamp_column, job.id_column, job.target_columns, job.freq)
-        table = forecast_panel(panel, job.prediction_length, pipeline, series_index=positions, **job.forecast_options)
+        table = pipeline.predict_panel(panel, job.prediction_length, series_index=positions, **job.forecast_options)
         position_of = dict(zip((s.id for s in panel.series), positions, strict=True))
         table.insert(0, "series_index", table[panel.id_column].map(position_of))
         temporary = path.with_suffix(".tmp")
@@ -158,7 +158,8 @@ def check_series_together(path: Path, id_column: str) -> int:
 
 def _series(path: Path, id_column: str) -> Iterator[tuple[int, pd.DataFrame]]:
     """(position, rows) of each series of a long table, streamed in file order."""
-    current, pending = -1, []
+    current = -1
+    pending: list[pd.DataFrame] = []
     for position, _key, chunk, begin, end in _id_runs(path, id_column, _chunks(path)):
         if position != current and pending:
             yield current, pd.concat(pending, ignore_index=True)

@@ -16,18 +16,31 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
-from toto import api
-from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, FEEDBACK, Feedback
+from toto import api, checkpoint_io
+from toto.inference.memory import DEFAULT_MEMORY_BUDGET_BYTES, MemoryBudgetExceeded
 from toto.io import read_table, write_table
-from toto.model import checkpoint
-from toto.pipeline import DEFAULT_NUM_SAMPLES, ForecastPipeline
+from toto.options import (
+    DEFAULT_CONTEXT_LENGTH,
+    DEFAULT_MODEL,
+    DEFAULT_NUM_SAMPLES,
+    DEFAULT_QUANTILE_LEVELS,
+    FEEDBACK,
+    Feedback,
+)
+from toto.pipeline import ForecastPipeline
+
+if TYPE_CHECKING:
+    from toto.anomaly.detector import DetectionSettings
+    from toto.tables import Placement
 
 SUMMARY_LINES = 5  # series-variates whose end-of-horizon forecast the summary prints
 # Decoding is autoregressive, one patch at a time: time and memory grow with the horizon. Longer horizons are
@@ -57,17 +70,16 @@ def forecast(args: argparse.Namespace) -> int:
         read_table(args.input), args.timestamp_column, args.id_column,
         api.columns_to_read(args.target_columns, args.exogenous_columns or ()), args.freq,
     )
-    _check_sample_memory(args, panel)
     model = _load_model(args.checkpoint, args.device, args.feedback)
+    _check_memory(args, panel, model)
     future = _future_panel(args, panel)
     if args.prediction_length >= LONG_HORIZON:
         print(f"toto forecast: {len(panel.series)} series x {args.prediction_length} steps, decoded one patch at a"
               " time: this takes a while (minutes on a CPU)", file=sys.stderr)
     started = time.perf_counter()
-    table = api.forecast_panel(
+    table = model.predict_panel(
         panel,
         args.prediction_length,
-        model,
         quantiles=args.quantiles,
         num_samples=args.num_samples,
         context_length=args.context_length,
@@ -78,17 +90,68 @@ def forecast(args: argparse.Namespace) -> int:
         future=future,
     )
     seconds = time.perf_counter() - started
+    _write(args, table, lambda plotting: plotting.plot_forecast(panel, table, args.plot))
+    print(_summary(args, panel, model, table, seconds), file=sys.stderr)
+    return 0
+
+
+def _write(args: argparse.Namespace, table: pd.DataFrame, plot: Callable[[ModuleType], object]) -> None:
+    """Write `table` to --output (CSV to stdout without one) and, with --plot, the plot `plot` draws with
+    `toto.plotting` (matplotlib is imported only then); a write that fails is a one-line error."""
     with _reported_write_errors():
         if args.output:
             write_table(table, args.output)
         else:
             table.to_csv(sys.stdout, index=False)
         if args.plot:
-            from toto.plotting import plot_forecast  # matplotlib is only imported when a plot is asked for
+            import toto.plotting
 
-            plot_forecast(panel, table, args.plot)
-    print(_summary(args, panel, model, table, seconds), file=sys.stderr)
+            plot(toto.plotting)
+
+
+def detect(args: argparse.Namespace) -> int:
+    """Run `toto detect`: check, read, score every row, write, plot, summarise."""
+    from toto.anomaly.calibration import Calibration  # scipy: imported when a detection is asked for
+    from toto.anomaly.detector import DetectionSettings
+
+    _check_device(args.device)
+    _check_outputs(args)
+    settings = DetectionSettings(steps_ahead=args.steps_ahead, window=args.window, band_level=args.band_level,
+                                 false_alarm_rate=args.false_alarm_rate, alerts_per_day=args.alerts_per_day,
+                                 calibration=Calibration(window=args.calibration_window))
+    table = read_table(args.input)
+    model = _load_model(args.checkpoint, args.device, None)
+    started = time.perf_counter()
+    scored, placement = model.detect_table(table, args.timestamp_column, args.id_column, args.target_columns,
+                                           args.freq, settings, progress=True)
+    seconds = time.perf_counter() - started
+    _write(args, scored, lambda plotting: plotting.plot_detection(scored, placement, args.plot))
+    print(_detection_summary(args, model, scored, placement, settings, seconds), file=sys.stderr)
     return 0
+
+
+def _detection_summary(args: argparse.Namespace, model: ForecastPipeline, scored: pd.DataFrame,
+                       placement: Placement, settings: DetectionSettings, seconds: float) -> str:
+    """The lines a person reads after `toto detect`: the model, what was read and placed, what was flagged."""
+    scores = scored["anomaly_score"].to_numpy(dtype=float)
+    flagged = scored["is_anomaly"].to_numpy(dtype=bool)
+    budget = (f"false-alarm rate {settings.false_alarm_rate:g}" if settings.false_alarm_rate is not None
+              else f"{settings.alerts_per_day:g} alert(s) per day")
+    lines = [
+        f"model     {args.checkpoint} ({model.family}) on {model.device}",
+        f"input     {args.input}: {placement.summary()}",
+        f"scored    {int(np.isfinite(scores).sum()):,} of {len(scored):,} rows in {seconds:.1f} s;"
+        f" {int(flagged.sum()):,} flagged at {budget}",
+    ]
+    timestamp = placement.columns.timestamp_column
+    for row in np.argsort(-np.nan_to_num(scores, nan=-1.0))[:SUMMARY_LINES]:
+        if flagged[row]:
+            lines.append(f"  {scored[timestamp].iloc[row]}: anomaly_score {scores[row]:.6f}")
+    written = [f"{args.output} ({len(scored)} rows)"] if args.output else []
+    written += [str(args.plot)] if args.plot else []
+    if written:
+        lines.append("wrote     " + ", ".join(written))
+    return "\n".join(lines)
 
 
 def _check_horizon(prediction_length: int) -> None:
@@ -100,21 +163,29 @@ def _check_horizon(prediction_length: int) -> None:
         )
 
 
-def _check_sample_memory(args: argparse.Namespace, panel: api.Panel) -> None:
-    """Refuse settings whose sample paths alone (one batch of series, float32, with a working copy) would not fit
-    in the memory this machine has available: a one-line error instead of the system killing the process."""
-    available = _available_memory_bytes()
-    if available is None:
-        return
+def _check_memory(args: argparse.Namespace, panel: api.Panel, model: ForecastPipeline) -> None:
+    """Refuse, before any work, a forecast whose largest batch cannot fit the forecaster's memory budget or the
+    memory this machine has available (`ForecastPipeline.plan`): a one-line error naming the estimate instead of a
+    failure minutes later, or the system killing the process."""
     series = min(args.batch_size, len(panel.series))
     variates = max(len(s.variates) for s in panel.series)
-    needed = 2 * 4 * series * variates * (args.num_samples or DEFAULT_NUM_SAMPLES) * args.prediction_length
-    if needed > available / 2:
+    context = min(args.context_length or model.context_length, max(len(s.index) for s in panel.series))
+    what = (f"{series} series x {variates} variate(s) x {args.prediction_length} steps"
+            f" ({model.describe(args.num_samples, args.context_length)})")
+    try:
+        plan = model.plan(series, variates, context, args.prediction_length, args.num_samples, len(args.quantiles),
+                          DEFAULT_MEMORY_BUDGET_BYTES)
+    except MemoryBudgetExceeded as error:
         raise api.InputError(
-            f"{series} series x {variates} variate(s) x {args.num_samples or DEFAULT_NUM_SAMPLES} samples x"
-            f" {args.prediction_length} steps need about {needed / 2**30:.1f} GiB for the sample paths, more than"
-            f" half of the {available / 2**30:.1f} GiB available: lower --num-samples, --batch-size or"
+            f"{what} need at least {error.needed_bytes / 2**30:,.1f} GiB of working memory, over the forecaster's"
+            f" budget of {error.budget_bytes / 2**30:,.1f} GiB: lower --num-samples, --batch-size or"
             " --prediction-length"
+        ) from error
+    available = _available_memory_bytes()
+    if available is not None and plan.peak_bytes > available / 2:
+        raise api.InputError(
+            f"{what} need about {plan.peak_bytes / 2**30:.1f} GiB of working memory, more than half of the"
+            f" {available / 2**30:.1f} GiB available: lower --num-samples, --batch-size or --prediction-length"
         )
 
 
@@ -149,7 +220,7 @@ def _check_device(name: str | None) -> None:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse outputs that would overwrite an input (whatever the spelling of the path) or cannot be written."""
-    inputs = [path for path in (args.input, args.future) if path is not None]
+    inputs = [path for path in (args.input, getattr(args, "future", None)) if path is not None]
     outputs = [(flag, path) for flag, path in (("--output", args.output), ("--plot", args.plot)) if path is not None]
     for flag, path in outputs:
         for source in inputs:
@@ -257,7 +328,7 @@ def _summary(
     missing = sum(int(np.isnan(s.values).sum()) for s in panel.series)
     parameters = sum(p.numel() for p in model.model.parameters())
     future = first.future_index(args.prediction_length)
-    embedded = "embedded, " if str(args.checkpoint) in checkpoint.embedded_models() else ""
+    embedded = "embedded, " if str(args.checkpoint) in checkpoint_io.embedded_models() else ""
     lines = [
         f"model     {args.checkpoint} ({embedded}{model.family}, {parameters / 1e6:.2f}M parameters) on {model.device}",
         (
@@ -267,7 +338,8 @@ def _summary(
         ),
         (
             f"forecast  {args.prediction_length} steps, {future[0]} to {future[-1]}"
-            f"{' for the first series' if len(panel.series) > 1 else ''}, {_method(model, args.num_samples, args.context_length)},"
+            f"{' for the first series' if len(panel.series) > 1 else ''},"
+            f" {model.describe(args.num_samples, args.context_length)},"
             f" {seconds:.1f} s"
         ),
     ]
@@ -294,25 +366,14 @@ def _summary(
     if len(shown) > SUMMARY_LINES:
         lines.append(f"  ... and {len(shown) - SUMMARY_LINES} more in the table")
     if panel.ignored:
-        ignored = f"ignored   column(s) {', '.join(sorted(panel.ignored))}: not numeric (name targets: --target-columns)"
+        ignored = (f"ignored   column(s) {', '.join(sorted(panel.ignored))}: not numeric"
+                   " (name targets: --target-columns)")
         lines.insert(next(i for i, line in enumerate(lines) if line.startswith("input")) + 1, ignored)
     written = [f"{args.output} ({len(table)} rows)"] if args.output else []
     written += [str(args.plot)] if args.plot else []
     if written:
         lines.append("wrote     " + ", ".join(written))
     return "\n".join(lines)
-
-
-def _method(model: ForecastPipeline, num_samples: int | None, context_length: int | None) -> str:
-    if not model.samples:
-        return "quantiles in one pass"
-    paths = f"{num_samples or DEFAULT_NUM_SAMPLES} sample paths"
-    if model.feedback == "mean":
-        paths += " (mean feedback)"
-    if ensemble := model.ensemble_for(context_length):
-        windows = [str(c) for c in ensemble]
-        return f"{paths} pooled from windows of {', '.join(windows[:-1])} and {windows[-1]} steps"
-    return paths
 
 
 def _number(value: float) -> str:
@@ -322,7 +383,7 @@ def _number(value: float) -> str:
 def _random_weights_note(name: str) -> str | None:
     """The note of a checkpoint whose training_summary.json marks its weights as untrained ("random-init")."""
     try:
-        summary = checkpoint.read_training_summary(checkpoint.resolve(name, local_files_only=True))
+        summary = checkpoint_io.read_training_summary(checkpoint_io.resolve(name, local_files_only=True))
     except OSError:  # not a local folder or embedded name: nothing to warn about
         return None
     if summary.get("status") != "random-init":
@@ -362,7 +423,7 @@ def _parser() -> argparse.ArgumentParser:
         "-q",
         "--quantiles",
         type=_floats,
-        default=list(api.DEFAULT_QUANTILES),
+        default=list(DEFAULT_QUANTILE_LEVELS),
         metavar="LEVELS",
         help="comma-separated quantile levels (default: 0.1,...,0.9)",
     )
@@ -373,9 +434,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "-c",
         "--checkpoint",
-        default=checkpoint.DEFAULT_MODEL,
+        default=DEFAULT_MODEL,
         metavar="CHECKPOINT",
-        help=f"model of either family, Toto 1.0 or 2.0: an embedded model (default: {checkpoint.DEFAULT_MODEL}), a local"
+        help=f"model of either family, Toto 1.0 or 2.0: an embedded model (default: {DEFAULT_MODEL}), a local"
         " folder or a Hugging Face hub id (e.g. Datadog/Toto-2.0-22m)",
     )
     sub.add_argument(
@@ -443,7 +504,51 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--device", metavar="DEVICE", help="torch device such as cpu or cuda (default: cuda when available)"
     )
+    _detect_parser(commands)
     return parser
+
+
+def _detect_parser(commands: argparse._SubParsersAction) -> None:
+    from toto.anomaly.calibration import Calibration
+    from toto.anomaly.detector import DetectionSettings
+
+    defaults = DetectionSettings()
+    sub = commands.add_parser(
+        "detect",
+        help="score every row of a CSV or Parquet file by how anomalous it is",
+        description="Score every row of a CSV or Parquet file, wide (timestamp + one column per variate) or long"
+        " (timestamp + id + value columns), by how surprising its values were under the distribution the model"
+        " predicted from the values before them. Irregular exports are fine: gaps, repeated timestamps, steps off"
+        " the grid and a clock that moves back are all scored (docs/anomaly.md).",
+    )
+    sub.set_defaults(command=detect, command_name="detect")
+    sub.add_argument("input", type=Path, help="CSV, TSV or Parquet file")
+    sub.add_argument("-o", "--output", type=Path, metavar="PATH",
+                     help="the input's rows with anomaly_score, is_anomaly and the band, .csv or .parquet"
+                     " (default: CSV to stdout)")
+    sub.add_argument("--plot", type=Path, metavar="PNG", help="PNG of the series, its band and the flagged values")
+    sub.add_argument("-c", "--checkpoint", default=DEFAULT_MODEL, metavar="CHECKPOINT",
+                     help=f"model of either family (default: the embedded {DEFAULT_MODEL})")
+    budget = sub.add_mutually_exclusive_group()
+    budget.add_argument("--alerts-per-day", type=float, default=defaults.alerts_per_day, metavar="N",
+                        help="alert budget: flagged values per day of each series"
+                        f" (default: {defaults.alerts_per_day:g})")
+    budget.add_argument("--false-alarm-rate", type=float, metavar="RATE",
+                        help="alert budget as the share of normal values allowed to be flagged, e.g. 0.001")
+    sub.add_argument("--steps-ahead", type=int, metavar="N",
+                     help="score every value at most N steps past its context (default: half the patch)")
+    sub.add_argument("--window", type=int, default=defaults.window, metavar="N",
+                     help="values a window test reads (drifts, broken cycles), 0 for none (default: 0)")
+    sub.add_argument("--band-level", type=float, default=defaults.band_level, metavar="LEVEL",
+                     help=f"central probability of the reported band (default: {defaults.band_level})")
+    sub.add_argument("--calibration-window", type=int, default=Calibration().window, metavar="N",
+                     help=f"past scores each score is calibrated against (default: {Calibration().window})")
+    sub.add_argument("--timestamp-column", metavar="NAME", help="name of the timestamp column (default: detected)")
+    sub.add_argument("--id-column", metavar="NAME", help="name of the series id column of a long table")
+    sub.add_argument("--target-columns", type=_names, metavar="NAMES",
+                     help="comma-separated columns to score (default: all numeric)")
+    sub.add_argument("--freq", metavar="FREQ", help="grid step such as 5min or h (default: the dominant step)")
+    sub.add_argument("--device", metavar="DEVICE", help="torch device such as cpu or cuda")
 
 
 if __name__ == "__main__":

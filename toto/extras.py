@@ -31,7 +31,9 @@ def extra_requirements(extra: str) -> list[str]:
     for requirement in requirements:
         spec, _, marker = requirement.partition(";")
         if re.search(rf"""extra\s*==\s*["']{re.escape(extra)}["']""", marker):
-            names.append(re.match(r"[A-Za-z0-9_.\-]+", spec.strip()).group(0))
+            name = re.match(r"[A-Za-z0-9_.\-]+", spec.strip())
+            assert name is not None  # a requirement (PEP 508) starts with its distribution's name
+            names.append(name.group(0))
     return names
 
 

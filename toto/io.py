@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from toto.api import InputError
+from toto.validation import InputError
 
 _CSV = (".csv", ".csv.gz")
 _TSV = (".tsv", ".tsv.gz")

@@ -1,4 +1,5 @@
-"""Draw a forecast after its history: a panel per (series, variate), a median line, shaded quantile bands."""
+"""Draw results people would rather look at than read: a forecast after its history (a panel per series and variate,
+a median line, shaded quantile bands), and a detection (the series, its predictive band and the flagged values)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # the object API needs no GUI backend, so this works on servers too
 
 from toto.api import Panel, quantile_columns
+from toto.tables import Placement
 
 
 def plot_forecast(
@@ -50,6 +52,42 @@ def plot_forecast(
             )
         ax.plot(times, future["median"], color="tab:blue", linewidth=1.5, label="median")
         ax.set_title(series.variates[v] if series.id is None else f"{series.id} - {series.variates[v]}")
+        ax.tick_params(axis="x", labelrotation=20)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(shown) :]:
+        ax.set_visible(False)
+    axes[0].legend(loc="upper left", fontsize="small")
+    if len(panels) > len(shown):
+        figure.suptitle(f"first {len(shown)} of {len(panels)} series-variates")
+    figure.savefig(path, dpi=100)
+    return len(shown)
+
+
+def plot_detection(scored: pd.DataFrame, placement: Placement, path: str | Path, max_panels: int = 12) -> int:
+    """Save a PNG of each (series, variate) of a detection (`ForecastPipeline.detect_table`): the values in time
+    order, the predictive band around them and the values flagged as anomalies; returns how many panels were drawn.
+    """
+    columns = placement.columns
+    variates = list(columns.values.columns)
+    panels = [(placed, v) for placed in placement.series for v in range(len(variates))]
+    shown = panels[:max_panels]
+    per_row = 1 if len(shown) <= 3 else 2
+    rows = -(-len(shown) // per_row)
+    figure = Figure(figsize=(9 * per_row, 2.8 * rows), layout="constrained")
+    axes = figure.subplots(rows, per_row, squeeze=False).ravel()
+    single = len(variates) == 1
+    for ax, (placed, v) in zip(axes, shown, strict=False):
+        name = variates[v]
+        prefix = "" if single else f"{name}_"
+        frame = scored.iloc[placed.rows]
+        times = columns.timestamps[placed.rows]
+        ax.fill_between(times, frame[f"{prefix}lower"], frame[f"{prefix}upper"], color="tab:blue", alpha=0.2,
+                        linewidth=0, label="band")
+        ax.plot(times, frame[name], color="black", linewidth=0.8, label=name)
+        flagged = frame[f"{prefix}is_anomaly"].to_numpy(dtype=bool)
+        ax.scatter(times[flagged], frame[name][flagged], color="tab:red", s=14, zorder=3, label="anomaly")
+        series_id = placed.grid.id
+        ax.set_title(name if series_id is None else f"{series_id} - {name}")
         ax.tick_params(axis="x", labelrotation=20)
         ax.grid(alpha=0.3)
     for ax in axes[len(shown) :]:

@@ -1,4 +1,6 @@
-"""Turn a table into series on a regular time grid: the one set of rules for every way a table gets in.
+"""Tables in and out: a table into series on a regular time grid (the one set of rules for every way a table gets
+in), series into the model's tensors, and forecasts back into a table. It knows nothing of models: the pipeline
+(`toto.pipeline.ForecastPipeline.predict_df`) calls it on both sides of a forecast.
 
 `to_panel` is used by the pandas API and `toto forecast`, by `train.sources.TableSource` (fine-tuning), by
 `boom eval --data` (backtests on a user's own table), and its grid rule (`regular_grid`) by the service for the
@@ -24,34 +26,31 @@ Whatever a user can get wrong in the table raises `InputError`, whose message sa
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
+from pandas.tseries.offsets import BaseOffset
 
-# pandas needs three timestamps to infer a frequency.
-MIN_TIME_STEPS = 3
+from toto.data.util.dataset import MaskedTimeseries, stack_ragged, unobserved_in_context
+from toto.validation import MAX_ABS_VALUE, MIN_TIME_STEPS, InputError
+
 # A grid this many times longer than its rows is mostly holes: more likely a wrong frequency or a stray
 # timestamp than real data, and filling it could exhaust memory.
 MAX_GRID_PER_ROW = 10
-# The model computes in float32 (largest 3.4e38) and its scaler squares values: keep inputs far from overflow.
-MAX_ABS_VALUE = 1e30
 # Integer time columns: calendar years, or Unix seconds between 1973 and 2286.
 YEAR_RANGE = (1000, 2999)
 UNIX_SECONDS_RANGE = (10**8, 10**10)
 # Timestamps are held at this resolution: wide enough for centuries, fine enough for monitoring data.
-TIME_UNIT = "s"
+TIME_UNIT: Literal["s"] = "s"
 
 TIMESTAMP_NAMES = (
     "timestamp", "datetime", "date", "time", "ts", "ds", "period", "year", "quarter", "month", "week",
 )
 ID_NAMES = ("id", "item_id", "unique_id", "series_id", "series", "item")
-
-
-class InputError(ValueError):
-    """The table cannot be read as series as it is; the message says what is wrong and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -91,26 +90,42 @@ class Panel:
         return "long" if self.id_column else "wide"
 
 
-def to_panel(
+@dataclass(frozen=True)
+class Columns:
+    """The columns of a table, read by the one set of rules (module docstring): its timestamps parsed, the id column
+    (None for a wide table), the target values (float64, checked) and the text columns it leaves out."""
+
+    frame: pd.DataFrame  # the table, its column names as strings
+    timestamp_column: str
+    timestamps: pd.DatetimeIndex
+    id_column: str | None
+    values: pd.DataFrame  # the target columns, float64, indexed like `frame`
+    ignored: dict[str, str]
+
+    def groups(self) -> list[tuple[object, np.ndarray]]:
+        """(id, positions of its rows in the table) of every series, in order of first appearance."""
+        if self.id_column is None:
+            return [(None, np.arange(len(self.frame)))]
+        ids = self.frame[self.id_column].to_numpy()
+        return [(key, np.asarray(rows)) for key, rows in pd.Series(np.arange(len(ids))).groupby(ids, sort=False)]
+
+
+def read_columns(
     df: pd.DataFrame,
     timestamp_column: str | None = None,
     id_column: str | None = None,
     target_columns: Sequence[str] | None = None,
-    freq: str | None = None,
-) -> Panel:
-    """Validate a wide or long table and put each of its series on a regular time grid.
-
-    Columns left as None are detected as the module docstring says. `freq` (a pandas frequency string such as
-    "30min" or "MS") overrides frequency inference.
-    """
+) -> Columns:
+    """Find and check a table's timestamp, id and target columns (those left as None are detected)."""
     if isinstance(df.index, pd.DatetimeIndex):  # a frame indexed by time, as pandas users often have
         df = df.reset_index(names=df.index.name or "timestamp")
     if df.empty:
         raise InputError("the table has no rows")
-    df = df.rename(columns=str)
+    df = df.rename(columns=str).reset_index(drop=True)
     columns = list(df.columns)
     if len(set(columns)) != len(columns):
-        raise InputError(f"the table has duplicate column names: {sorted({c for c in columns if columns.count(c) > 1})}")
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        raise InputError(f"the table has duplicate column names: {repeated}")
     for name, flag in (
         (timestamp_column, "timestamp"),
         (id_column, "id"),
@@ -145,14 +160,158 @@ def to_panel(
             raise InputError(f"target column {column!r} is not numeric{_non_numeric_hint(df, [column])}")
     values = df[targets].astype("float64")
     _check_magnitudes(values)
-    values = values.set_index(timestamps)
     if id_column and df[id_column].isna().any():
         raise InputError(
             f"id column {id_column!r} is empty in row {_first_row(df[id_column].isna())}: fill it in"
         )
-    groups = values.groupby(df[id_column].to_numpy(), sort=False) if id_column else [(None, values)]
-    series = [_regularise(key, group, freq) for key, group in groups]
-    return Panel(series=series, timestamp_column=timestamp_column, id_column=id_column, ignored=ignored)
+    return Columns(df, timestamp_column, timestamps, id_column, values, ignored)
+
+
+def to_panel(
+    df: pd.DataFrame,
+    timestamp_column: str | None = None,
+    id_column: str | None = None,
+    target_columns: Sequence[str] | None = None,
+    freq: str | None = None,
+) -> Panel:
+    """Validate a wide or long table and put each of its series on a regular time grid.
+
+    Columns left as None are detected as the module docstring says. `freq` (a pandas frequency string such as
+    "30min" or "MS") overrides frequency inference.
+    """
+    table = read_columns(df, timestamp_column, id_column, target_columns)
+    values = table.values.set_index(table.timestamps)
+    series = [_regularise(key, values.iloc[rows], freq) for key, rows in table.groups()]
+    return Panel(series=series, timestamp_column=table.timestamp_column, id_column=table.id_column,
+                 ignored=table.ignored)
+
+
+@dataclass(frozen=True)
+class PlacedSeries:
+    """One series of a table whose rows may be irregular, on the regular grid its rows were placed on.
+
+    `grid` holds, at each step, the mean of the rows placed there (NaN for a gap); `rows` are the series' rows in
+    the table, ordered by time (stable), and `slot_of_row` the grid step each of them was placed on."""
+
+    grid: Series
+    rows: np.ndarray  # (rows,) positions in the table, by time
+    slot_of_row: np.ndarray  # (rows,) grid step of each
+    gaps: int  # grid steps without a row
+    repeated: int  # rows sharing their step with an earlier row (same or snapped timestamps)
+    off_grid: int  # rows whose timestamp was moved to the nearest step
+    backwards: int  # rows whose timestamp is earlier than the row before them in the table
+
+    def summary(self) -> str:
+        """What the placing did, in one line."""
+        return _placement_summary([self], len(self.rows))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Every series of a table placed on a grid (`place_rows`)."""
+
+    series: list[PlacedSeries]
+    columns: Columns
+
+    @property
+    def gaps(self) -> int:
+        return sum(s.gaps for s in self.series)
+
+    @property
+    def repeated(self) -> int:
+        return sum(s.repeated for s in self.series)
+
+    @property
+    def off_grid(self) -> int:
+        return sum(s.off_grid for s in self.series)
+
+    @property
+    def backwards(self) -> int:
+        return sum(s.backwards for s in self.series)
+
+    def summary(self) -> str:
+        """What the placing did, in one line."""
+        return _placement_summary(self.series, len(self.columns.frame))
+
+
+def _placement_summary(series: Sequence[PlacedSeries], rows: int) -> str:
+    steps = {str(s.grid.index.freqstr) for s in series}
+    what = [f"{rows:,} rows on a {', '.join(sorted(steps))} grid"]
+    for count, text in ((sum(s.gaps for s in series), "missing steps"),
+                        (sum(s.repeated for s in series), "repeated timestamps"),
+                        (sum(s.off_grid for s in series), "off-grid rows moved to the nearest step"),
+                        (sum(s.backwards for s in series), "steps back in time")):
+        if count:
+            what.append(f"{count:,} {text}")
+    return "; ".join(what)
+
+
+def place_rows(
+    df: pd.DataFrame,
+    timestamp_column: str | None = None,
+    id_column: str | None = None,
+    target_columns: Sequence[str] | None = None,
+    freq: str | None = None,
+) -> Placement:
+    """Put every row of a table on a regular grid, as real metric exports need: gaps, repeated timestamps, steps off
+    the grid and a clock that moves back are all allowed, unlike `to_panel`.
+
+    The grid of each series starts at its first timestamp and steps at `freq`, else at the dominant step between
+    its sorted timestamps (the most common one). When that grid would be mostly empty (more than twice as many steps
+    as distinct timestamps: irregular sampling), the step is the median gap instead, so that the model reads filled
+    patches. Each row is placed on its nearest step; a step holding several rows holds their mean.
+    """
+    table = read_columns(df, timestamp_column, id_column, target_columns)
+    seconds = table.timestamps.as_unit(TIME_UNIT).asi8  # whole seconds, the table's resolution
+    placed = []
+    for key, rows in table.groups():
+        order = rows[np.argsort(seconds[rows], kind="stable")]
+        times = seconds[order]
+        where = f"series {key!r}: " if key is not None else ""
+        step = _placement_step(times, freq, where)
+        slot = np.round((times - times[0]) / step).astype(np.int64)
+        length = int(slot[-1]) + 1
+        if length > MAX_GRID_PER_ROW * len(times):
+            raise InputError(f"{where}{len(times)} rows spread over {length} steps of {step} s: most of the grid"
+                             " would be missing; check the timestamps or give --freq / freq=")
+        grid_values = mean_per_step(table.values.to_numpy()[order].T, slot, length)
+        index = pd.date_range(pd.Timestamp(int(times[0]), unit="s"), periods=length, freq=pd.Timedelta(seconds=step),
+                              unit=TIME_UNIT)
+        grid = Series(id=key, variates=list(table.values.columns), index=index, values=grid_values)
+        distinct = len(np.unique(slot))
+        placed.append(PlacedSeries(grid, order, slot, gaps=length - distinct, repeated=len(slot) - distinct,
+                                   off_grid=int((times - times[0] != slot * step).sum()),
+                                   backwards=int((np.diff(seconds[rows]) < 0).sum())))
+    return Placement(placed, table)
+
+
+def mean_per_step(values: np.ndarray, steps: np.ndarray, length: int) -> np.ndarray:
+    """(variates, rows) values at grid `steps` -> (variates, length): the mean of each step's observed values, NaN
+    where it has none."""
+    sums = np.stack([np.bincount(steps, np.nan_to_num(row), minlength=length) for row in values])
+    counts = np.stack([np.bincount(steps, np.isfinite(row), minlength=length) for row in values])
+    with np.errstate(invalid="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _placement_step(times: np.ndarray, freq: str | None, where: str) -> int:
+    """The grid step in seconds of sorted Unix-second `times` (see `place_rows`)."""
+    if freq is not None:
+        offset = parse_frequency(freq)
+        try:
+            return int(offset.nanos // 10**9)
+        except ValueError as error:
+            raise InputError(f"{where}--freq {freq!r} is a calendar frequency; detection places rows on a fixed step:"
+                             " give one in seconds, minutes, hours or days (e.g. '5min', 'h', 'D')") from error
+    distinct = np.unique(times)
+    if len(distinct) < MIN_TIME_STEPS:
+        raise InputError(f"{where}only {len(distinct)} distinct timestamp(s); at least {MIN_TIME_STEPS} are needed")
+    gaps = np.diff(distinct)
+    values, counts = np.unique(gaps, return_counts=True)
+    step = int(values[np.argmax(counts)])
+    if (distinct[-1] - distinct[0]) / step + 1 > 2 * len(distinct):
+        step = int(np.median(gaps))
+    return max(step, 1)
 
 
 def long_to_wide(
@@ -188,7 +347,7 @@ def long_to_wide(
     return wide.reset_index()
 
 
-def parse_frequency(freq: str) -> pd.DateOffset:
+def parse_frequency(freq: str) -> BaseOffset:
     """A pandas offset for `freq`, which must step forward in time."""
     try:
         offset = to_offset(freq) if freq.strip() else None
@@ -199,7 +358,7 @@ def parse_frequency(freq: str) -> pd.DateOffset:
     return offset
 
 
-def infer_frequency(index: pd.DatetimeIndex) -> pd.DateOffset:
+def infer_frequency(index: pd.DatetimeIndex) -> BaseOffset:
     """pandas' inferred frequency or, when gaps defeat it, the most common step (the gaps then become NaN).
 
     `index` must be sorted, without duplicates, and hold at least `MIN_TIME_STEPS` timestamps.
@@ -329,7 +488,7 @@ def _looks_like_time(column: pd.Series) -> bool:
         _numeric_timestamps(column.dropna(), "")
     except InputError:
         return False
-    return column.notna().all()
+    return bool(column.notna().all())
 
 
 def _detect_timestamp_column(df: pd.DataFrame) -> str:
@@ -339,9 +498,9 @@ def _detect_timestamp_column(df: pd.DataFrame) -> str:
             return column
     by_name = {column.strip().lower(): column for column in reversed(df.columns)}
     for name in TIMESTAMP_NAMES:
-        column = by_name.get(name)
-        if column is not None and (not _is_numeric(df[column]) or _looks_like_time(df[column])):
-            return column
+        named = by_name.get(name)
+        if named is not None and (not _is_numeric(df[named]) or _looks_like_time(df[named])):
+            return named
     for column in df.columns:  # the first 100 values are enough to tell; parsing is checked in full later
         head = df[column].head(100)
         if not _is_numeric(head) and head.notna().all() and _to_datetime(head).notna().all():
@@ -372,7 +531,7 @@ def _regularise(key: object, values: pd.DataFrame, freq: str | None) -> Series:
     """Sort one series by time and reindex it to its regular grid (`regular_grid`), gaps becoming NaN."""
     where = f"series {key!r}: " if key is not None else ""
     values = values.sort_index()
-    grid = regular_grid(values.index, freq, where)
+    grid = regular_grid(pd.DatetimeIndex(values.index), freq, where)
     values = values.reindex(grid)
     empty = [c for c in values.columns if values[c].isna().all()]
     if empty:
@@ -380,3 +539,91 @@ def _regularise(key: object, values: pd.DataFrame, freq: str | None) -> Series:
             f"{where}column(s) {empty} have no values: drop them or name targets with --target-columns"
         )
     return Series(id=key, variates=list(values.columns), index=grid, values=values.to_numpy().T.copy())
+
+
+def columns_to_read(target_columns: Sequence[str] | None, exogenous_columns: Sequence[str]) -> list[str] | None:
+    """The value columns to read from a table: the targets and the covariates (None: every numeric column)."""
+    if not target_columns:
+        return None
+    return [*target_columns, *(c for c in exogenous_columns if c not in target_columns)]
+
+
+def target_variates(series: Series, exogenous: Sequence[str]) -> list[str]:
+    """The variates of `series` that are forecast: all but the known-future covariates."""
+    return [name for name in series.variates if name not in exogenous]
+
+
+def panel_inputs(batch: Sequence[Series], context_length: int, exogenous: Sequence[str] = ()) -> MaskedTimeseries:
+    """Cut each series to its last `context_length` steps, left-pad them with NaN (unobserved) to a common
+    length and stack them for the model, targets first and then the covariates named in `exogenous`."""
+    values = []
+    for series in batch:
+        order = [*target_variates(series, exogenous), *exogenous]
+        rows = [series.variates.index(name) for name in order]
+        window = series.values[rows, -context_length:]
+        if empty := unobserved_in_context(window, order, context_length):
+            where = f"series {series.id!r}: " if series.id is not None else ""
+            raise InputError(
+                f"{where}{empty} have no values in the last {context_length} steps: raise the context length"
+                " or drop them"
+            )
+        values.append(window)
+    inputs = stack_ragged(
+        values,
+        time_interval_seconds=[s.interval_seconds for s in batch],
+        end_timestamp_seconds=[int(s.index[-1].timestamp()) for s in batch],
+    )
+    return inputs._replace(num_exogenous_variables=len(exogenous))
+
+
+def future_covariates(panel: Panel, future: Panel | None, exogenous: Sequence[str],
+                      prediction_length: int) -> list[np.ndarray]:
+    """Each series' (covariates, prediction_length) future values from `future`, checked to cover the horizon."""
+    if not exogenous:
+        return []
+    missing = [c for c in exogenous if c not in panel.series[0].variates]
+    if missing:
+        raise InputError(
+            f"exogenous column(s) {missing} are not in the table; its columns are {panel.series[0].variates}")
+    if future is None:
+        raise InputError(f"exogenous_columns {list(exogenous)} need future_df: their values at the forecast timestamps")
+    by_id = {s.id: s for s in future.series}
+    out = []
+    for series in panel.series:
+        where = f"series {series.id!r}: " if series.id is not None else ""
+        if series.id not in by_id:
+            raise InputError(f"{where}future_df has no rows for this series: give its covariates' future values")
+        known = by_id[series.id]
+        frame = pd.DataFrame(known.values.T, index=known.index, columns=known.variates)
+        horizon = series.future_index(prediction_length)
+        values = frame.reindex(horizon)[list(exogenous)]
+        if values.isna().any().any():
+            first = values.index[values.isna().any(axis=1)][0]
+            raise InputError(
+                f"{where}future_df lacks covariate values at {first} (it needs {list(exogenous)} at all "
+                f"{prediction_length} timestamps from {horizon[0]} to {horizon[-1]})"
+            )
+        out.append(values.to_numpy(dtype=np.float32).T)
+    return out
+
+
+def forecast_rows(panel: Panel, batch: Sequence[Series], columns: Mapping[str, np.ndarray], prediction_length: int,
+                  exogenous: Sequence[str] = ()) -> list[pd.DataFrame]:
+    """The tidy forecast table of `batch` (series of `panel`): one row per (series, target variate, future
+    timestamp), with the id column (long tables), "variate", the timestamp column and one column per entry of
+    `columns` (each (batch, targets, horizon))."""
+    frames = []
+    for row, series in enumerate(batch):
+        future_index = series.future_index(prediction_length)
+        for v, variate in enumerate(target_variates(series, exogenous)):
+            frame: dict[str, object] = {panel.id_column: series.id} if panel.id_column else {}
+            frame |= {"variate": variate, panel.timestamp_column: future_index}
+            frame |= {name: value[row, v] for name, value in columns.items()}
+            frames.append(pd.DataFrame(frame))
+    return frames
+
+
+def quantile_columns(forecast: pd.DataFrame) -> list[str]:
+    """The quantile columns of a forecast table ("0.1", "0.5", ...), from the lowest level to the highest."""
+    levels = [c for c in forecast.columns if c.replace(".", "", 1).isdigit() and 0 < float(c) < 1]
+    return sorted(levels, key=float)

@@ -9,15 +9,19 @@ kept in checkpoints). All ranks take the same decision, so distributed runs stay
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 from train.schedule import wsd_scheduler
 from train.windows import WindowBatch
+
+if TYPE_CHECKING:
+    from torch.distributed.fsdp import FullyShardedDataParallel
 
 
 def global_batch_mean(weighted_sum: torch.Tensor, total_weight: torch.Tensor) -> torch.Tensor:
@@ -82,17 +86,19 @@ class ForecastModule(L.LightningModule, abc.ABC):
         module, Lightning-AI/pytorch-lightning#19235), so the configs' `gradient_clip_val` works with fsdp.yaml."""
         if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and isinstance(
                 self.trainer.strategy, FSDPStrategy):
-            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+            # FSDPStrategy wraps the root module in FullyShardedDataParallel (`FSDPStrategy._setup_model`)
+            cast("FullyShardedDataParallel", self.trainer.model).clip_grad_norm_(gradient_clip_val)
         else:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         h = self.hparams
         optimizer = torch.optim.AdamW(
-            [p for p in self.parameters() if p.requires_grad], lr=h.lr, betas=tuple(h.betas), eps=h.eps,
-            weight_decay=h.weight_decay,
+            [p for p in self.parameters() if p.requires_grad], lr=h["lr"], betas=tuple(h["betas"]), eps=h["eps"],
+            weight_decay=h["weight_decay"],
         )
-        scheduler = wsd_scheduler(optimizer, h.lr, h.min_lr, h.warmup_steps, h.stable_steps, h.decay_steps)
+        scheduler = wsd_scheduler(optimizer, h["lr"], h["min_lr"], h["warmup_steps"], h["stable_steps"],
+                                  h["decay_steps"])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

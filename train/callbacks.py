@@ -101,7 +101,9 @@ class RandomState(Callback):
     checkpoints still load with `torch.load(weights_only=True)`."""
 
     def state_dict(self) -> dict[str, Any]:
-        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        state = np.random.get_state(legacy=True)
+        assert isinstance(state, tuple)  # the global generator is a MT19937, whose legacy state is a tuple
+        kind, keys, position, has_gauss, gauss = state
         return {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

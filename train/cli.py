@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Literal, cast
 
 import lightning as L
 from jsonargparse import auto_cli
@@ -71,7 +72,8 @@ def export(checkpoint: str, output_dir: str | None = None, which: str = "best") 
     if output_dir is None:
         run = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))
         output_dir = os.path.join(run, "export")
-    print(f"exported to {export_checkpoint(checkpoint, output_dir, which)}")
+    choice = cast(Literal["best", "last"], which)  # checked above (a str for the command line's parser)
+    print(f"exported to {export_checkpoint(checkpoint, output_dir, choice)}")
 
 
 def main(args: list[str] | None = None) -> None:

@@ -10,8 +10,9 @@ position, counted over all processes, resumes under any number of them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sized
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -34,9 +35,9 @@ class EpochOrder(DistributedSampler):
     rank takes the same number of steps. Being a `DistributedSampler`, Lightning keeps it instead of wrapping it.
     """
 
-    def __init__(self, data: Sized, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(self, data: Dataset, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
         super().__init__(data, num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
-        self.size = len(data)
+        self.size = len(cast(Sized, data))  # a map-style dataset: it has a length (DistributedSampler reads it too)
         self.start = 0
 
     def __iter__(self) -> Iterator[int]:
@@ -56,6 +57,8 @@ class ResumableDataLoader(DataLoader):
     next iteration skips the windows already trained on, without loading them, under any number of processes.
     """
 
+    batch_size: int  # DataLoader's is optional; this loader always batches (`__init__` requires it)
+
     def __init__(self, dataset: Dataset, batch_size: int, seed: int, num_replicas: int = 1, rank: int = 0,
                  **kwargs: Any) -> None:
         self.order = EpochOrder(dataset, seed, num_replicas, rank)
@@ -67,7 +70,7 @@ class ResumableDataLoader(DataLoader):
         # a whole epoch of this rank's batches, whatever was skipped
         return -(-(self.order.size // self.order.num_replicas) // self.batch_size)
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # a generator, not DataLoader's iterator class
         return self._batches()
 
     def _batches(self) -> Iterator[Any]:
@@ -118,7 +121,8 @@ class TotoDataModule(L.LightningDataModule):
             seed: seed of the training windows.
             horizon_length: steps after the context in every window (default one patch: Toto 1.0's next-patch
                 targets); a multiple of the patch size. Linked from the model by the CLI.
-            shift_exogenous: read exogenous variates one patch early (Toto 1.0's layout, see `toto.inference.covariates`)
+            shift_exogenous: read exogenous variates one patch early (Toto 1.0's layout, see
+                `toto.inference.covariates`)
                 instead of aligned with the targets (Toto 2.0's). Linked from the model by the CLI.
         """
         super().__init__()
@@ -155,8 +159,9 @@ class TotoDataModule(L.LightningDataModule):
             records = source.load()
             if observed := [r for r in records if np.isfinite(r.target).any()]:
                 if len(observed) < len(records):
+                    empty_names = [r.name for r in records if not np.isfinite(r.target).any()]
                     rank_zero_info(f"{type(source).__name__}: skipped {len(records) - len(observed)} series without"
-                                   f" any observed value, e.g. {next(r.name for r in records if not np.isfinite(r.target).any())}")
+                                   f" any observed value, e.g. {empty_names[0]}")
             else:
                 raise ValueError(f"{type(source).__name__}: no series holds an observed value (all missing): there is"
                                  " nothing to learn from; check the data's path and columns")
@@ -179,13 +184,15 @@ class TotoDataModule(L.LightningDataModule):
         loaded = self._load()
         everything = [r for records in loaded for r in records]
         picks = np.unique(np.linspace(0, len(everything) - 1, min(len(everything), self.max_val_series)).astype(int))
-        common = {"context_length": self.context_length, "patch_size": self.patch_size, "val_length": self.val_length,
-                  "horizon_length": self.horizon_length, "shift_exogenous": self.shift_exogenous}
-        self.train_dataset = WindowDataset(
-            loaded, [s.weight for s in self.sources], train=True, num_windows=self.train_windows_per_epoch,
-            max_variates=self.max_variates, seed=self.seed, **common,
+        windows = functools.partial(
+            WindowDataset, context_length=self.context_length, patch_size=self.patch_size, val_length=self.val_length,
+            horizon_length=self.horizon_length, shift_exogenous=self.shift_exogenous,
         )
-        self.val_dataset = WindowDataset([[everything[i] for i in picks]], [1.0], train=False, **common)
+        self.train_dataset = windows(
+            loaded, [s.weight for s in self.sources], train=True, num_windows=self.train_windows_per_epoch,
+            max_variates=self.max_variates, seed=self.seed,
+        )
+        self.val_dataset = windows([[everything[i] for i in picks]], [1.0], train=False)
         rank_zero_info(f"data: {len(everything)} series from {len(self.sources)} sources, "
                        f"{len(self.val_dataset)} validation windows, {self.num_exogenous_variables} exogenous variates")
 
@@ -198,6 +205,7 @@ class TotoDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Batches of `batch_size` windows per process (the global batch is batch_size x processes)."""
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        assert self.train_dataset is not None, "call setup() first"
         return ResumableDataLoader(
             self.train_dataset, self.batch_size, self.seed, world, rank, num_workers=self.num_workers,
             collate_fn=collate_windows, persistent_workers=self.num_workers > 0,
@@ -205,6 +213,7 @@ class TotoDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
+        assert self.val_dataset is not None, "call setup() first"
         return DataLoader(
             self.val_dataset, batch_size=self.val_batch_size, num_workers=self.num_workers,
             collate_fn=collate_windows, persistent_workers=self.num_workers > 0,

@@ -10,6 +10,7 @@ scaling * B A / output_scale instead, so the merged model computes what the adap
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TypeVar
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
@@ -18,6 +19,8 @@ from peft.tuners.lora import LoraLayer
 ADAPTER_NAME = "default"
 # The transformer's attention projections and GLU feed-forward, the layers LoRA usually adapts.
 DEFAULT_TARGET_MODULES = ["in_proj", "out_proj", "fc1", "fc2"]
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 
 @dataclass
@@ -52,7 +55,8 @@ class LoraSettings:
 
 def add_adapters(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Module:
     """Wrap the target layers of `model` with LoRA adapters, in place; only the adapters stay trainable."""
-    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+    # peft annotates lora_alpha as int, but only divides it by r (or sqrt(r)): a float scales as given.
+    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,  # type: ignore[arg-type]
                         target_modules=list(settings.target_modules), bias="none")
     try:
         model = inject_adapter_in_model(config, model, adapter_name=ADAPTER_NAME)
@@ -69,7 +73,7 @@ def adapter_layers(model: torch.nn.Module) -> dict[str, LoraLayer]:
 
 
 @torch.no_grad()
-def merge_adapters(model: torch.nn.Module) -> torch.nn.Module:
+def merge_adapters(model: ModuleT) -> ModuleT:
     """Fold every adapter into its base layer's weight and put the plain base layer back, in place.
 
     Returns `model`, now with the module tree (and state-dict names) of the model before `add_adapters`.
@@ -77,9 +81,12 @@ def merge_adapters(model: torch.nn.Module) -> torch.nn.Module:
     for name, layer in adapter_layers(model).items():
         base = layer.get_base_layer()
         output_scale = getattr(base, "output_scale", 1.0)  # plain nn.Linear layers have no multiplier
+        weight = base.get_parameter("weight")
         for adapter in layer.active_adapters:
-            delta = layer.get_delta_weight(adapter).to(torch.float64) / output_scale
-            base.weight.copy_((base.weight.to(torch.float64) + delta).to(base.weight.dtype))
+            # Every concrete LoraLayer (Linear, Embedding, Conv, ...) defines get_delta_weight; peft's base class
+            # does not declare it.
+            delta = layer.get_delta_weight(adapter).to(torch.float64) / output_scale  # type: ignore[attr-defined]
+            weight.copy_((weight.to(torch.float64) + delta).to(weight.dtype))
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, base)
     return model

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from toto.model import checkpoint as toto_checkpoint
+from toto import checkpoint_io
 from toto.model.config import TotoConfig
 from toto.model.toto import Toto
 from train.base_module import ForecastModule, global_batch_mean
@@ -29,7 +29,7 @@ def build_model(pretrained: str | None, model_config: dict[str, Any] | None, use
         overrides["use_variate_labels"] = True
     if pretrained is None:
         return Toto(TotoConfig(**overrides))
-    had_labels = toto_checkpoint.read_config(toto_checkpoint.resolve(pretrained)).get("use_variate_labels", False)
+    had_labels = checkpoint_io.read_config(checkpoint_io.resolve(pretrained)).get("use_variate_labels", False)
     model = Toto.from_pretrained(pretrained, strict=had_labels or not use_variate_labels, **overrides)
     return model.train()
 

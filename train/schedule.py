@@ -12,7 +12,8 @@ import math
 import torch
 
 
-def wsd_learning_rate(step: int, lr: float, min_lr: float, warmup_steps: int, stable_steps: int, decay_steps: int) -> float:
+def wsd_learning_rate(step: int, lr: float, min_lr: float, warmup_steps: int, stable_steps: int,
+                      decay_steps: int) -> float:
     if step < warmup_steps:
         return min_lr + (lr - min_lr) * step / warmup_steps
     step -= warmup_steps

@@ -193,7 +193,8 @@ class RepeatingProfileGenerator:
         period = int(rng.choice(PROFILE_PERIODS)) if rng.random() < 0.75 else int(rng.integers(3, 400))
         position = (t + rng.integers(0, period)).astype(np.int64)
         morph = np.linspace(0.0, rng.uniform(0.0, 1.0), self.length)
-        cycle = (1 - morph) * _profile(rng, period)[position % period] + morph * _profile(rng, period)[position % period]
+        start, end = _profile(rng, period)[position % period], _profile(rng, period)[position % period]
+        cycle = (1 - morph) * start + morph * end
         if period in (24, 48, 96, 144, 288) and rng.random() < 0.3:  # weekdays and weekends differ
             cycle = cycle * (1 + rng.normal(0, 0.25, 7)[(position // period) % 7])
         wave = np.sin(2 * np.pi * t / rng.uniform(self.length / 2, 4 * self.length) + rng.uniform(0, 2 * np.pi))
@@ -331,4 +332,5 @@ class TSMixupGenerator:
                 best = (observed, mixture)
             if observed:
                 break
+        assert best is not None  # the loop draws WINDOW_DRAWS >= 1 times and keeps the first draw
         return best[1][None, :].astype(np.float32)

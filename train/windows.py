@@ -9,8 +9,8 @@ False; windows that start before a series are left-padded the same way.
 
 Exogenous variates (known-future covariates) come after the targets and never count in the loss. With
 `shift_exogenous` (Toto 1.0 fine-tuning) they are shifted one patch earlier: at step t the model sees the
-covariate of step t + patch_size, i.e. of the patch it is predicting (see `toto.inference.covariates`). Toto 2.0 reads them
-aligned with the targets, over the horizon too.
+covariate of step t + patch_size, i.e. of the patch it is predicting (see `toto.inference.covariates`). Toto 2.0
+reads them aligned with the targets, over the horizon too.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ class WindowBatch(NamedTuple):
 def cut_window(
     record: SeriesRecord, end: int, length: int, patch_size: int, variates: np.ndarray | None = None,
     shift: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, int]:
     """Values (variates, length) ending at `end` (exclusive), NaN-left-padded, exogenous rows last (shifted one
-    patch earlier with `shift`)."""
+    patch earlier with `shift`), and the number of target variates (the rows before the exogenous ones)."""
     target = record.target if variates is None else record.target[variates]
     start = end - length
     rows = target[:, max(start, 0) : end]
@@ -86,7 +86,11 @@ class WindowDataset(Dataset):
         self.max_variates = max_variates
         self.seed = seed
         self.records = [r for records in sources for r in records]
-        self.num_windows = num_windows if train else len(self.records)
+        if train:
+            assert num_windows is not None, "training windows are drawn at random: give num_windows (per epoch)"
+            self.num_windows = num_windows
+        else:
+            self.num_windows = len(self.records)
 
     def __len__(self) -> int:
         return self.num_windows

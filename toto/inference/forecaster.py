@@ -27,9 +27,10 @@ scale), `patch_embed.stride` and `allocate_kv_cache`) are decoded by Toto 1.0's 
 
 from __future__ import annotations
 
+import functools
 import math
-import threading
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,41 +45,23 @@ from ..model.backbone import ScalerState, TotoBackbone
 from ..model.distribution import (
     UNIFORMS_PER_VALUE,
     AffineTransformed,
+    MixtureOfStudentTsOutput,
+    StudentTOutput,
     disc_point,
     student_t_from_polar,
 )
 from ..model.kv_cache import KVCache, SharedPrefixKVCache
 from ..model.toto import Toto
+from ..options import FEEDBACK, Feedback
+from ..validation import MAX_ABS_VALUE, NonFiniteForecastWarning, check_num_samples, check_prediction_length
+from .cancel import Cancellation, raise_if_cancelled
 from .context_ensemble import ensemble_windows
 from .covariates import model_layout
 from .memory import DEFAULT_MEMORY_BUDGET_BYTES, plan_forecast
 from .streams import PathStreams, row_seeds
 
-# History the high-level entry points (pandas API, CLI, GluonTS predictor, BOOM) feed to the model by default:
-# Toto 1.0 was evaluated on BOOM with 2048 steps.
-DEFAULT_CONTEXT_LENGTH = 2048
-# Larger magnitudes overflow float32 once scaled and sampled; such series must be rescaled by the caller.
-MAX_ABS_VALUE = 1e30
 # Quantiles are computed over row chunks of about this many samples (torch.quantile refuses more than 2**24).
 QUANTILE_CHUNK_ELEMENTS = 1 << 22
-
-Cancellation = Callable[[], bool] | threading.Event
-Feedback = Literal["sample", "mean"]
-"""What a sample path's next patch is decoded from.
-
-- "sample" (Toto 1.0): the path's own draws, so each path is a trajectory of the model's joint distribution, and
-  every path runs through the transformer.
-- "mean": the mean forecast, decoded once per series; each step's values are drawn from the distribution the model
-  predicts given that mean. The samples are then the forecast's marginals, not trajectories (consecutive patches
-  of a path are independent), and decoding costs one path per series. Over long horizons of smooth seasonal series
-  the mean keeps the cycle that sampled paths, each fed its own noise, lose (weekly CO2 over two years,
-  docs/embedded-model.md); on the embedded model's validation windows it scores slightly worse.
-"""
-FEEDBACK: tuple[Feedback, ...] = ("sample", "mean")
-
-
-class ForecastCancelled(RuntimeError):
-    """Raised between decoding steps when the forecast's `cancel` hook says nobody waits for it any more."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +184,7 @@ class TotoForecaster:
         windows = ensemble_windows(padding_mask, context_ensemble, num_samples)
         # Each window reads as a batch of series cut to it: steps before a series' window are padding (NaN).
         outputs = []
+        non_finite = _NonFinite()
         for window in windows:
             window_series, window_mask = series[..., window.start:], padding_mask[..., window.start:]
             if window.observed is not None:
@@ -208,9 +192,10 @@ class TotoForecaster:
                 window_mask = window_mask & window.observed
             outputs.append(self._forecast_window(
                 window_series, window_mask, id_mask[..., window.start:], num_exogenous, exogenous, seeds,
-                prediction_length, window.paths, samples_per_batch, use_kv_cache, cancel, feedback))
+                prediction_length, window.paths, samples_per_batch, use_kv_cache, cancel, non_finite, feedback))
+        non_finite.report()
         if num_samples is None:
-            mean = sum(window.weight * mean for window, mean in zip(windows, outputs))
+            mean = functools.reduce(torch.add, [window.weight * mean for window, mean in zip(windows, outputs)])
             return _targets(Forecast(mean=mean), num_targets)
         samples = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
         return _targets(Forecast(mean=samples.mean(dim=-1), samples=samples), num_targets)
@@ -218,7 +203,8 @@ class TotoForecaster:
     def _forecast_window(self, series: Tensor, padding_mask: Tensor, id_mask: Tensor, num_exogenous: int,
                          exogenous: Tensor | None, seeds: list[int] | None, prediction_length: int,
                          paths: range | None, samples_per_batch: int | None, use_kv_cache: bool,
-                         cancel: Cancellation | None, feedback: Feedback = "sample") -> Tensor:
+                         cancel: Cancellation | None, non_finite: _NonFinite, feedback: Feedback = "sample"
+                         ) -> Tensor:
         """The mean (batch, variates, horizon) when `paths` is None, else sample paths `paths` of every series
         (batch, variates, horizon, len(paths)): path p draws from stream p of its series' seed."""
         batch, variates, _ = series.shape
@@ -239,7 +225,7 @@ class TotoForecaster:
             cache = self.model.allocate_kv_cache(batch, variates, prefix, series.device, self._weight_dtype)
         hidden = self.model.encode(scaled, padding_mask, id_mask, cache, num_exogenous)[:, :, -1:]
         context = _Context(series, padding_mask, id_mask, scaled, loc[..., -patch:], scale[..., -patch:], cache,
-                           scaler_state, hidden, num_exogenous, exogenous, steps)
+                           scaler_state, hidden, num_exogenous, exogenous, steps, non_finite)
 
         if paths is None:
             return self._decode(context, 1, prediction_length, None, cancel)
@@ -277,8 +263,10 @@ class TotoForecaster:
         """Toto 1.0's sampling from tensors: (batch, variate, prediction_length, num_samples)."""
         masked = _masked_timeseries(inputs, timestamp_seconds, time_interval_seconds, input_padding_mask, id_mask,
                                     num_exogenous_variables)
-        return self.forecast(masked, prediction_length, num_samples, sampling_batch_size, use_kv_cache,
-                             future_exogenous_variables).samples
+        samples = self.forecast(masked, prediction_length, num_samples, sampling_batch_size, use_kv_cache,
+                                future_exogenous_variables).samples
+        assert samples is not None  # num_samples paths were drawn
+        return samples
 
     @staticmethod
     def create_affine_transformed(base_distr: Distribution, loc: Tensor, scale: Tensor) -> Distribution:
@@ -317,7 +305,7 @@ class TotoForecaster:
                                                                    context.id_mask)))
         generated = []
         for step in range(context.steps):
-            _check_cancelled(cancel)
+            raise_if_cancelled(cancel)
             # The last patch is only computed as far as the horizon reaches.
             width = min(patch, horizon - step * patch)
             projections = model.head_projections(hidden, width)
@@ -325,7 +313,7 @@ class TotoForecaster:
                 steps.append(_Step(projections, loc[..., :width], scale[..., :width]))
             normalised = self._draw(model.output_distribution, projections, paths if step == 0 else 1, sample,
                                     streams)
-            values = _replace_non_finite(normalised * scale[..., :width] + loc[..., :width])
+            values = context.non_finite.replace(normalised * scale[..., :width] + loc[..., :width])
             if exogenous is not None:
                 values[:, -context.num_exogenous:] = exogenous[:, :, step * patch : step * patch + width]
             generated.append(values)
@@ -348,12 +336,12 @@ class TotoForecaster:
         for step in steps:
             normalised = self._draw(self.model.output_distribution, step.projections, paths, True, streams)
             generated.append(normalised * step.scale.repeat(paths, 1, 1) + step.loc.repeat(paths, 1, 1))
-        values = _replace_non_finite(torch.cat(generated, dim=-1))
+        values = context.non_finite.replace(torch.cat(generated, dim=-1))
         if context.exogenous is not None:  # known future values, as the decoding loop writes them
             values[:, -context.num_exogenous:] = context.exogenous.repeat(paths, 1, 1)[..., : values.shape[-1]]
         return values
 
-    def _draw(self, head: torch.nn.Module, raw: Tensor, draws_per_row: int, sample: bool,
+    def _draw(self, head: MixtureOfStudentTsOutput | StudentTOutput, raw: Tensor, draws_per_row: int, sample: bool,
               streams: PathStreams | None) -> Tensor:
         """The next values in normalised space, float32, `draws_per_row` per row, rows ordered (draw, row), from
         the output head's projections `raw` (rows, variates, width, 4K).
@@ -376,13 +364,12 @@ class TotoForecaster:
     def _aligned_covariates(self, inputs: MaskedTimeseries, future: Tensor | None, prediction_length: int
                             ) -> tuple[MaskedTimeseries, Tensor | None, int]:
         """Inputs whose covariates are aligned with the targets -> the model's layout, and the number of targets."""
-        series = torch.as_tensor(inputs.series, dtype=torch.float32)
-        inputs = inputs if series.ndim == 3 else MaskedTimeseries(
-            *(torch.as_tensor(f)[None] for f in inputs[:5]), inputs.num_exogenous_variables)
-        series, padding_mask = inputs.series.float(), torch.as_tensor(inputs.padding_mask).bool()
+        inputs = inputs.batched()
+        series, padding_mask = torch.as_tensor(inputs.series).float(), torch.as_tensor(inputs.padding_mask).bool()
         if future is None:
             return inputs, None, series.shape[1] - inputs.num_exogenous_variables  # _future_exogenous explains
         future = self._future_exogenous(future, series.shape[0], inputs.num_exogenous_variables, prediction_length)
+        assert future is not None  # given values come back checked
         targets = series.shape[1] - inputs.num_exogenous_variables
         series, padding_mask = series.to(future.device), padding_mask.to(future.device)
         past = torch.where(padding_mask[:, targets:], series[:, targets:], float("nan"))
@@ -405,10 +392,8 @@ class TotoForecaster:
     def _validate(self, inputs: MaskedTimeseries, prediction_length: int, num_samples: int | None
                   ) -> tuple[Tensor, Tensor, Tensor, int]:
         _validate_lengths(prediction_length, num_samples)
+        inputs = inputs.batched()
         series = torch.as_tensor(inputs.series)
-        if series.ndim == 2:
-            inputs = MaskedTimeseries(*(torch.as_tensor(f)[None] for f in inputs[:5]), inputs.num_exogenous_variables)
-            series = inputs.series
         if series.ndim != 3:
             raise ValueError(f"series must be (variates, time) or (batch, variates, time); got {tuple(series.shape)}")
         if series.shape[-1] == 0 or series.shape[1] == 0:
@@ -470,20 +455,23 @@ class TotoForecaster:
         id_mask = left_pad_edge(id_mask.expand(series.shape) if id_mask.shape[-1] == 1 else id_mask, patch)
         paths = 1 if num_samples is None else min(samples_per_batch, num_samples)
         chunks = []
+        non_finite = _NonFinite()
         for start in range(0, num_samples or 1, paths):
             size = min(paths, (num_samples or 1) - start)
             values = self._any_model_paths(series.repeat(size, 1, 1), padding_mask.repeat(size, 1, 1),
                                            id_mask.repeat(size, 1, 1), prediction_length, num_samples is not None,
                                            use_kv_cache, None if future is None else future.repeat(size, 1, 1),
-                                           int(inputs.num_exogenous_variables))
+                                           int(inputs.num_exogenous_variables), non_finite)
             chunks.append(rearrange(values, "(s b) v t -> b v t s", s=size))
+        non_finite.report()
         samples = torch.cat(chunks, dim=-1)
         if num_samples is None:
             return Forecast(mean=samples[..., 0])
         return Forecast(mean=samples.mean(dim=-1), samples=samples)
 
     def _any_model_paths(self, series: Tensor, padding_mask: Tensor, id_mask: Tensor, horizon: int, sample: bool,
-                         use_kv_cache: bool, future: Tensor | None, num_exogenous: int) -> Tensor:
+                         use_kv_cache: bool, future: Tensor | None, num_exogenous: int, non_finite: _NonFinite
+                         ) -> Tensor:
         patch = self.model.patch_embed.stride
         steps = math.ceil(horizon / patch)
         prefix = series.shape[-1]
@@ -498,7 +486,7 @@ class TotoForecaster:
                                                   num_exogenous_variables=num_exogenous)
             distribution = self.create_affine_transformed(distribution, loc, scale)
             values = distribution.sample() if sample else distribution.mean
-            values = _replace_non_finite(values[..., -patch:])
+            values = non_finite.replace(values[..., -patch:])
             if future is not None and num_exogenous:
                 known = future[..., step * patch : (step + 1) * patch]
                 values[:, -num_exogenous:, : known.shape[-1]] = known
@@ -524,6 +512,7 @@ class _Context:
     num_exogenous: int
     exogenous: Tensor | None  # (batch, exogenous, horizon) known future values
     steps: int  # patches to decode
+    non_finite: _NonFinite  # replaced model outputs, reported once per forecast
 
 
 @dataclass(frozen=True)
@@ -564,21 +553,27 @@ def _masked_timeseries(inputs: Tensor, timestamp_seconds: Tensor, time_interval_
 
 
 def _validate_lengths(prediction_length: int, num_samples: int | None) -> None:
-    if not isinstance(prediction_length, (int, np.integer)) or prediction_length <= 0:
-        raise ValueError(f"prediction_length must be a positive integer, got {prediction_length!r}")
-    if num_samples is not None and (not isinstance(num_samples, (int, np.integer)) or num_samples <= 0):
-        raise ValueError(f"num_samples must be a positive integer or None, got {num_samples!r}")
+    check_prediction_length(prediction_length)
+    if num_samples is not None:
+        check_num_samples(num_samples)
 
 
-def _check_cancelled(cancel: Cancellation | None) -> None:
-    if cancel is None:
-        return
-    stopped = cancel.is_set() if isinstance(cancel, threading.Event) else cancel()
-    if stopped:
-        raise ForecastCancelled("forecast cancelled between decoding steps: nobody waits for its result")
+class _NonFinite:
+    """The forecast's values that are NaN, infinite or absurdly large (early-training models emit them), replaced by
+    0 as Toto 1.0 does, and counted on the device: one host synchronisation per forecast, in `report`."""
 
+    def __init__(self) -> None:
+        self.count: Tensor | int = 0
 
-def _replace_non_finite(values: Tensor) -> Tensor:
-    """Early-training models can emit inf/NaN or absurdly large values; replace them by 0 as Toto 1.0 does."""
-    limit = torch.finfo(values.dtype).max / 2
-    return torch.where(torch.isfinite(values) & (values.abs() < limit), values, torch.zeros_like(values))
+    def replace(self, values: Tensor) -> Tensor:
+        limit = torch.finfo(values.dtype).max / 2
+        usable = torch.isfinite(values) & (values.abs() < limit)
+        self.count = self.count + (~usable).sum()
+        return torch.where(usable, values, torch.zeros_like(values))
+
+    def report(self) -> None:
+        """Warn (NonFiniteForecastWarning) with the number of values replaced, if any."""
+        count = int(self.count)
+        if count:
+            warnings.warn(f"the model produced {count} NaN or infinite forecast value(s), replaced by 0 as Toto 1.0 "
+                          "does: the weights are untrained or broken", NonFiniteForecastWarning, stacklevel=3)

@@ -20,7 +20,7 @@ import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final, Literal
 
 import numpy as np
 import pandas as pd
@@ -43,10 +43,14 @@ from gluonts.model.predictor import Predictor
 from gluonts.torch.batchify import batchify
 
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged
-from toto.inference.forecaster import DEFAULT_CONTEXT_LENGTH, TotoForecaster
 from toto.inference.streams import row_seeds
-from toto.model.toto import Toto
-from toto.v2 import QUANTILE_KNOTS, Toto2Model
+from toto.options import DEFAULT_QUANTILE_LEVELS
+from toto.pipeline import ForecastPipeline, ModelLike
+from toto.validation import check_batch_size, check_context_length, check_num_samples
+
+FAMILY_DEFAULT: Final = "default"
+"""`num_samples` left to the model family: DEFAULT_NUM_SAMPLES paths for Toto 1.0, none for Toto 2.0."""
+SampleCount = int | Literal["default"] | None
 
 
 def _interval_seconds(period: pd.Period) -> int:
@@ -82,9 +86,10 @@ class TotoPredictor(Predictor):
         prediction_length: steps to forecast after each entry's target.
         context_length: most recent steps of history fed to the model (Toto 1.0 used 2048 on BOOM). None: the
             pipeline's (`ForecastPipeline.context_length`: the default context its folder's training_summary.json
-            records), 2048 for a loaded Toto 1.0 model.
-        num_samples: samples drawn per forecast; quantiles and sample-based metrics come from them. None makes
-            mean forecasts (one "sample", the decoded mean), as Toto 1.0's `predict()` without num_samples.
+            records), 2048 for a loaded model.
+        num_samples: samples drawn per forecast; quantiles and sample-based metrics come from them. "default": the
+            family's (DEFAULT_NUM_SAMPLES paths for Toto 1.0; a quantile model draws none). None makes mean
+            forecasts (one "sample", the decoded mean), as Toto 1.0's `predict()` without num_samples.
         samples_per_batch: sample paths decoded together; lower it to save memory (None: the forecaster's
             default memory bound).
         batch_size: entries forecast together; entries with different variate counts never share a batch.
@@ -95,15 +100,15 @@ class TotoPredictor(Predictor):
             interpolated, see `toto.pipeline`).
 
     A Toto 2.0 model, checkpoint or `ForecastPipeline` gives `QuantileForecast`s (its quantile levels and "mean",
-    its median) instead of samples; `num_samples` does not apply to it.
+    its median) instead of samples.
     """
 
     def __init__(
         self,
-        model_or_checkpoint: Toto | str | Path,
+        model_or_checkpoint: ModelLike | ForecastPipeline,
         prediction_length: int,
         context_length: int | None = None,
-        num_samples: int | None = 256,
+        num_samples: SampleCount = FAMILY_DEFAULT,
         samples_per_batch: int | None = None,
         batch_size: int = 16,
         seed: int | None = 0,
@@ -112,59 +117,43 @@ class TotoPredictor(Predictor):
         quantile_levels: Sequence[float] | None = None,
     ) -> None:
         super().__init__(prediction_length=prediction_length)
-        if (context_length is not None and context_length < 1) or (num_samples is not None and num_samples < 1) \
-                or batch_size < 1:
-            raise ValueError("context_length, num_samples and batch_size must be positive integers.")
-        from toto.pipeline import ForecastPipeline  # imported here: the pipeline module imports this package
-
-        if isinstance(model_or_checkpoint, torch.nn.Module) and not isinstance(model_or_checkpoint, Toto2Model):
-            self.pipeline = None  # a Toto, or a torch.compile'd one, driven through its forecaster
-            self.model = model_or_checkpoint
-        else:  # a pipeline, a Toto 2.0 model or a checkpoint of either family
-            if not isinstance(model_or_checkpoint, ForecastPipeline | Toto2Model):
-                model_or_checkpoint = ForecastPipeline.from_pretrained(model_or_checkpoint, device=device)
-            self.pipeline = ForecastPipeline.of(model_or_checkpoint)
-            self.model = self.pipeline.model
-        self.model.eval()
-        if self.pipeline is not None and not self.pipeline.samples:
-            self.forecaster = None  # a quantile model: QuantileForecasts of its knots, no sample paths
-            self.num_samples = None
+        if isinstance(model_or_checkpoint, str | Path):
+            self.pipeline = ForecastPipeline.from_pretrained(model_or_checkpoint, device=device)
         else:
-            self.forecaster = TotoForecaster(self.model.model)
-        self.quantile_levels = quantile_levels  # a quantile model's forecast keys (default: its knots)
+            self.pipeline = ForecastPipeline.of(model_or_checkpoint)
+        self.model = self.pipeline.model
         # The pipeline's context ensemble applies at its default context (ForecastPipeline.ensemble_for).
-        self.context_ensemble = None if self.pipeline is None else self.pipeline.ensemble_for(context_length)
-        self.feedback = "sample" if self.pipeline is None else self.pipeline.feedback
-        if context_length is None:
-            context_length = DEFAULT_CONTEXT_LENGTH if self.pipeline is None else self.pipeline.context_length
-        self.context_length = context_length
-        if self.forecaster is not None:
-            self.num_samples = num_samples
+        self.context_ensemble = self.pipeline.ensemble_for(context_length)
+        self.context_length = check_context_length(self.pipeline.context_length if context_length is None
+                                                   else context_length)
+        self.num_samples = _checked_count(num_samples)
         self.samples_per_batch = samples_per_batch
-        self.batch_size = batch_size
+        self.batch_size = check_batch_size(batch_size)
         self.seed = seed
         self.use_kv_cache = use_kv_cache
+        self.quantile_levels = tuple(quantile_levels or DEFAULT_QUANTILE_LEVELS)  # a quantile model's forecast keys
         self.mode = Multivariate(batch_size=batch_size)
 
     @property
     def device(self) -> torch.device:
-        return self.model.device
+        return self.pipeline.device
 
     @classmethod
-    def create_for_eval(cls, model: Toto, prediction_length: int, context_length: int,
+    def create_for_eval(cls, model: torch.nn.Module, prediction_length: int, context_length: int,
                         mode: Multivariate = Multivariate(batch_size=1), samples_per_batch: int = 10) -> TotoPredictor:
         """Toto 1.0's constructor: mean forecasts unless `predict` is given num_samples."""
         return cls(model, prediction_length, context_length=context_length, num_samples=None,
-                   samples_per_batch=samples_per_batch, batch_size=mode.batch_size, device=model.device)
+                   samples_per_batch=samples_per_batch, batch_size=mode.batch_size)
 
-    def predict(self, dataset: Iterable[DataEntry], num_samples: int | None = _NOT_GIVEN,
-                use_kv_cache: bool | None = None, eval: bool = True, **kwargs: Any) -> Iterator[TotoSampleForecast]:
+    def predict(self, dataset: Iterable[DataEntry], num_samples: SampleCount = _NOT_GIVEN,
+                use_kv_cache: bool | None = None, eval: bool = True, **kwargs: Any
+                ) -> Iterator[TotoSampleForecast | QuantileForecast]:
         """One forecast per entry, in the order of `dataset`.
 
         `num_samples` and `use_kv_cache` override the predictor's settings for this call (Toto 1.0's signature);
         eval=False leaves the model's train/eval mode alone.
         """
-        num_samples = self.num_samples if num_samples is _NOT_GIVEN else num_samples
+        num_samples = self.num_samples if num_samples is _NOT_GIVEN else _checked_count(num_samples)
         use_kv_cache = self.use_kv_cache if use_kv_cache is None else use_kv_cache
         if eval:
             self.model.eval()
@@ -180,11 +169,10 @@ class TotoPredictor(Predictor):
         """Toto 1.0's stack function for a GluonTS InferenceDataLoader: GluonTS's `batchify`, and for entries of
         different lengths each array field right-padded with zeros to the longest (tensors stay lists)."""
         device = device or self.device
-        try:
+        ragged = any(len({np.shape(item[key]) for item in data}) > 1
+                     for key in data[0] if isinstance(data[0][key], np.ndarray))
+        if not ragged:
             return batchify(data, device=device)
-        except ValueError as error:
-            if "setting an array element with a sequence" not in str(error) and "inhomogeneous" not in str(error):
-                raise
         batch: dict[str, Any] = {}
         for key in data[0]:
             values = [item[key] for item in data]
@@ -207,37 +195,34 @@ class TotoPredictor(Predictor):
             end_timestamp_seconds=[int((start - 1).start_time.timestamp()) for start in starts],
         )
 
-    def _predict_batch(self, entries: list[DataEntry], first_index: int, num_samples: int | None,
+    def _predict_batch(self, entries: list[DataEntry], first_index: int, num_samples: SampleCount,
                        use_kv_cache: bool) -> Iterator[TotoSampleForecast | QuantileForecast]:
         starts = [forecast_start(entry) for entry in entries]
-        inputs = self._inputs(entries, starts).to(self.model.device)
-        if self.forecaster is None:
-            yield from self._quantile_forecasts(entries, starts, inputs, num_samples)
-            return
         seeds = None if self.seed is None else row_seeds(self.seed, len(entries), first=first_index)
-        forecast = self.forecaster.forecast(
-            inputs, prediction_length=self.prediction_length, num_samples=num_samples,
-            samples_per_batch=self.samples_per_batch, use_kv_cache=use_kv_cache, seed=seeds,
-            context_ensemble=self.context_ensemble, feedback=self.feedback)
-        mean = forecast.mean.float().cpu().numpy()  # (batch, variates, time)
-        samples = mean[..., None] if forecast.samples is None else forecast.samples.float().cpu().numpy()
+        prediction = self.pipeline.predict(
+            self._inputs(entries, starts), self.prediction_length, self.quantile_levels,
+            num_samples=None if num_samples is None or num_samples == FAMILY_DEFAULT else num_samples,
+            sample=num_samples is not None,
+            seed=seeds, ensemble=self.context_ensemble is not None, paths_per_batch=self.samples_per_batch,
+            use_kv_cache=use_kv_cache,
+        )
+        mean = prediction.mean.cpu().numpy()  # (batch, variates, time)
+        if prediction.samples is None:  # a quantile model: its levels and "mean" (its median)
+            arrays = np.concatenate([prediction.quantiles.cpu().numpy(), mean[None]])  # (keys, batch, var, time)
+            keys = [str(level) for level in prediction.levels] + ["mean"]
+            for row, (entry, start) in enumerate(zip(entries, starts)):
+                row_arrays = arrays[:, row].transpose(0, 2, 1)  # (keys, time, variates)
+                if np.ndim(entry["target"]) == 1:
+                    row_arrays = row_arrays[..., 0]
+                yield QuantileForecast(row_arrays, start_date=start, forecast_keys=keys, item_id=entry.get("item_id"))
+            return
+        samples = prediction.samples.cpu().numpy()  # (batch, variates, time, samples)
         for row, (entry, start) in enumerate(zip(entries, starts)):
             row_samples, row_mean = samples[row].transpose(2, 1, 0), mean[row].T  # (samples, time, variates)
             if np.ndim(entry["target"]) == 1:
                 row_samples, row_mean = row_samples[..., 0], row_mean[..., 0]
             yield TotoSampleForecast(row_samples, row_mean, start_date=start, item_id=entry.get("item_id"))
 
-    def _quantile_forecasts(self, entries: list[DataEntry], starts: list[pd.Period], inputs: MaskedTimeseries,
-                            num_samples: int | None) -> Iterator[QuantileForecast]:
-        """A quantile model's forecasts: its nine knots and "mean" (its median), shaped like the target."""
-        if num_samples is not None:
-            raise ValueError(f"{self.pipeline.name} is a quantile model and draws no samples: leave out num_samples")
-        prediction = self.pipeline.predict_quantiles(inputs, self.prediction_length,
-                                                     self.quantile_levels or QUANTILE_KNOTS)
-        arrays = torch.cat([prediction.quantiles, prediction.mean[None]]).cpu().numpy()  # (keys, batch, var, time)
-        keys = [str(level) for level in prediction.levels] + ["mean"]
-        for row, (entry, start) in enumerate(zip(entries, starts)):
-            row_arrays = arrays[:, row].transpose(0, 2, 1)  # (keys, time, variates)
-            if np.ndim(entry["target"]) == 1:
-                row_arrays = row_arrays[..., 0]
-            yield QuantileForecast(row_arrays, start_date=start, forecast_keys=keys, item_id=entry.get("item_id"))
+
+def _checked_count(num_samples: SampleCount) -> SampleCount:
+    return num_samples if num_samples in (FAMILY_DEFAULT, None) else check_num_samples(num_samples)

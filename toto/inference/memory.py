@@ -1,6 +1,10 @@
-"""Working memory of a forecast, from its shape alone: how the forecaster bounds it by a budget in bytes.
+"""Working memory of a forecast, from its shape alone: one cost plan per model family.
 
-A forecast holds, at its peak:
+`ForecastPipeline.plan` answers with these plans, and every entry point that must bound memory (the service's
+admission and its merged passes, the CLI's up-front refusal, the forecaster's chunking) asks it, so there is one
+estimate per family.
+
+A Toto 1.0 forecast (`plan_forecast`) holds, at its peak:
 - a fixed part: the series and scaler statistics, the context's activations while it is encoded once, and the
   context's keys/values, stored once per series and shared by every sample path;
 - a part per sample path decoded at the same time: the keys/values of the patches the path generated itself, the
@@ -8,8 +12,9 @@ A forecast holds, at its peak:
 - the result: the samples (and their chunks before they are joined).
 
 `plan_forecast` derives from a budget how many sample paths are decoded together, or raises `MemoryBudgetExceeded`
-when even one path does not fit; a server calls it before running a request (`forecast_cost_bytes`). The figures are
-upper estimates of the tensors the forecaster allocates; `benchmarks/bench_memory.py` measures the real peak.
+when even one path does not fit. A Toto 2.0 forecast (`plan_quantile_pass`) is one forward pass over the context and
+the horizon's placeholder patches, with no sample paths. The figures are upper estimates of the tensors the
+forecasts allocate; `benchmarks/bench_memory.py` measures the real peak.
 """
 
 from __future__ import annotations
@@ -19,10 +24,15 @@ from dataclasses import dataclass
 
 from ..model.config import TotoConfig
 from ..model.distribution import UNIFORMS_PER_VALUE
+from ..v2.config import QUANTILE_KNOTS, Toto2Config
 
 # The forecaster's default working-memory budget (the model's weights are not counted).
 DEFAULT_MEMORY_BUDGET_BYTES = 2 * 1024**3
 FLOAT32 = 4
+# Bytes per time step of each input row before the network: the float32 values, their mask, the normalised copy,
+# loc and scale (17 B), the scaler's float64 running statistics (count, mean, sum of squares: 24 B) and the
+# left-padded copies of values and mask, rounded up.
+INPUT_BYTES_PER_STEP = 64
 
 
 class MemoryBudgetExceeded(ValueError):
@@ -78,8 +88,7 @@ def plan_forecast(
     samples = num_samples or 1
     token = (6 * embed + 3 * config.mlp_hidden_dim) * element_size  # one token's activations inside a layer
 
-    # Series, mask, normalised values and float64 running statistics of the context and the horizon.
-    series = rows * (math.ceil(context_length / patch) * patch + steps * patch) * 64
+    series = rows * (math.ceil(context_length / patch) * patch + steps * patch) * INPUT_BYTES_PER_STEP
     context_cache = 2 * time_layers * rows * context_patches * embed * element_size
     encode = rows * context_patches * token + 2 * rows * heads * context_patches**2 * FLOAT32
     fixed = series + context_cache + encode
@@ -108,15 +117,22 @@ def plan_forecast(
     return ForecastPlan(int(paths), int(fixed), int(per_path), int(output))
 
 
-def forecast_cost_bytes(config: TotoConfig, batch: int, variates: int, context_length: int, prediction_length: int,
-                        num_samples: int | None, budget_bytes: int, element_size: int = FLOAT32) -> int:
-    """Peak working memory of a forecast of this shape run under `budget_bytes` (what a server admits on).
-
-    Raises MemoryBudgetExceeded when it can never fit the budget.
-    """
-    plan = plan_forecast(config, batch, variates, context_length, prediction_length, num_samples, budget_bytes,
-                         element_size=element_size)
-    return plan.peak_bytes
+def plan_quantile_pass(config: Toto2Config, batch: int, variates: int, context_length: int,
+                       prediction_length: int, num_levels: int, budget_bytes: int) -> ForecastPlan:
+    """An upper estimate of a Toto 2.0 forecast, one pass over the context and horizon patches through every
+    layer: the inputs, one layer's activations of every token, one layer's attention scores, and the nine knots
+    with the requested levels and the median. Raises MemoryBudgetExceeded when it exceeds `budget_bytes`."""
+    assert config.d_ff is not None  # Toto2Config.__post_init__ derives it from d_model when left out
+    rows = batch * variates
+    tokens = math.ceil(context_length / config.patch_size) + math.ceil(prediction_length / config.patch_size)
+    inputs = rows * (context_length + prediction_length) * INPUT_BYTES_PER_STEP
+    activations = rows * tokens * (6 * config.d_model + 3 * config.d_ff) * FLOAT32
+    attention = 2 * rows * config.num_heads * tokens**2 * FLOAT32
+    output = 3 * rows * prediction_length * (len(QUANTILE_KNOTS) + num_levels + 1) * FLOAT32
+    fixed = inputs + activations + attention
+    if fixed + output > budget_bytes:
+        raise MemoryBudgetExceeded(fixed + output, budget_bytes)
+    return ForecastPlan(paths_per_chunk=1, fixed_bytes=fixed, per_path_bytes=0, output_bytes=output)
 
 
 def _time_layers(config: TotoConfig) -> int:

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from toto.inference.gluonts_predictor import TotoPredictor
-from toto.v2 import QUANTILE_KNOTS, Toto2Model
+from toto.options import DEFAULT_QUANTILE_LEVELS
+from toto.pipeline import Toto2Pipeline
+
+if TYPE_CHECKING:
+    from toto.v2 import Toto2Model
 
 
 @dataclass
@@ -34,7 +38,7 @@ class Toto2GluonTSModelConfig:
     feat_dynamic_real_dim: int = 0
     decode_block_size: int | None = None
     has_missing_values: bool = True
-    quantiles: list[float] = field(default_factory=lambda: list(QUANTILE_KNOTS))
+    quantiles: list[float] = field(default_factory=lambda: list(DEFAULT_QUANTILE_LEVELS))
     imputation_internal: Literal["none", "ffill", "linear"] = "ffill"
     scaler_fallback_min_obs: int = 8
     quantile_real_cap_k: float = 1e4
@@ -58,8 +62,6 @@ class Toto2GluonTSModel:
         self.prediction_length = config.prediction_length
 
     def create_predictor(self, batch_size: int, device: str | torch.device = "auto") -> TotoPredictor:
-        from toto.pipeline import Toto2Pipeline
-
         if device != "auto":
             self.model.to(device)
         c = self.config

@@ -17,11 +17,12 @@ from torch.distributions import Distribution
 from .config import TotoConfig
 from .distribution import build_output_distribution
 from .fusion import Fusion
-from .kv_cache import KVCache, SharedPrefixKVCache
-from .scaler import CausalState, FixedState, build_scaler
+from .kv_cache import AttentionCache, KVCache
+from .scaler import CausalState, FixedState, Scaler, build_scaler
 from .transformer import Transformer
 
 ScalerState = CausalState | FixedState
+WeightsVersion = tuple[int, torch.dtype, torch.device, int]
 
 
 class TotoOutput(NamedTuple):
@@ -61,7 +62,7 @@ class TotoBackbone(torch.nn.Module):
         self.num_layers = config.num_layers
         self.dropout = config.dropout
         self.use_memory_efficient_attention = config.use_memory_efficient_attention
-        self.scaler = build_scaler(
+        self.scaler: Scaler = build_scaler(
             config.scaler_cls, config.patch_size, config.stabilize_with_global, config.scale_factor_exponent
         )
         self.patch_embed = PatchEmbedding(config.patch_size, config.stride, config.embed_dim)
@@ -79,7 +80,7 @@ class TotoBackbone(torch.nn.Module):
         self.exogenous_variate_label: torch.nn.Parameter | None = None
         if config.use_variate_labels:
             self.enable_variate_labels()
-        self._fused_head: tuple[tuple, Tensor, Tensor] | None = None
+        self._fused_head: tuple[tuple[WeightsVersion, ...], Tensor, Tensor] | None = None
 
     def enable_variate_labels(self) -> None:
         """Exogenous-variable fine-tuning (Toto 1.0): learned "target" / "exogenous" label tokens (see `fusion`)."""
@@ -103,10 +104,13 @@ class TotoBackbone(torch.nn.Module):
                        device, dtype, self.use_memory_efficient_attention)
 
     def scale(self, inputs: Tensor, padding_mask: Tensor, prefix_length: int | None = None,
-              state: ScalerState | None = None) -> tuple[Tensor, Tensor, Tensor, ScalerState]:
+              state: ScalerState | None = None, causal_stabilisation: bool = False
+              ) -> tuple[Tensor, Tensor, Tensor, ScalerState]:
         """Normalise; returns (scaled, loc, scale), each (batch, variate, time), and the scaler's state at the end.
 
         With `state` the inputs continue the series that state ends (decoding), and the history is not rescanned.
+        `causal_stabilisation` makes the scaler's global clamp read only each step's past (scoring values inside a
+        window, `toto.inference.next_value`).
 
         Unobserved values carry no weight in the statistics. What the model reads there follows Toto 1.0 for finite
         values: the value scaled like any other. A NaN has no value: before a variate's first observation
@@ -116,14 +120,14 @@ class TotoBackbone(torch.nn.Module):
         finite = torch.isfinite(inputs)
         raw = torch.where(finite, inputs, torch.zeros((), dtype=inputs.dtype, device=inputs.device))
         weights = (padding_mask & finite).to(inputs.dtype)
-        scaled, loc, scale, end = self.scaler.scale_from(raw, weights, prefix_length, state)
+        scaled, loc, scale, end = self.scaler.scale_from(raw, weights, prefix_length, state, causal_stabilisation)
         started = torch.cumsum(weights, dim=-1) > 0
         if state is not None:
             started = started | (state.weight > 0) if isinstance(state, CausalState) else torch.ones_like(started)
         return scaled.masked_fill(started & ~finite, 0.0), loc, scale, end
 
     def encode(self, scaled: Tensor, padding_mask: Tensor, id_mask: Tensor,
-               kv_cache: KVCache | SharedPrefixKVCache | None = None, num_exogenous_variables: int = 0) -> Tensor:
+               kv_cache: AttentionCache | None = None, num_exogenous_variables: int = 0) -> Tensor:
         """Normalised series -> hidden state per patch, (batch, variate, patch, embed).
 
         With a KV cache the inputs are the patches that follow the cached ones.
@@ -142,7 +146,8 @@ class TotoBackbone(torch.nn.Module):
         often needs only part of its values).
         """
         if torch.is_grad_enabled():
-            weight, bias = self.unembed.weight, self.unembed.bias
+            weight: Tensor = self.unembed.weight
+            bias: Tensor = self.unembed.bias
             if num_positions is not None:
                 weight, bias = weight[: num_positions * self.embed_dim], bias[: num_positions * self.embed_dim]
             flat = rearrange(F.linear(hidden, weight, bias), "b v n (p d) -> b v (n p) d", d=self.embed_dim)
@@ -166,12 +171,12 @@ class TotoBackbone(torch.nn.Module):
     def fused_head(self) -> tuple[Tensor, Tensor]:
         """The composition projections . unembedding: weight (P * J, embed), bias (P * J,), J = outputs per position.
 
-        Composed in float64 and cached until the weights move (device, dtype, storage), the model switches
-        train/eval mode, or a state dict is loaded.
+        Composed in float64 once, and again only when a weight it reads has changed (`_weights_version`): every
+        decoding step reads it, and composing costs far more than a step for the larger configurations.
         """
         projections = self.output_distribution.projections()
         tensors = [self.unembed.weight, self.unembed.bias] + [t for p in projections for t in (p.weight, p.bias)]
-        key = tuple((t.data_ptr(), t.dtype, t.device) for t in tensors)
+        key = tuple(_weights_version(t) for t in tensors)
         if self._fused_head is None or self._fused_head[0] != key:
             out_weight = torch.cat([p.weight for p in projections]).double()  # (J, embed)
             out_bias = torch.cat([p.bias for p in projections]).double()
@@ -185,12 +190,9 @@ class TotoBackbone(torch.nn.Module):
         return self._fused_head[1], self._fused_head[2]
 
     def train(self, mode: bool = True) -> TotoBackbone:
-        self._fused_head = None  # weights may change while training
-        return super().train(mode)
-
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        # Training code may also write weights through `.data`, which no version counter sees.
         self._fused_head = None
-        super()._load_from_state_dict(*args, **kwargs)
+        return super().train(mode)
 
     def backbone(self, inputs: Tensor, input_padding_mask: Tensor, id_mask: Tensor, kv_cache: KVCache | None = None,
                  scaling_prefix_length: int | None = None, num_exogenous_variables: int = 0
@@ -222,6 +224,8 @@ class TotoBackbone(torch.nn.Module):
         if self.fusion is None:
             return None
         batch, variates = embeddings.shape[:2]
+        # enable_variate_labels sets the fusion and both labels together
+        assert self.exogenous_variate_label is not None and self.target_variate_label is not None
         is_exogenous = torch.arange(variates, device=embeddings.device) >= variates - num_exogenous_variables
         labels = torch.where(is_exogenous[:, None], self.exogenous_variate_label, self.target_variate_label)
         return repeat(labels.to(embeddings.dtype), "v d -> b v 1 d", b=batch)
@@ -240,3 +244,15 @@ def _config_from(args: tuple[Any, ...], config: TotoConfig | None, kwargs: dict[
     if args or kwargs:
         raise TypeError("pass either a TotoConfig or Toto 1.0's config.json arguments, not both")
     return config
+
+
+def _weights_version(tensor: Tensor) -> WeightsVersion:
+    """What tells whether a tensor's values may have changed since last seen, without reading them.
+
+    Its storage, dtype and device change when the module is moved, cast or given new parameters; its version
+    counter is bumped by every in-place write: `load_state_dict`'s copy_, optimizer steps, `weight.mul_(2)` under
+    `no_grad`. Writes through `.data` bypass the counter, and inference tensors (made under `torch.inference_mode`)
+    have none: for those the storage alone is compared.
+    """
+    version = -1 if tensor.is_inference() else tensor._version
+    return tensor.data_ptr(), tensor.dtype, tensor.device, version

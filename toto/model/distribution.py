@@ -62,6 +62,12 @@ class MixtureOfStudentTsOutput(torch.nn.Module):
         _, loc, _, logits = raw.float().split(self.k_components, dim=-1)
         return (F.softmax(logits, dim=-1) * loc).sum(-1)
 
+    def components_from_projected(self, raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(..., 4k) -> the mixture's weights, df, loc and scale, each (..., k), in float64: what an exact CDF of
+        the mixture needs (`toto.anomaly.distributions.StudentTMixture`)."""
+        df, loc, scale, logits = raw.double().split(self.k_components, dim=-1)
+        return F.softmax(logits, dim=-1), student_t_df(df), loc, student_t_scale(scale)
+
     def drawn_component(self, raw: Tensor, uniform: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(df, loc, scale), float32, of the component that each uniform in [0, 1) draws (inverse CDF of the
         weights; unnormalised exp(logits - max), which selects as the softmax does)."""
@@ -91,6 +97,11 @@ class StudentTOutput(torch.nn.Module):
 
     def mean_from_projected(self, raw: Tensor) -> Tensor:
         return raw[..., 1].float()
+
+    def components_from_projected(self, raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(..., 3) -> weights (all one), df, loc and scale, each (..., 1), in float64: one component."""
+        df, loc, scale = raw.double().split(1, dim=-1)
+        return torch.ones_like(df), student_t_df(df), loc, student_t_scale(scale)
 
     def drawn_component(self, raw: Tensor, uniform: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(df, loc, scale) in float32; there is one component, so `uniform` is not used."""
@@ -144,13 +155,15 @@ def student_t_from_polar(u: Tensor, w: Tensor, df: Tensor) -> Tensor:
     return u * torch.sqrt(df * (w ** (-2.0 / df) - 1.0) / w)
 
 
-OUTPUT_DISTRIBUTIONS = {
+OutputDistribution = MixtureOfStudentTsOutput | StudentTOutput
+
+OUTPUT_DISTRIBUTIONS: dict[str, type[MixtureOfStudentTsOutput] | type[StudentTOutput]] = {
     "<class 'model.distribution.MixtureOfStudentTsOutput'>": MixtureOfStudentTsOutput,
     "<class 'model.distribution.StudentTOutput'>": StudentTOutput,
 }
 
 
-def build_output_distribution(classes: list[str], embed_dim: int, kwargs: dict | None) -> torch.nn.Module:
+def build_output_distribution(classes: list[str], embed_dim: int, kwargs: dict | None) -> OutputDistribution:
     if len(classes) != 1 or classes[0] not in OUTPUT_DISTRIBUTIONS:
         raise ValueError(f"output_distribution_classes must be one of {sorted(OUTPUT_DISTRIBUTIONS)}, got {classes}")
     return OUTPUT_DISTRIBUTIONS[classes[0]](embed_dim, **(kwargs or {}))

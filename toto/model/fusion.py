@@ -17,7 +17,8 @@ from torch import Tensor
 class Fusion(torch.nn.Module):
     def forward(self, embeddings: Tensor, variate_label_embeds: Tensor | None = None,
                 leading_invalid: Tensor | None = None) -> Tensor:
-        """(batch, variate, patches, embed) and labels (batch, variate, 1, embed) -> (batch, variate, patches + 1, embed).
+        """(batch, variate, patches, embed) and labels (batch, variate, 1, embed) -> (batch, variate, patches + 1,
+        embed).
 
         `leading_invalid` (batch * variate,): left-padding patches per row; the label goes after them.
         """

@@ -22,6 +22,9 @@ def rotate_half(x: Tensor) -> Tensor:
 
 
 class XposRotaryEmbedding(torch.nn.Module):
+    freqs: Tensor  # (head_dim / 2,) rotation frequencies of the channel pairs
+    xpos_scale: Tensor  # (head_dim / 2,) xPos decay base per channel pair
+
     def __init__(self, head_dim: int, theta: float = 10000.0, xpos_scale_base: float = 512.0) -> None:
         super().__init__()
         self.head_dim = head_dim

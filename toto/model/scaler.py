@@ -2,7 +2,9 @@
 
 Toto 1.0 uses the causal patch scaler: the statistics for patch k are the running mean and standard deviation of all
 observed values up to the end of patch k (Welford's algorithm in float64), optionally clamped to within
-10**±scale_factor_exponent of the statistics of the whole context ("stabilise with global"). Every time step of a
+10**±scale_factor_exponent of the statistics of the whole context ("stabilise with global"). The whole context is
+all past when it is forecast; a detector scores values inside a window, so there the clamp can be made causal too
+(`causal_stabilisation`: the bounds of each step from the values up to it). Every time step of a
 patch shares its patch's statistics, so the model never sees the future and still gets a stable scale.
 
 Missing values carry weight 0. Their raw values are never read (NaN is allowed there).
@@ -10,8 +12,8 @@ Missing values carry weight 0. Their raw values are never read (NaN is allowed t
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from einops import repeat
@@ -55,8 +57,13 @@ class CausalState:
 
     def repeat(self, times: int) -> CausalState:
         """The state of `times` copies of the batch, rows ordered (copy, row)."""
-        return CausalState(*(None if t is None else t.repeat(times, *([1] * (t.ndim - 1)))
-                             for t in dataclasses.astuple(self)))
+
+        def copies(t: Tensor) -> Tensor:
+            return t.repeat(times, *([1] * (t.ndim - 1)))
+
+        return CausalState(copies(self.weight), copies(self.total), copies(self.m2), copies(self.mean),
+                           None if self.lower is None else copies(self.lower),
+                           None if self.upper is None else copies(self.upper))
 
 
 def causal_statistics(
@@ -68,13 +75,15 @@ def causal_statistics(
     scale_factor_exponent: float = 10.0,
     prefix_length: int | None = None,
     state: CausalState | None = None,
+    causal_stabilisation: bool = False,
 ) -> tuple[Tensor, Tensor, CausalState]:
     """Running mean and std at every time step, using only observed values up to that step.
 
     Welford's update written with cumulative sums, in float64 for values of very different magnitudes.
     `prefix_length` restricts the global statistics used for stabilisation to the first steps (the context), so
-    that generated values never move the clamp bounds during decoding. With `state`, `data` continues the series
-    that state ends; the returned state ends `data`.
+    that generated values never move the clamp bounds during decoding. With `causal_stabilisation`, each step's
+    bounds come from the population std of the values up to it instead of the whole series. With `state`, `data`
+    continues the series that state ends; the returned state ends `data`.
     """
     x = _masked(data.double(), weights)
     w = weights.double()
@@ -90,12 +99,17 @@ def causal_statistics(
     scale = torch.sqrt(variance + minimum_scale)
 
     lower, upper = start.lower, start.upper
-    if state is None and stabilize_with_global:
-        _, global_scale = global_statistics(data, _prefix_weights(weights, prefix_length), minimum_scale)
+    if stabilize_with_global and (state is None or causal_stabilisation):
+        if causal_stabilisation:  # continuing from a state too: the bounds follow the running statistics
+            global_scale = torch.sqrt(m2 / denominator + minimum_scale)  # population std up to each step
+        else:
+            _, global_scale = global_statistics(data, _prefix_weights(weights, prefix_length), minimum_scale)
         factor = 10.0**scale_factor_exponent
         lower, upper = torch.clamp_min(global_scale / factor, minimum_scale), global_scale * factor
     if lower is not None:
         scale = torch.clamp(scale, min=lower, max=upper)
+    if lower is not None and upper is not None and lower.shape[-1] > 1:  # causal bounds: those of the last step go on
+        lower, upper = lower[..., -1:], upper[..., -1:]
     end = CausalState(cum_weights[..., -1:], totals[..., -1:], m2[..., -1:], means[..., -1:], lower, upper)
     return means.to(data.dtype), scale.to(data.dtype), end
 
@@ -136,16 +150,18 @@ class CausalPatchStdMeanScaler(torch.nn.Module):
 
     @torch.no_grad()
     def scale_from(self, data: Tensor, weights: Tensor, prefix_length: int | None = None,
-                   state: CausalState | None = None) -> tuple[Tensor, Tensor, Tensor, CausalState]:
+                   state: CausalState | None = None, causal_stabilisation: bool = False
+                   ) -> tuple[Tensor, Tensor, Tensor, CausalState]:
         """Like `forward`, from per-value weights; also returns the state at the end of `data`.
 
         With `state`, `data` continues the series that state ends (whole patches, during decoding).
+        `causal_stabilisation` bounds each patch's scale by the values up to it (`causal_statistics`).
         """
         if data.shape[-1] % self.patch_size:
             raise ValueError(f"series length {data.shape[-1]} is not a multiple of the patch size {self.patch_size}")
         means, scales, end = causal_statistics(
             data, weights, self.minimum_scale, self.use_bessel_correction,
-            self.stabilize_with_global, self.scale_factor_exponent, prefix_length, state,
+            self.stabilize_with_global, self.scale_factor_exponent, prefix_length, state, causal_stabilisation,
         )
         # The statistic at the last step of each patch holds for the whole patch.
         loc = repeat(means[..., self.patch_size - 1 :: self.patch_size], "b v p -> b v (p s)", s=self.patch_size)
@@ -180,8 +196,13 @@ class StdMeanScaler(torch.nn.Module):
 
     @torch.no_grad()
     def scale_from(self, data: Tensor, weights: Tensor, prefix_length: int | None = None,
-                   state: FixedState | None = None) -> tuple[Tensor, Tensor, Tensor, FixedState]:
-        """Like the causal scalers; a continuation keeps the statistics of the series its `state` ends."""
+                   state: FixedState | None = None, causal_stabilisation: bool = False
+                   ) -> tuple[Tensor, Tensor, Tensor, FixedState]:
+        """Like the causal scalers; a continuation keeps the statistics of the series its `state` ends. It reads the
+        whole series, so it cannot score values causally: `causal_stabilisation` is refused."""
+        if causal_stabilisation:
+            raise ValueError("a model with StdMeanScaler normalises by its whole window, so it cannot score values "
+                             "from their past only: anomaly detection needs a causal scaler")
         state = state or self._statistics(data, weights, prefix_length)
         loc, scale = state.loc, state.scale
         return (data - loc) / scale, loc.expand_as(data), scale.expand_as(data), state
@@ -209,7 +230,16 @@ class FixedState:
         return FixedState(self.loc.repeat(times, 1, 1), self.scale.repeat(times, 1, 1))
 
 
-SCALERS: dict[str, type[torch.nn.Module]] = {
+class Scaler(Protocol):
+    """What the backbone uses of a scaler: `scale_from`, given None or the state that the same scaler returned for
+    the series that `data` continues (a CausalState from the causal scalers, a FixedState from StdMeanScaler)."""
+
+    def scale_from(self, data: Tensor, weights: Tensor, prefix_length: int | None = None,
+                   state: Any = None, causal_stabilisation: bool = False
+                   ) -> tuple[Tensor, Tensor, Tensor, CausalState | FixedState]: ...
+
+
+SCALERS: dict[str, type[CausalPatchStdMeanScaler] | type[StdMeanScaler]] = {
     "<class 'model.scaler.CausalPatchStdMeanScaler'>": CausalPatchStdMeanScaler,
     "<class 'model.scaler.CausalStdMeanScaler'>": CausalStdMeanScaler,
     "<class 'model.scaler.StdMeanScaler'>": StdMeanScaler,
@@ -218,7 +248,7 @@ SCALERS: dict[str, type[torch.nn.Module]] = {
 
 def build_scaler(
     scaler_cls: str, patch_size: int, stabilize_with_global: bool, scale_factor_exponent: float
-) -> torch.nn.Module:
+) -> CausalPatchStdMeanScaler | StdMeanScaler:
     if scaler_cls not in SCALERS:
         raise ValueError(f"unknown scaler_cls {scaler_cls!r}; expected one of {sorted(SCALERS)}")
     # Toto 1.0 passes the patch size and stabilisation settings only to the patch scaler; the others keep defaults.

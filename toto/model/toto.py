@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from toto import checkpoint_io
+
 from . import checkpoint
 from .backbone import TotoBackbone
 from .config import TotoConfig
@@ -45,14 +47,14 @@ class Toto(torch.nn.Module):
 
         `config_overrides` replace config.json values (for example `use_memory_efficient_attention=False`).
         """
-        folder = checkpoint.resolve(name_or_path, revision, cache_dir, token, local_files_only)
-        config = TotoConfig.from_dict({**checkpoint.read_config(folder), **config_overrides},
-                                      source=str(folder / checkpoint.CONFIG_FILE))
+        folder = checkpoint_io.resolve(name_or_path, revision, cache_dir, token, local_files_only)
+        config = TotoConfig.from_dict({**checkpoint_io.read_config(folder), **config_overrides},
+                                      source=str(folder / checkpoint_io.CONFIG_FILE))
         state = checkpoint.normalise_keys(checkpoint.read_state_dict(folder, map_location))
         # Checked against the config on the meta device first: a config that does not describe these weights
         # fails naming the key, before a model of its size is allocated.
-        checkpoint.validate_state_dict(state, checkpoint.expected_tensors(lambda: cls(config)),
-                                       folder / checkpoint.WEIGHTS_FILE, strict)
+        checkpoint_io.validate_state_dict(state, checkpoint_io.expected_tensors(lambda: cls(config)),
+                                          folder / checkpoint_io.WEIGHTS_FILE, strict)
         model = cls(config)
         checkpoint.load_into(model, state, strict=strict)
         model.name_or_path = str(name_or_path)
@@ -66,7 +68,7 @@ class Toto(torch.nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write config.json and model.safetensors to `directory` (created if needed)."""
-        return checkpoint.write_folder(directory, self.config.to_dict(), self)
+        return checkpoint_io.write_folder(directory, self.config.to_dict(), self)
 
     @property
     def device(self) -> torch.device:

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .attention import AttentionAxis, MultiHeadAttention, space_attention_mask, time_attention_mask
+from .attention import MultiHeadAttention
+from .attention_math import AttentionAxis, AttentionPlan, count_leading_invalid, plan_attention
 from .fusion import Fusion, insert_after_padding, label_first
-from .kv_cache import KVCache, SharedPrefixKVCache
+from .kv_cache import AttentionCache
 from .rope import XposRotaryEmbedding
 
 
@@ -44,7 +45,8 @@ class TransformerLayer(torch.nn.Module):
                  rotary_emb: XposRotaryEmbedding | None = None, attention_axis: AttentionAxis = AttentionAxis.TIME,
                  RMS_norm: bool = True, use_memory_efficient_attention: bool = True) -> None:  # noqa: N803
         super().__init__()
-        self.embed_dim, self.num_heads, self.mlp_hidden_dim, self.dropout = embed_dim, num_heads, mlp_hidden_dim, dropout
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.mlp_hidden_dim, self.dropout = mlp_hidden_dim, dropout
         self.attention_axis = attention_axis
         norm = RMSNorm if RMS_norm else torch.nn.LayerNorm
         self.norm1 = norm(embed_dim)
@@ -65,9 +67,8 @@ class TransformerLayer(torch.nn.Module):
     def axis(self) -> AttentionAxis:
         return self.attention_axis
 
-    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool, kv_cache: KVCache | SharedPrefixKVCache | None,
-                positions: int | Tensor = 0) -> Tensor:
-        x = x + self.attention(self.norm1(x), mask, is_causal, kv_cache, positions)
+    def forward(self, x: Tensor, plan: AttentionPlan, kv_cache: AttentionCache | None = None) -> Tensor:
+        x = x + self.attention(self.norm1(x), plan, kv_cache)
         return x + self.mlp(self.norm2(x))
 
 
@@ -92,17 +93,14 @@ class Transformer(torch.nn.Module):
         self.use_memory_efficient_attention = use_memory_efficient_attention
         self.fusion = fusion
         axes = layer_axes(num_layers, spacewise_every_n_layers, spacewise_first)
-        self.layers = torch.nn.ModuleList(
-            TransformerLayer(embed_dim, num_heads, mlp_hidden_dim, dropout, self.rotary_emb, axis,
-                             use_memory_efficient_attention=use_memory_efficient_attention)
-            for axis in axes
-        )
-        time_layers = [layer for layer in self.layers if layer.axis is AttentionAxis.TIME]
+        layers = [TransformerLayer(embed_dim, num_heads, mlp_hidden_dim, dropout, self.rotary_emb, axis,
+                                   use_memory_efficient_attention=use_memory_efficient_attention) for axis in axes]
+        time_layers = [layer for layer in layers if layer.axis is AttentionAxis.TIME]
         for slot, layer in enumerate(time_layers):
             layer.attention.cache_slot = slot
-        self.num_time_layers = len(time_layers)
+        self.layers = torch.nn.ModuleList(layers)
 
-    def forward(self, inputs: Tensor, id_mask: Tensor, kv_cache: KVCache | SharedPrefixKVCache | None = None,
+    def forward(self, inputs: Tensor, id_mask: Tensor, kv_cache: AttentionCache | None = None,
                 variate_label_embeds: Tensor | None = None, patch_valid: Tensor | None = None) -> Tensor:
         """inputs (batch, variate, patch, embed); id_mask / patch_valid (batch, variate, patch) -> hidden states.
 
@@ -115,49 +113,20 @@ class Transformer(torch.nn.Module):
             patch_valid = torch.ones((batch, variates, num_new), dtype=torch.bool, device=inputs.device)
         id_mask = id_mask.expand(batch, variates, num_new)
         first_forward = kv_cache is None or len(kv_cache) == 0
-        leading_invalid = _leading_invalid(patch_valid.flatten(0, 1)) if first_forward else kv_cache.leading_invalid
-        labelled = self.fusion is not None and variate_label_embeds is not None and first_forward
-        if labelled:
+        label_lead = None  # each row's left padding, where its label goes
+        if self.fusion is not None and variate_label_embeds is not None and first_forward:
             # The label sits right before each row's first observed patch: it is valid, the padding stays before it.
-            inputs = self.fusion(inputs, variate_label_embeds, leading_invalid)
-            lead = leading_invalid.view(batch, variates)
+            label_lead = count_leading_invalid(patch_valid.flatten(0, 1))
+            inputs = self.fusion(inputs, variate_label_embeds, label_lead)
+            lead = label_lead.view(batch, variates)
             id_mask = insert_after_padding(id_mask, id_mask.gather(2, lead.clamp_max(num_new - 1)[..., None]), lead)
             patch_valid = insert_after_padding(patch_valid, torch.ones_like(patch_valid[..., :1]), lead)
-            num_new += 1
         key_valid = patch_valid.flatten(0, 1)  # (batch*variate, patch)
-        offset = 0
-        if isinstance(kv_cache, SharedPrefixKVCache):
-            if num_new != 1:
-                raise ValueError("paths continuing a shared prefix decode one patch per forward")
-            offset = len(kv_cache)
-            kv_cache.open_patch()
-            time_mask, is_causal = None, False  # the query sees every context key that is observed and its own path
+        if kv_cache is None:
+            plan = plan_attention(key_valid, id_mask, 0, count_leading_invalid(key_valid))
         else:
-            if kv_cache is not None:
-                offset = len(kv_cache)
-                if offset == 0:
-                    kv_cache.leading_invalid = leading_invalid
-                key_valid = kv_cache.append_validity(key_valid)
-            time_mask, is_causal = time_attention_mask(key_valid, num_new, offset)
-        # Positions count from each row's first observed patch, so that left-padding moves nothing: with the masks
-        # above, a series gives the same outputs alone or padded inside a batch.
-        if isinstance(kv_cache, SharedPrefixKVCache):
-            positions = offset - leading_invalid if kv_cache.padded else offset
-            if kv_cache.step_space_mask is False:  # every generated patch has the ids of the context's last one
-                kv_cache.step_space_mask = space_attention_mask(id_mask)
-            space_mask = kv_cache.step_space_mask
-        else:
-            positions = offset - leading_invalid if bool(leading_invalid.any()) else offset
-            space_mask = space_attention_mask(id_mask)
+            plan = kv_cache.plan_forward(key_valid, id_mask)
         x = inputs
         for layer in self.layers:
-            if layer.axis is AttentionAxis.TIME:
-                x = layer(x, time_mask, is_causal, kv_cache, positions)
-            else:
-                x = layer(x, space_mask, False, None)
-        return label_first(x, leading_invalid) if labelled else x
-
-
-def _leading_invalid(valid: Tensor) -> Tensor:
-    """(rows, patches) -> (rows,) number of patches before each row's first valid one."""
-    return (torch.cumsum(valid, dim=-1) == 0).sum(-1)
+            x = layer(x, plan, kv_cache)
+        return x if label_lead is None else label_first(x, label_lead)

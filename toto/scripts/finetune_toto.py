@@ -12,7 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from toto.data.datamodule.finetune_datamodule import FinetuneDataModule
@@ -77,7 +77,7 @@ def train(module: TotoForFinetuning, datamodule: FinetuneDataModule, config: dic
           ) -> tuple[TotoForFinetuning, str | None, float | None]:
     """Fit; returns the module, the best checkpoint's path and its val_loss (None without `checkpoint.dirpath`)."""
     trainer_config, checkpoint, logging = (config.get(k, {}) for k in ("trainer", "checkpoint", "logging"))
-    callbacks = []
+    callbacks: list[Callback] = []
     saver = None
     if "dirpath" in checkpoint:
         saver = ModelCheckpoint(dirpath=str(checkpoint["dirpath"]), monitor=checkpoint.get("monitor", "val_loss"),
@@ -92,7 +92,8 @@ def train(module: TotoForFinetuning, datamodule: FinetuneDataModule, config: dic
         val_check_interval=trainer_config.get("val_check_interval"),
         check_val_every_n_epoch=trainer_config.get("check_val_every_n_epoch", 1),
         callbacks=callbacks, enable_model_summary=False,
-        logger=CSVLogger(str(logging.get("save_dir", "lightning_logs")), name=str(logging.get("name", "toto_finetuning"))),
+        logger=CSVLogger(str(logging.get("save_dir", "lightning_logs")),
+                         name=str(logging.get("name", "toto_finetuning"))),
     )
     trainer.fit(module, datamodule=datamodule)
     if saver is None:

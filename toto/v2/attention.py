@@ -35,6 +35,9 @@ class SelfAttention(torch.nn.Module):
     def __init__(self, config: Toto2Config, is_variate_layer: bool) -> None:
         super().__init__()
         c = config
+        # Toto2Config.__post_init__ fills in the derived fields that a config.json may leave out.
+        assert c.num_groups is not None and c.qk_dim is not None and c.v_dim is not None
+        assert c.qk_norm_include_weight is not None
         self.is_variate_layer = is_variate_layer
         self.num_heads, self.num_groups, self.qk_dim, self.v_dim = c.num_heads, c.num_groups, c.qk_dim, c.v_dim
         self.split_sizes = [c.qk_dim * c.num_heads, c.qk_dim * c.num_groups, c.v_dim * c.num_groups]
@@ -62,7 +65,7 @@ class SelfAttention(torch.nn.Module):
         q = rearrange(q, "b s (h d) -> b h s d", h=self.num_heads)
         k = rearrange(k, "b s (h d) -> b h s d", h=self.num_groups)
         v = rearrange(v, "b s (h d) -> b h s d", h=self.num_groups)
-        if self.q_norm is not None:
+        if self.q_norm is not None and self.k_norm is not None:  # both or neither (`qk_norm`)
             q, k = self.q_norm(q), self.k_norm(k)
         if self._pds is not None:
             q = self._pds(q)

@@ -1,9 +1,6 @@
-"""Finding and reading Toto 2.0 checkpoints: local folders and Hugging Face Hub repositories.
-
-A checkpoint folder holds `config.json` (the flat fields of `Toto2Config`) and either `model.safetensors` or
-shards listed by `model.safetensors.index.json`, the layout of `Datadog/Toto-2.0-*`. Local names, embedded
-models and the Hub's error messages are shared with Toto 1.0 (`toto.model.checkpoint`); weights are read from
-safetensors only (never pickle), and checked against the model before they replace its parameters.
+"""Toto 2.0's weights: `model.safetensors` or the shards `model.safetensors.index.json` lists, the layout of
+`Datadog/Toto-2.0-*`, read from safetensors only (never pickle) and checked against the model before they replace
+its parameters. Finding folders and checking weights is shared by both families (`toto.checkpoint_io`).
 """
 
 from __future__ import annotations
@@ -11,39 +8,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from toto.model import checkpoint as shared
-from toto.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_config, write_folder
-
-INDEX_FILE = "model.safetensors.index.json"
-
-__all__ = ["CONFIG_FILE", "INDEX_FILE", "WEIGHTS_FILE", "load_weights", "read_config", "read_state_dict", "resolve",
-           "write_folder"]
-
-
-def resolve(name_or_path: str | Path, revision: str | None = None, cache_dir: str | Path | None = None,
-            token: str | bool | None = None, local_files_only: bool = False, force_download: bool = False,
-            proxies: dict | None = None) -> Path:
-    """A local folder with the checkpoint's files; a Hub repo id is downloaded (single file or shards)."""
-    name = str(name_or_path)
-    path = Path(name).expanduser()
-    if path.exists() or name in shared.embedded_models() or name.startswith((".", "/", "~")) or name.count("/") != 1:
-        return shared.resolve(name_or_path, revision, cache_dir, token, local_files_only)
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = snapshot_download(
-            name, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only,
-            force_download=force_download, proxies=proxies,
-            allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, INDEX_FILE, "*.safetensors"],
-        )
-    except Exception as error:  # the hub raises many types: offline, HTTP, missing repo
-        raise OSError(shared.hub_error_message(name, error)) from error
-    return Path(folder)
+from toto.checkpoint_io import INDEX_FILE, WEIGHTS_FILE, expected_tensors, validate_state_dict
 
 
 def read_state_dict(folder: Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -70,13 +41,16 @@ def read_state_dict(folder: Path, map_location: str | torch.device = "cpu") -> d
     return state
 
 
-def load_weights(build: Callable[[], torch.nn.Module], folder: Path, map_location: str | torch.device,
-                 strict: bool) -> torch.nn.Module:
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
+
+
+def load_weights(build: Callable[[], ModuleT], folder: Path, map_location: str | torch.device,
+                 strict: bool) -> ModuleT:
     """Read the folder's tensors, check them against the model `build` makes (names, shapes, dtypes, finiteness)
     on the meta device, so that a config that does not describe them fails before a model of its size is
     allocated, then build the model and load them."""
     state = read_state_dict(folder, map_location)
-    shared.validate_state_dict(state, shared.expected_tensors(build), folder, strict)
+    validate_state_dict(state, expected_tensors(build), folder, strict)
     model = build()
     model.load_state_dict(state, strict=strict)
     return model

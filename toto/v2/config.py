@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from toto.model.config import FieldRule, check_fields
+from toto.options import DECILES
 
-# The quantile levels of the output head ("knots"); every Toto 2.0 checkpoint predicts these nine.
-QUANTILE_KNOTS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+# The quantile levels of the output head ("knots"); every Toto 2.0 checkpoint predicts the nine deciles.
+QUANTILE_KNOTS: tuple[float, ...] = DECILES
 
 _POSITIVE = FieldRule((int,), minimum=1)
 _OPTIONAL_POSITIVE = FieldRule((int,), minimum=1, nullable=True)

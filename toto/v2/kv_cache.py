@@ -23,6 +23,7 @@ class LayerCache:
         """Return the cached keys and values followed by the new ones; keep the first `keep` new ones."""
         cached = 0 if self.keys is None else self.keys.shape[-2]
         if self.keys is not None:
+            assert self.values is not None  # keys and values are always set together
             keys, values = torch.cat([self.keys, keys], dim=-2), torch.cat([self.values, values], dim=-2)
         kept = keys.shape[-2] if self.keep is None else cached + self.keep
         self.keys, self.values = keys[..., :kept, :], values[..., :kept, :]

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from einops import rearrange, reduce, repeat
 from torch import Tensor
 
+from toto import checkpoint_io
+
 from . import checkpoint
 from .config import QUANTILE_KNOTS, Toto2Config
 from .kv_cache import KVCache
@@ -261,16 +263,18 @@ class Toto2Model(torch.nn.Module):
         The Hub arguments are those of the official `from_pretrained`; `config_overrides` replace config.json
         fields (an unknown name is an error that lists the known ones).
         """
-        folder = checkpoint.resolve(name_or_path, revision, cache_dir, token, local_files_only, force_download, proxies)
-        config_path = folder / checkpoint.CONFIG_FILE
-        config = Toto2Config.from_dict({**checkpoint.read_config(folder), **config_overrides}, source=str(config_path))
+        folder = checkpoint_io.resolve(name_or_path, revision, cache_dir, token, local_files_only, force_download,
+                                       proxies)
+        config_path = folder / checkpoint_io.CONFIG_FILE
+        config = Toto2Config.from_dict({**checkpoint_io.read_config(folder), **config_overrides},
+                                       source=str(config_path))
         model = checkpoint.load_weights(lambda: cls(config), folder, map_location, strict)
         model.name_or_path = str(name_or_path)
         return model.to(map_location).eval()
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the official layout: config.json (the config's fields) and model.safetensors."""
-        return checkpoint.write_folder(directory, self.config.to_dict(), self)
+        return checkpoint_io.write_folder(directory, self.config.to_dict(), self)
 
 
 def _clamp_nonfinite(values: Tensor) -> Tensor:

@@ -20,6 +20,9 @@ XPOS_SCALE_BASE = 256.0
 
 
 class PartialRotaryEmbedding(torch.nn.Module):
+    inv_freq: Tensor  # (rotary_dim / 2,) rotation frequencies of the channel pairs (buffer)
+    xpos_base: Tensor  # (rotary_dim / 2,) xPos scale of each pair (buffer)
+
     def __init__(self, head_dim: int, use_xpos: bool, base: float = 10000.0) -> None:
         super().__init__()
         self.rotary_dim = head_dim // 2

@@ -22,10 +22,14 @@ from .scaled import GatedFeedForward, RMSNorm, residual_add, transformer_residua
 
 
 class TransformerLayer(torch.nn.Module):
+    attn_tau: Tensor  # () buffer: the attention residual's scale (see __init__)
+    mlp_tau: Tensor  # () buffer: the MLP residual's scale
+
     def __init__(self, config: Toto2Config, is_variate_layer: bool, taus: tuple[float, float]) -> None:
         super().__init__()
         self.is_variate_layer = is_variate_layer
         self.attn = SelfAttention(config, is_variate_layer)
+        assert config.d_ff is not None  # Toto2Config.__post_init__ derives it from d_model when left out
         self.ffn = GatedFeedForward(config.d_model, config.d_ff, config.mlp_bias)
         self.norm1 = RMSNorm(config.d_model, config.norm_eps, config.norm_include_weight)
         self.norm2 = RMSNorm(config.d_model, config.norm_eps, config.norm_include_weight)
@@ -49,6 +53,7 @@ class VariateTimeDecoder(torch.nn.Module):
     def __init__(self, config: Toto2Config) -> None:
         super().__init__()
         self.config = config
+        assert config.residual_attn_ratio is not None  # Toto2Config.__post_init__ refuses a config without it
         taus = transformer_residual_taus(config.num_layers, config.residual_mult, config.residual_attn_ratio)
         self.layers = torch.nn.ModuleList(
             TransformerLayer(config, config.is_variate_layer(i), taus[i]) for i in range(config.num_layers)

@@ -27,6 +27,15 @@ class MaskedTimeseries(NamedTuple):
     def to(self, device: torch.device | str) -> MaskedTimeseries:
         return self._replace(**{name: getattr(self, name).to(device) for name in self._fields[:5]})
 
+    def batched(self) -> MaskedTimeseries:
+        """The same inputs with a batch dimension: one series (variates, time) becomes a batch of one."""
+        if torch.as_tensor(self.series).ndim != 2:
+            return self
+        series, padding_mask, id_mask, timestamp_seconds, time_interval_seconds = (
+            torch.as_tensor(t)[None] for t in self[:5])
+        return self._replace(series=series, padding_mask=padding_mask, id_mask=id_mask,
+                             timestamp_seconds=timestamp_seconds, time_interval_seconds=time_interval_seconds)
+
     @classmethod
     def from_series(
         cls,
@@ -43,7 +52,8 @@ class MaskedTimeseries(NamedTuple):
         """
         values = torch.as_tensor(series, dtype=torch.float32)
         if values.ndim not in (2, 3):
-            raise ValueError(f"series must be (variates, time) or (batch, variates, time); got shape {tuple(values.shape)}")
+            raise ValueError(
+                f"series must be (variates, time) or (batch, variates, time); got shape {tuple(values.shape)}")
         interval = torch.as_tensor(time_interval_seconds, dtype=torch.int64).expand(values.shape[:-1])
         start = torch.as_tensor(start_timestamp_seconds, dtype=torch.int64).expand(values.shape[:-1])
         steps = torch.arange(values.shape[-1], dtype=torch.int64)
