@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast test-container bento image serve embedded-data pretrain-tiny pretrain-tiny-v2 pretrain-tiny-deep pretrain-tiny-wide eval-embedded lint clean
+.PHONY: venv prometheus demo test test-fast test-container bento image serve embedded-data pretrain-tiny pretrain-tiny-v2 pretrain-tiny-deep pretrain-tiny-wide eval-embedded lint clean
 
 venv: $(STAMP)
 
@@ -21,11 +21,26 @@ demo: venv
 
 # `make test`: every test but the container lane (below), the 15 slowest printed. `make test-fast`: the unit tests
 # only, without the `integration` ones (a real server, a subprocess, spawned workers, a model trained end to end).
-test: venv
+test: venv prometheus
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15 -m "not container"
 
 test-fast: venv
 	$(PY) -m pytest -q -p no:cacheprovider --durations=10 -m "not integration and not container"
+
+# A real Prometheus for the tests that run one (tools/prometheus_server.py): Debian's package, installed when running
+# as root and missing (apt-get update only if the install fails). Never fails the build: without it those tests skip.
+prometheus:
+	@if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" != 0 ]; then \
+		echo "make prometheus: no prometheus/promtool, their tests will skip (sudo apt-get install prometheus)"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make prometheus: no apt-get to install prometheus with, the Prometheus tests will skip"; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends prometheus || \
+		{ apt-get update -q && apt-get install -y -q --no-install-recommends prometheus; } || \
+		echo "make prometheus: apt-get could not install prometheus (above), the Prometheus tests will skip"; \
+	fi
 
 serve: venv
 	$(VENV)/bin/bentoml serve serve.service:TotoService --host 127.0.0.1 --port 3000

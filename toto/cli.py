@@ -30,6 +30,7 @@ from toto.inference.memory import DEFAULT_MEMORY_BUDGET_BYTES, MemoryBudgetExcee
 from toto.io import read_table, write_table
 from toto.options import (
     DEFAULT_CONTEXT_LENGTH,
+    DEFAULT_MAX_SERIES,
     DEFAULT_MODEL,
     DEFAULT_NUM_SAMPLES,
     DEFAULT_QUANTILE_LEVELS,
@@ -66,9 +67,10 @@ def forecast(args: argparse.Namespace) -> int:
     if args.output_dir:
         return _forecast_in_parts(args)
     _check_outputs(args)
+    table, freq = _read_source(args)
     panel = api.to_panel(
-        read_table(args.input), args.timestamp_column, args.id_column,
-        api.columns_to_read(args.target_columns, args.exogenous_columns or ()), args.freq,
+        table, args.timestamp_column, args.id_column,
+        api.columns_to_read(args.target_columns, args.exogenous_columns or ()), freq,
     )
     model = _load_model(args.checkpoint, args.device, args.feedback)
     _check_memory(args, panel, model)
@@ -95,6 +97,51 @@ def forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_source(args: argparse.Namespace) -> tuple[pd.DataFrame, str | None]:
+    """The table to read, from the input file or from Prometheus (--prometheus), and its frequency (--freq, or the
+    query's step)."""
+    if args.prometheus is None:
+        if args.input is None:
+            raise api.InputError("give an input file, or read from Prometheus with --prometheus URL --query PROMQL")
+        if args.query is not None:
+            raise api.InputError("--query reads from Prometheus: give --prometheus URL as well, or leave out --query")
+        return read_table(args.input), args.freq
+    if args.input is not None:
+        raise api.InputError(f"give either an input file ({args.input}) or --prometheus, not both")
+    if args.query is None:
+        raise api.InputError("--prometheus needs --query PROMQL, e.g. --query 'rate(http_requests_total[5m])'")
+    if args.freq is not None:
+        raise api.InputError("--freq does not apply to --prometheus: the query's --step is the frequency")
+    from toto.extras import require_extra
+
+    require_extra("prometheus", f"toto {args.command_name} --prometheus")
+    from toto.prometheus import client, reading
+
+    step = client.parse_duration(args.step, "--step")
+    start, end = reading.aligned_range(client.parse_duration(args.range, "--range"), step)
+    connection = client.Connection(args.prometheus, ca_file=args.prometheus_ca_file)
+    try:
+        with client.PrometheusClient(connection) as prometheus:
+            series = reading.read_series(prometheus, args.query, start, end, step, args.max_series)
+    except client.PrometheusUnavailable as error:
+        raise api.InputError(f"{error}; check the URL and that the server is up") from error
+    counters = reading.counter_like(series)
+    if counters:
+        print(f"toto {args.command_name}: warning: {', '.join(counters)} look(s) like raw counters, which only grow"
+              " and reset on restarts: forecast their rate instead, e.g. rate(name[5m])", file=sys.stderr)
+    table = reading.to_table(series, start, end, step)
+    if table.empty:
+        raise api.InputError(f"the query {args.query!r} returned no samples over the last {args.range}: check it in"
+                             " Prometheus' expression browser")
+    return table, f"{round(step)}s"
+
+
+def _source_name(args: argparse.Namespace) -> str:
+    if args.prometheus is None:
+        return str(args.input)
+    return f"{args.query} from {args.prometheus} (last {args.range} every {args.step})"
+
+
 def _write(args: argparse.Namespace, table: pd.DataFrame, plot: Callable[[ModuleType], object]) -> None:
     """Write `table` to --output (CSV to stdout without one) and, with --plot, the plot `plot` draws with
     `toto.plotting` (matplotlib is imported only then); a write that fails is a one-line error."""
@@ -119,14 +166,55 @@ def detect(args: argparse.Namespace) -> int:
     settings = DetectionSettings(steps_ahead=args.steps_ahead, window=args.window, band_level=args.band_level,
                                  false_alarm_rate=args.false_alarm_rate, alerts_per_day=args.alerts_per_day,
                                  calibration=Calibration(window=args.calibration_window))
-    table = read_table(args.input)
+    table, freq = _read_source(args)
     model = _load_model(args.checkpoint, args.device, None)
     started = time.perf_counter()
     scored, placement = model.detect_table(table, args.timestamp_column, args.id_column, args.target_columns,
-                                           args.freq, settings, progress=True)
+                                           freq, settings, progress=True)
     seconds = time.perf_counter() - started
     _write(args, scored, lambda plotting: plotting.plot_detection(scored, placement, args.plot))
     print(_detection_summary(args, model, scored, placement, settings, seconds), file=sys.stderr)
+    return 0
+
+
+def exporter(args: argparse.Namespace) -> int:
+    """Run `toto exporter`: validate the config, load the model, serve /metrics and run the rules on schedule until
+    stopped (SIGINT or SIGTERM); with --once, run every rule once and print what /metrics would serve."""
+    import logging
+    import signal
+    import threading
+
+    from toto.extras import require_extra
+
+    require_extra("prometheus", "toto exporter")
+    from prometheus_client import generate_latest
+
+    from toto.prometheus.config import load_config
+    from toto.prometheus.exporter import Exporter
+
+    config = load_config(args.config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model = _load_model(config.model.checkpoint, config.model.device, None)
+    exporter = Exporter(config, model)
+    if args.once:
+        exporter.run_all()
+        sys.stdout.write(generate_latest(exporter.registry).decode())
+        return 0
+    try:
+        server, _ = exporter.serve()
+    except OSError as error:
+        raise api.InputError(f"cannot listen on {config.listen.address}:{config.listen.port} ({error.strerror}):"
+                             " choose another listen.port") from error
+    logging.getLogger("toto.exporter").info("serving http://%s:%d/metrics, %d rule(s)", config.listen.address,
+                                            server.server_port, len(config.rules))
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        exporter.run_forever(stop)
+    finally:
+        server.shutdown()
+        exporter.close()
     return 0
 
 
@@ -139,7 +227,7 @@ def _detection_summary(args: argparse.Namespace, model: ForecastPipeline, scored
               else f"{settings.alerts_per_day:g} alert(s) per day")
     lines = [
         f"model     {args.checkpoint} ({model.family}) on {model.device}",
-        f"input     {args.input}: {placement.summary()}",
+        f"input     {_source_name(args)}: {placement.summary()}",
         f"scored    {int(np.isfinite(scores).sum()):,} of {len(scored):,} rows in {seconds:.1f} s;"
         f" {int(flagged.sum()):,} flagged at {budget}",
     ]
@@ -332,7 +420,7 @@ def _summary(
     lines = [
         f"model     {args.checkpoint} ({embedded}{model.family}, {parameters / 1e6:.2f}M parameters) on {model.device}",
         (
-            f"input     {args.input}: {panel.form} table, {len(panel.series)} series x"
+            f"input     {_source_name(args)}: {panel.form} table, {len(panel.series)} series x"
             f" {len(first.variates)} variate(s) ({', '.join(first.variates)}), {steps} steps every"
             f" {first.index.freqstr}, {missing or 'no'} missing values"
         ),
@@ -414,7 +502,8 @@ def _parser() -> argparse.ArgumentParser:
         " variate) or long (timestamp + id + value columns). Missing values and gaps in time are allowed.",
     )
     sub.set_defaults(command=forecast, command_name="forecast")
-    sub.add_argument("input", type=Path, help="CSV, TSV or Parquet file")
+    sub.add_argument("input", type=Path, nargs="?", help="CSV, TSV or Parquet file (or read --prometheus)")
+    _prometheus_arguments(sub)
     sub.add_argument(
         "-p", "--prediction-length", type=int, required=True, metavar="N",
         help=f"steps to forecast (at most {MAX_PREDICTION_LENGTH})"
@@ -505,7 +594,34 @@ def _parser() -> argparse.ArgumentParser:
         "--device", metavar="DEVICE", help="torch device such as cpu or cuda (default: cuda when available)"
     )
     _detect_parser(commands)
+    sub = commands.add_parser(
+        "exporter",
+        help="forecast and score Prometheus queries on a schedule; serve the results on /metrics",
+        description="Run the Prometheus exporter of a YAML config (examples/prometheus/exporter.yaml): every rule's"
+        " query is read, scored and forecast on its schedule, and its band, medians and anomaly score are served"
+        " on /metrics for Prometheus to scrape (docs/prometheus.md).",
+    )
+    sub.set_defaults(command=exporter, command_name="exporter")
+    sub.add_argument("--config", type=Path, required=True, metavar="YAML", help="the exporter's config file")
+    sub.add_argument("--once", action="store_true",
+                     help="run every rule once, print what /metrics would serve, and exit (checks a config)")
     return parser
+
+
+def _prometheus_arguments(sub: argparse.ArgumentParser) -> None:
+    group = sub.add_argument_group(
+        "reading from Prometheus (docs/prometheus.md; credentials from PROMETHEUS_BEARER_TOKEN, or PROMETHEUS_USERNAME"
+        " and PROMETHEUS_PASSWORD)")
+    group.add_argument("--prometheus", metavar="URL",
+                       help="read the series of --query from this Prometheus-compatible server instead of a file")
+    group.add_argument("--query", metavar="PROMQL",
+                       help="PromQL expression; one series per label set (counters: query their rate())")
+    group.add_argument("--range", default="7d", metavar="DURATION", help="history to read (default: 7d)")
+    group.add_argument("--step", default="5m", metavar="DURATION", help="query step, the series' frequency"
+                       " (default: 5m)")
+    group.add_argument("--max-series", type=int, default=DEFAULT_MAX_SERIES, metavar="N",
+                       help=f"refuse a query returning more series (default: {DEFAULT_MAX_SERIES:,})")
+    group.add_argument("--prometheus-ca-file", metavar="PEM", help="CA bundle of a server with a private certificate")
 
 
 def _detect_parser(commands: argparse._SubParsersAction) -> None:
@@ -522,7 +638,8 @@ def _detect_parser(commands: argparse._SubParsersAction) -> None:
         " the grid and a clock that moves back are all scored (docs/anomaly.md).",
     )
     sub.set_defaults(command=detect, command_name="detect")
-    sub.add_argument("input", type=Path, help="CSV, TSV or Parquet file")
+    sub.add_argument("input", type=Path, nargs="?", help="CSV, TSV or Parquet file (or read --prometheus)")
+    _prometheus_arguments(sub)
     sub.add_argument("-o", "--output", type=Path, metavar="PATH",
                      help="the input's rows with anomaly_score, is_anomaly and the band, .csv or .parquet"
                      " (default: CSV to stdout)")

@@ -24,6 +24,10 @@ DEFAULT_NUM_SAMPLES = 256
 DECILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_QUANTILE_LEVELS = DECILES
 
+# Series one Prometheus read may return (`toto.prometheus`): a query over every host of a fleet is fine, a forgotten
+# label matcher is refused before its points are fetched.
+DEFAULT_MAX_SERIES = 10_000
+
 Feedback = Literal["sample", "mean"]
 """What a sample path's next patch is decoded from (Toto 1.0).
 

@@ -66,6 +66,8 @@ class StreamingDetector:
     step_seconds: int | None = None  # the grid step of new series (None: inferred from their first rows)
     settings: DetectionSettings = field(default_factory=DetectionSettings)
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES
+    bands: bool = True  # False: scores only, the band left NaN (`toto.anomaly.detector.detect` says why)
+    released: int = field(default=0, init=False)  # caches dropped to keep within the budget, since the start
     _series: OrderedDict[Hashable, _SeriesState] = field(default_factory=OrderedDict, init=False, repr=False)
 
     def __len__(self) -> int:
@@ -74,6 +76,10 @@ class StreamingDetector:
     def nbytes(self) -> int:
         """The memory the series' caches hold now."""
         return sum(state.stream.nbytes() for state in self._series.values())
+
+    def forget(self, key: Hashable) -> None:
+        """Drop series `key` and everything kept for it (a series that stopped reporting)."""
+        self._series.pop(key, None)
 
     def update(self, key: Hashable, timestamps: np.ndarray, values: np.ndarray) -> StreamScores:
         """Score the new rows of series `key`: `timestamps` (n,) Unix seconds (or datetime64) and `values` (n,) or
@@ -119,7 +125,7 @@ class StreamingDetector:
         row_values = values[:, order][None]
         steps = slot[order] - (state.steps - grid.shape[1])  # each row's step among the pushed ones
         detection, (state.history,) = detect(row_values, distributions.take(steps), np.array([float(state.step)]),
-                                             self.settings, [state.history], steps=slot[order])
+                                             self.settings, [state.history], steps=slot[order], bands=self.bands)
         return _in_row_order(detection, order, rows)
 
     def _keep_within_budget(self) -> None:
@@ -132,6 +138,7 @@ class StreamingDetector:
             if held:
                 state.stream.release()
                 total -= held
+                self.released += 1
 
 
 def _in_row_order(detection: Detection, order: np.ndarray, rows: int) -> Detection:

@@ -115,12 +115,14 @@ class ScoreHistory:
 
 def detect(values: np.ndarray, distributions: ValueDistributions, interval_seconds: np.ndarray,
            settings: DetectionSettings, history: list[ScoreHistory] | None = None, steps: np.ndarray | None = None,
-           ) -> tuple[Detection, list[ScoreHistory]]:
+           bands: bool = True) -> tuple[Detection, list[ScoreHistory]]:
     """Score (batch, variates, time) `values` (NaN = missing) under their predictive `distributions`; series b is
     sampled every `interval_seconds[b]` (for an alert budget per day) and continues `history[b]` (None: series
     scored from their start). `steps` (time,) are the values' grid steps (default 0, 1, ...; rows of an irregular
     table share steps or skip some): a window test reads only values on consecutive steps, so that a gap, where the
-    model read nothing, does not add up as a pattern change. Returns the scores and each series' history after them."""
+    model read nothing, does not add up as a pattern change. `bands=False` leaves the band (lower, upper, median) NaN:
+    a mixture's quantiles are most of the work, and a caller that publishes only scores does not need them. Returns
+    the scores and each series' history after them."""
     values = np.asarray(values, dtype=np.float64)
     batch, variates, length = values.shape
     steps = np.arange(length) if steps is None else np.asarray(steps, dtype=np.int64)
@@ -163,13 +165,13 @@ def detect(values: np.ndarray, distributions: ValueDistributions, interval_secon
     rates = np.array([settings.alarm_rate(float(s)) for s in np.atleast_1d(interval_seconds)])
     low, high = (1 - settings.band_level) / 2, (1 + settings.band_level) / 2
     with np.errstate(invalid="ignore"):
-        bands = {name: distributions.quantile(level) for name, level in (("lower", low), ("upper", high),
-                                                                          ("median", 0.5))}
+        band = {name: distributions.quantile(level) if bands else np.full(values.shape, np.nan)
+                for name, level in (("lower", low), ("upper", high), ("median", 0.5))}
     detection = Detection(
         anomaly_score=1.0 - q, combined_score=1.0 - combined_q,
         is_anomaly=np.nan_to_num(q, nan=1.0) <= rates[:, None, None],
         is_anomaly_combined=np.nan_to_num(combined_q, nan=1.0) <= rates[:, None],
-        lower=bands["lower"], upper=bands["upper"], median=bands["median"], surprise=surprise, alarm_rate=rates,
+        lower=band["lower"], upper=band["upper"], median=band["median"], surprise=surprise, alarm_rate=rates,
     )
     return detection, after
 
