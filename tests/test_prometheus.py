@@ -237,6 +237,47 @@ def test_read_prometheus_gives_the_history_as_a_table(prometheus, history: dict)
 
 
 @pytest.mark.integration
+def test_a_series_gone_stale_reads_as_missing_values(prometheus) -> None:
+    """A target that stops exposing a series makes Prometheus write a stale marker: from there a range query has no
+    value for it (instead of repeating its last sample for 5 minutes), and the table has NaN."""
+    import time
+
+    from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+    from tools.prometheus_server import free_port
+    from toto.prometheus import read_prometheus
+
+    registry = CollectorRegistry()
+    gauge = Gauge("queue_depth", "a test gauge", ["queue"], registry=registry)
+    gauge.labels("kept").set(1.0)
+    gauge.labels("dropped").set(2.0)
+    port = free_port()
+    server, _ = start_http_server(port, "127.0.0.1", registry=registry)
+    try:
+        prometheus.set_scrape_configs([{"job_name": "queues", "scrape_interval": "1s",
+                                        "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}])
+        prometheus.reload()
+        prometheus.wait_until(lambda: len(prometheus.query("count_over_time(queue_depth[1m]) >= 3")) == 2, WAIT,
+                              "three scrapes of both series")
+        gauge.remove("dropped")
+        prometheus.wait_until(lambda: not prometheus.query('queue_depth{queue="dropped"}'), WAIT,
+                              "the dropped series' stale marker")
+        # The range ends on a whole second: one past now, so that it ends after the marker, written at most now.
+        table = read_prometheus(prometheus.url, "queue_depth", range="1m", step="1s", end=time.time() + 1)
+    finally:
+        server.shutdown()
+        prometheus.set_scrape_configs([])
+        prometheus.reload()
+    target = f'instance="127.0.0.1:{port}",job="queues"'
+    dropped = table[table["id"] == f'queue_depth{{{target},queue="dropped"}}']
+    kept = table[table["id"] == f'queue_depth{{{target},queue="kept"}}']
+    assert (dropped["value"].dropna() == 2.0).all() and (kept["value"].dropna() == 1.0).all()
+    # After its marker the dropped series has no value, well within the 5 minutes its last sample would otherwise be
+    # repeated for; the kept one has its latest.
+    assert np.isnan(dropped["value"].iloc[-1]) and not np.isnan(kept["value"].iloc[-1])
+
+
+@pytest.mark.integration
 def test_a_query_over_the_series_limit_is_refused_before_its_points_are_read(prometheus, history: dict) -> None:
     from toto.prometheus import QueryError, read_prometheus
 

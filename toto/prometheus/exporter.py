@@ -81,7 +81,7 @@ class RuleOutput:
 
 @dataclass
 class _SeriesState:
-    context: np.ndarray  # the last values on the rule's grid, ending at the step `last_read`; NaN where missing
+    context: np.ndarray  # the last values on the rule's grid, up to its last step read; NaN where missing
     score: float = math.nan
     last_seen: float = -math.inf  # the step of its latest finite value
 
@@ -109,10 +109,14 @@ class RuleRunner:
         rule, step = self.rule, self.rule.step
         end = math.floor(now / step) * step
         check_series_count(self.client, rule.query, end, rule.max_series)
-        if self.read_until is None or end - self.read_until >= rule.range:
+        if self.read_until is None or end - self.read_until >= rule.range:  # the first run, or after a long outage
             start = end - (rule.points - 1) * step
+            for state in self.series.values():
+                state.context = np.empty(0)  # what came before is not next to the new range
         else:
             start = self.read_until + step
+        if start > end and self.output is not None:  # no new step since the last run: nothing changed
+            return self.output
         if start <= end:
             found = self.client.query_range(rule.query, start, end, step)
             if len(found) > rule.max_series:
@@ -123,8 +127,7 @@ class RuleRunner:
                 log.warning("rule %s: the anomaly scorer's state of %d series is over its memory budget: %d caches"
                             " were dropped and are rebuilt when next needed (slower runs); raise"
                             " limits.memory_budget_gib, or split the rules over several exporters", rule.name,
-                            len(self.series),
-                            self.detector.released - released)
+                            len(self.series), self.detector.released - released)
             self.read_until = end
         self.output = RuleOutput(self._forecast(end), time.time())
         return self.output
@@ -320,7 +323,7 @@ class Exporter:
         else:
             schedule.failures = 0
             schedule.next_run = (math.floor(started / rule.every) + 1) * rule.every
-            self.health.last_success.labels(rule.name).set(output.computed_at)
+            self.health.last_success.labels(rule.name).set(time.time())
             self.health.series.labels(rule.name).set(len(output.series))
             log.info("rule %s: %d series in %.1f s", rule.name, len(output.series), time.time() - started)
         finally:
