@@ -2,7 +2,8 @@
 # torch is pinned to the local CPU build through constraints.txt so pip never pulls a CUDA wheel.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(VENV)/bin/pip -q --disable-pip-version-check
+# Not quiet: the first install downloads for minutes, and pip shows each package (with a progress bar in a terminal).
+PIP := $(VENV)/bin/pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
 .PHONY: venv prometheus demo test test-fast test-container bento image serve embedded-data pretrain-tiny pretrain-tiny-v2 pretrain-tiny-deep pretrain-tiny-wide eval-embedded lint clean
@@ -11,6 +12,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
+	@echo "Installing PyTorch (CPU) and open-toto with its extras into $(VENV): a few minutes the first time"
 	$(PIP) install torch==2.13.0
 	$(PIP) install -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
@@ -101,7 +103,7 @@ define score_candidate
 	$(VENV)/bin/boom eval --model toto --checkpoint toto-tiny --name toto-tiny --data $(VALIDATION) --out $(3)
 	$(VENV)/bin/boom eval --model toto --checkpoint $(2) --name $(1) --context-ensemble 128 512 2048 \
 		--data $(VALIDATION) --out $(3)
-	$(VENV)/bin/boom leaderboard $(3) --data $(VALIDATION) --out $(3)
+	$(VENV)/bin/boom leaderboard $(3) --data $(VALIDATION) --out $(3)-leaderboard
 endef
 
 # A 12-layer candidate grown from the shipped curriculum's stage 2 (after make pretrain-tiny; not shipped: 1.3% better
@@ -127,7 +129,7 @@ eval-embedded: embedded-data
 	$(VENV)/bin/boom eval --model autoets --data $(VALIDATION) --out $(EVAL_DIR)
 	$(VENV)/bin/boom eval --model autotheta --data $(VALIDATION) --out $(EVAL_DIR)
 	$(VENV)/bin/boom eval --model toto --checkpoint toto-tiny --name toto-tiny --data $(VALIDATION) --out $(EVAL_DIR)
-	$(VENV)/bin/boom leaderboard $(EVAL_DIR) --data $(VALIDATION) --by series --out $(EVAL_DIR)
+	$(VENV)/bin/boom leaderboard $(EVAL_DIR) --data $(VALIDATION) --by series --out $(EVAL_DIR)-leaderboard
 
 # Style (ruff, its line length in pyproject.toml), types (mypy over toto, toto2, serve, boom and train) and the import
 # contracts of pyproject.toml's [tool.importlinter] (layers, the one forecasting path, no cycles). .ci/run runs it.

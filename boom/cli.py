@@ -6,6 +6,7 @@
     boom eval --model toto --checkpoint toto-tiny --data my_metrics.csv --out results/   # your own table
     boom eval --model toto --data ~/boom_data --out results/ --devices 4 --device cuda    # configurations sharded
     boom leaderboard results/ ../shared/boom/results --out .       # writes ./leaderboard.csv and .png
+    # (a model in both folders, results/toto and the published toto, is ranked once per folder)
     boom tie-order ../shared/boom/results --published ../shared/boom/boom_leaderboard.csv
 
 Nothing is written into the folders a command reads: the leaderboard goes to the working folder or --out.
@@ -17,16 +18,13 @@ import argparse
 import functools
 import logging
 import sys
-import warnings
 from pathlib import Path
 
-warnings.filterwarnings("ignore", message="Using `json`-module", category=UserWarning)  # GluonTS's import notice
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from boom import data, forecasters, leaderboard  # noqa: E402
-from boom.evaluate import run, run_sharded  # noqa: E402
-from toto.options import DEFAULT_NUM_SAMPLES, FEEDBACK  # noqa: E402
+from boom import data, forecasters, leaderboard
+from boom.evaluate import run, run_sharded
+from toto.options import DEFAULT_NUM_SAMPLES, FEEDBACK
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -61,19 +59,24 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _forecaster(args: argparse.Namespace, device: str) -> forecasters.Forecaster:
+    name = args.name or forecasters.default_name(args.model, args.checkpoint)
     if args.model == "toto":
         return forecasters.toto(args.checkpoint or forecasters.DEFAULT_TOTO_CHECKPOINT,
                                 context_length=args.context_length, num_samples=args.num_samples,
                                 samples_per_batch=args.samples_per_batch, batch_size=args.batch_size,
-                                seed=args.seed, device=device, name=args.name or "toto",
+                                seed=args.seed, device=device, name=name,
                                 decode_block_size=args.decode_block_size, context_ensemble=args.context_ensemble,
                                 feedback=args.feedback)
-    return forecasters.classical(args.name or args.model, forecasters.CLASSICAL[args.model],
+    return forecasters.classical(name, forecasters.CLASSICAL[args.model],
                                  context_length=args.context_length or forecasters.DEFAULT_CONTEXT_LENGTH)
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
     results = leaderboard.load_results(*args.results, subset=args.subset)
+    naive = leaderboard.seasonal_naives(results)
+    if len(naive) > 1:
+        print(f"boom leaderboard: {len(naive)} folders hold {leaderboard.BASELINE}: scores are scaled by {naive[0]}, "
+              "the first given", file=sys.stderr)
     scores = leaderboard.score(results)
     table = leaderboard.leaderboard(scores)
     print(table.map(leaderboard.format_number).to_string())
@@ -123,7 +126,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", choices=forecasters.MODELS, required=True)
     ev.add_argument("--checkpoint", help="Toto checkpoint folder, embedded name (toto-tiny) or hub id "
                                          f"(default {forecasters.DEFAULT_TOTO_CHECKPOINT})")
-    ev.add_argument("--name", help="results folder / model name (default: --model); name fine-tunes here")
+    ev.add_argument("--name", help="results folder / model name (default: --model; for toto from another "
+                                   "checkpoint than the published one, toto-<checkpoint folder name>, e.g. toto-tiny)")
     ev.add_argument("--data", help=f"folder of series folders (default ${data.DATA_ENV_VAR}, else the hub), or a"
                                    " CSV/TSV/Parquet table of your own (wide or long), read like `toto forecast`")
     ev.add_argument("--timestamp-column", help="table --data only: the timestamp column (default: detected)")

@@ -42,6 +42,7 @@ from pandas.tseries.offsets import BaseOffset
 
 from toto import tables
 from toto.io import read_table
+from toto.validation import MIN_TIME_STEPS, InputError
 
 HUB_REPO = "Datadog/BOOM"
 DATA_ENV_VAR = "BOOM_PATH"
@@ -76,6 +77,16 @@ def to_offset(freq: str) -> BaseOffset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return pd.tseries.frequencies.to_offset(freq)
+
+
+def seasonality(freq: str) -> int:
+    """GluonTS's seasonality for `freq` (24 for hourly, 12 for monthly data), the season that seasonal naive repeats
+    and MASE's scale spans.
+
+    `get_seasonality` parses the string with pandas, which warns for the period spellings ('M', 'Q-DEC') that
+    GluonTS's own period index uses; it is given the offset's current spelling ('ME', 'QE-DEC') instead, for the
+    same number."""
+    return get_seasonality(to_offset(freq).freqstr)
 
 
 def frequency_unit(freq: str) -> str:
@@ -179,7 +190,25 @@ class SeriesDataset:
     @cached_property
     def seasonality(self) -> int:
         """GluonTS's seasonality for the frequency: the lag of MASE's in-sample seasonal error."""
-        return get_seasonality(self.freq)
+        return seasonality(self.freq)
+
+    @cached_property
+    def required_length(self) -> int:
+        """Steps the series needs at this term: its test windows, and before them at least one season of history.
+
+        With less, seasonal naive (the baseline the leaderboard scales every model by) has no season to repeat
+        and forecasts NaN; with no history at all GluonTS cannot split the windows off."""
+        return self.prediction_length * self.windows + max(MIN_TIME_STEPS, self.seasonality)
+
+    @property
+    def length_problem(self) -> str | None:
+        """What a series too short for its term (`required_length`) lacks, or None when it is long enough."""
+        if self.min_series_length >= self.required_length:
+            return None
+        history = self.required_length - self.prediction_length * self.windows
+        return (f"{self.name} has {self.min_series_length} steps, too few for the {self.term.value} term: its "
+                f"{self.windows} test window(s) of {self.prediction_length} steps need at least {history} steps "
+                f"of history before them ({self.required_length} steps in all)")
 
     @cached_property
     def entries(self) -> list[dict[str, Any]]:
@@ -312,8 +341,16 @@ class TableSeriesDataset(SeriesDataset):
         return self.series
 
     @cached_property
+    def _periods(self) -> pd.PeriodIndex:
+        """The series' timestamps as GluonTS's periods. Periods have no time zone: the wall times are kept, and
+        the zone is dropped first so that pandas does not warn that it drops it."""
+        index = self._series.index
+        # pandas maps the grid's offset to its period (MS -> M), where pandas-stubs accept period frequencies only.
+        return index.tz_localize(None).to_period(index.freq)  # type: ignore[arg-type]
+
+    @cached_property
     def freq(self) -> str:
-        return self._series.index.to_period().freqstr
+        return self._periods.freqstr
 
     @cached_property
     def target_dim(self) -> int:
@@ -326,7 +363,7 @@ class TableSeriesDataset(SeriesDataset):
     @cached_property
     def entries(self) -> list[dict[str, Any]]:
         target = self._series.values.astype(np.float32)
-        entry = {"item_id": self.name, "start": self._series.index.to_period()[0],
+        entry = {"item_id": self.name, "start": self._periods[0],
                  "target": target if self.target_dim > 1 else target[0]}
         return list(_to_univariate([entry])) if self.to_univariate and self.target_dim > 1 else [entry]
 
@@ -351,12 +388,20 @@ class TablePanel:
         return self.path.name.split(".")[0] if series.id is None else str(series.id).replace("/", "_")
 
     def configurations(self, terms: Iterable[Term | str] = tuple(Term)) -> list[Configuration]:
-        """Every series at every term in `terms`."""
-        return [
-            Configuration(name, Term(term), {"frequency": series.index.freqstr, "term": "long", "domain": "",
-                                             "num_variates": len(series.variates), "type": "table"})
-            for name, series in self.series.items() for term in terms
+        """Every series at every term in `terms`; refused before any work when a series is too short for one of
+        them (`SeriesDataset.required_length`), naming the terms every series is long enough for."""
+        wanted = [Term(term) for term in terms]
+        configs = [
+            Configuration(name, term, {"frequency": series.index.freqstr, "term": "long", "domain": "",
+                                       "num_variates": len(series.variates), "type": "table"})
+            for name, series in self.series.items() for term in wanted
         ]
+        problems = {config.term: problem for config in configs if (problem := self.dataset(config).length_problem)}
+        if problems:
+            fitting = [term.value for term in wanted if term not in problems]
+            advice = f"pass --terms {' '.join(fitting)}" if fitting else "evaluate a table with a longer history"
+            raise InputError(f"{self.path}: {next(iter(problems.values()))}; {advice}")
+        return configs
 
     def dataset(self, config: Configuration, to_univariate: bool = False) -> TableSeriesDataset:
         return TableSeriesDataset(self.path / config.series, config.term, to_univariate, self.series[config.series])
@@ -368,14 +413,18 @@ def is_table(path: str | Path) -> bool:
 
 
 def series_dataset(data_dir: Path | TablePanel, config: Configuration, to_univariate: bool = False) -> SeriesDataset:
-    """The test set of one configuration, with a clear error when its folder is missing."""
+    """The test set of one configuration, with a clear error when its folder is missing or its series too short."""
     if isinstance(data_dir, TablePanel):
-        return data_dir.dataset(config, to_univariate)
-    path = Path(data_dir) / config.series
-    if not path.is_dir():
-        raise FileNotFoundError(f"Series folder {path} is missing: {data_dir} must hold one folder per series "
-                                f"(ds-<id>-<freq>), as downloaded from {HUB_REPO}.")
-    return SeriesDataset(path, config.term, to_univariate=to_univariate)
+        dataset: SeriesDataset = data_dir.dataset(config, to_univariate)
+    else:
+        path = Path(data_dir) / config.series
+        if not path.is_dir():
+            raise FileNotFoundError(f"Series folder {path} is missing: {data_dir} must hold one folder per series "
+                                    f"(ds-<id>-<freq>), as downloaded from {HUB_REPO}.")
+        dataset = SeriesDataset(path, config.term, to_univariate=to_univariate)
+    if problem := dataset.length_problem:
+        raise InputError(problem)
+    return dataset
 
 
 def write_hub_folder(folder: Path, rows: list[dict[str, Any]]) -> None:

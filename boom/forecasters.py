@@ -26,9 +26,9 @@ from gluonts.ext.statsforecast import (
 )
 from gluonts.model.forecast import Forecast
 from gluonts.model.predictor import Predictor
-from gluonts.time_feature import get_seasonality
 from gluonts.transform.feature import LastValueImputation
 
+from boom.data import seasonality
 from boom.metrics import QUANTILE_LEVELS
 from toto.options import DEFAULT_CONTEXT_LENGTH, Feedback
 
@@ -76,7 +76,7 @@ def classical(name: str, predictor_cls: type[StatsForecastPredictor],
 
     def build(prediction_length: int, freq: str) -> Predictor:
         model = predictor_cls(prediction_length=prediction_length, quantile_levels=list(QUANTILE_LEVELS),
-                              season_length=get_seasonality(freq))
+                              season_length=seasonality(freq))
         return ClassicalPredictor(model, context_length)
 
     return Forecaster(name, build, context_length=context_length)
@@ -107,6 +107,16 @@ def toto(checkpoint: str | Path = DEFAULT_TOTO_CHECKPOINT, context_length: int |
 
     return Forecaster(name, build, multivariate=True, checkpoint=str(checkpoint), context_length=context_length,
                       num_samples=count)
+
+
+def default_name(model: str, checkpoint: str | Path | None = None) -> str:
+    """The results folder a run writes without `--name`: the model's name, and for Toto from another checkpoint
+    than the published one, that checkpoint's folder or repo name (`toto-tiny`, `toto-<fine-tune folder>`), so
+    that a checkpoint's results never take the published Toto's name or another checkpoint's folder."""
+    if model != "toto" or checkpoint is None or str(checkpoint) == DEFAULT_TOTO_CHECKPOINT:
+        return model
+    name = Path(checkpoint).name
+    return name if name.lower().startswith("toto") else f"toto-{name}"
 
 
 CLASSICAL = {

@@ -14,10 +14,17 @@ state. The published mean ranks determine that order only where models tie, and 
 every printed digit; it is one order consistent with the publication, not necessarily the publication's own.
 Other models follow it alphabetically and seasonal naive comes last, as in the publication. Only configurations
 every model has are compared.
+
+Results are checked as they are read (`read_results`): the columns the leaderboard uses must be there, and every
+metric must be a number that is not negative (all of them are errors or losses). NaN and infinity are allowed:
+GluonTS writes them where a configuration's scale is zero (an all-zero series), and step 2 handles them.
+A model name found in several folders (your `results/toto` next to the published `toto`) is kept once per folder,
+labelled with its folder; the first folder's seasonal naive is the baseline.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from boom.data import Term, load_properties, low_variance_series
+from toto.validation import InputError
 
 BASELINE = "seasonalnaive"
 MASE = "eval_metrics/MASE[0.5]"
@@ -46,39 +54,98 @@ def shifted_gmean(values: Iterable[float] | pd.Series) -> float:
     return float(np.exp(np.mean(np.log(np.asarray(values, dtype=np.float64) + EPSILON))) - EPSILON)
 
 
-def load_results(*results_dirs: str | Path, subset: str | None = None) -> dict[str, pd.DataFrame]:
-    """Every `<dir>/<model>/all_results.csv`, indexed by configuration, keyed by model folder name.
+def read_results(file: str | Path) -> pd.DataFrame:
+    """One `all_results.csv`, indexed by configuration (the last row of a repeated one), checked as it is read.
 
+    Refuses, naming the file: a file that is not comma-separated, a missing column the leaderboard uses, and a
+    metric that is not a number or is negative. NaN and +inf pass (see the module's docstring)."""
+    with open(file, errors="replace") as f:
+        header = f.readline()
+    delimiter = next((d for d in ";\t|" if d in header), None)
+    if delimiter and "," not in header:
+        raise InputError(f"{file} is not comma-separated (its header is split by {delimiter!r}): write it with "
+                         "commas, as `boom eval` does")
+    try:
+        frame = pd.read_csv(file)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(f"{file} is not a readable CSV ({str(error).strip()}): pass the all_results.csv that "
+                         "`boom eval` wrote") from None
+    required = ["dataset", MASE, MAE, CRPS]
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        raise InputError(f"{file} has no column {missing[0]!r}: a results file has the columns of the "
+                         f"all_results.csv that `boom eval` writes, among them {', '.join(required)}")
+    for column in [c for c in frame.columns if c.startswith("eval_metrics/")]:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        text = frame[column].notna() & values.isna()
+        negative = values < 0
+        for bad, why in ((text, "is not a number"), (negative, f"cannot be negative ({column} is an error or loss)")):
+            if bad.any():
+                row = int(np.argmax(bad.to_numpy()))
+                value = frame[column].iloc[row]
+                shown = repr(value) if isinstance(value, str) else f"{value:g}"
+                raise InputError(f"{file}: column {column} holds {shown} for {frame['dataset'].iloc[row]}, which "
+                                 f"{why}: fix or rerun that configuration")
+        frame[column] = values
+    return frame.drop_duplicates("dataset", keep="last").set_index("dataset")
+
+
+def load_results(*results_dirs: str | Path, subset: str | None = None) -> dict[str, pd.DataFrame]:
+    """Every `<dir>/<model>/all_results.csv` (`read_results`), keyed by model folder name, in the order given.
+
+    A model name in several folders is kept once per folder, keyed by `<dir>/<model>` (as the folder was given).
     `subset="boomlet"` keeps only the 32 BOOMlet series.
     """
-    results: dict[str, pd.DataFrame] = {}
-    for results_dir in map(Path, results_dirs):
-        files = sorted(results_dir.glob("*/all_results.csv"))
-        if not files:
+    folders = list(map(Path, results_dirs))
+    repeated = [folder for i, folder in enumerate(folders) if folder.resolve() in {f.resolve() for f in folders[:i]}]
+    if repeated:
+        raise InputError(f"{repeated[0]} is given twice: pass each results folder once")
+    files: list[Path] = []
+    for results_dir in folders:
+        found = sorted(results_dir.glob("*/all_results.csv"))
+        if not found:
             raise FileNotFoundError(f"No <model>/all_results.csv under {results_dir}: pass the folder that "
                                     f"`boom eval --out` wrote (or ../shared/boom/results).")
-        for file in files:
-            model = file.parent.name
-            if model in results:
-                raise ValueError(f"Model {model!r} appears in two results folders; rename one folder.")
-            frame = pd.read_csv(file).drop_duplicates("dataset", keep="last").set_index("dataset")
-            results[model] = frame
+        files += found
+    names = Counter(file.parent.name for file in files)
+    results = {file.parent.name if names[file.parent.name] == 1 else str(file.parent): read_results(file)
+               for file in files}
     if subset is not None:
         keep = set(load_properties(subset=subset))
         results = {model: frame[frame.index.str.split("/").str[0].isin(keep)] for model, frame in results.items()}
     return results
 
 
-def _fill_invalid(frame: pd.DataFrame) -> pd.DataFrame:
+def seasonal_naives(models: Iterable[str]) -> list[str]:
+    """The seasonal naive results among `models`, in order: `seasonalnaive`, or `<dir>/seasonalnaive` where several
+    folders hold one (`load_results`)."""
+    return [model for model in models if Path(model).name == BASELINE]
+
+
+def baseline(models: Iterable[str]) -> str:
+    """The seasonal naive results the leaderboard scales by: the first folder's."""
+    naive = seasonal_naives(models)
+    if not naive:
+        raise ValueError(f"The leaderboard scales by seasonal naive: add a `{BASELINE}` results folder (run "
+                         f"`boom eval --model seasonalnaive`, or include ../shared/boom/results).")
+    return naive[0]
+
+
+def _fill_invalid(model: str, part: str, frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.replace([np.inf, -np.inf], np.nan)
+    empty = [column for column in frame.columns if frame[column].isna().all()]
+    if empty:
+        raise InputError(f"{model!r} has no finite value of {empty[0]} in any of its {len(frame)} {part} "
+                         "configurations, so nothing to rank it by: fix or rerun its results")
     return frame.fillna(frame.mean())
 
 
 def model_order(models: Iterable[str]) -> list[str]:
-    """The tie-breaking order: published models as published, then others alphabetically, seasonal naive last."""
-    models = set(models)
+    """The tie-breaking order: published models as published, then others alphabetically, the baseline last."""
+    models = list(models)
+    last = baseline(models)
     published = [m for m in PUBLISHED_ORDER if m in models]
-    return published + sorted(models - set(published) - {BASELINE}) + [BASELINE] * (BASELINE in models)
+    return published + sorted(set(models) - set(published) - {last}) + [last]
 
 
 def recover_tie_order(scores: pd.DataFrame, published: pd.DataFrame) -> list[str]:
@@ -138,9 +205,7 @@ def score(results: dict[str, pd.DataFrame], low_variance: set[str] | None = None
     `config`, `series`, `model`, `part` ("scaled" or "unscaled"), `point` (scaled MASE or unscaled MAE),
     `crps` (scaled or not) and `rank`. `order` breaks rank ties (default: `model_order`).
     """
-    if BASELINE not in results:
-        raise ValueError(f"The leaderboard scales by seasonal naive: add a `{BASELINE}` results folder (run "
-                         f"`boom eval --model seasonalnaive`, or include ../shared/boom/results).")
+    naive_model = baseline(results)
     models = model_order(results) if order is None else list(order)
     if sorted(models) != sorted(results):
         raise ValueError(f"order must list each model once: got {models} for {sorted(results)}.")
@@ -149,7 +214,7 @@ def score(results: dict[str, pd.DataFrame], low_variance: set[str] | None = None
         raise ValueError("The models share no configuration: evaluate them on the same series and terms.")
     low_variance = low_variance_series() if low_variance is None else low_variance
     series = pd.Series([key.split("/")[0] for key in common], index=common)
-    naive = results[BASELINE].loc[common]
+    naive = results[naive_model].loc[common]
     unscaled_series = set(low_variance) | set(series[naive[MASE] == 0])
     unscaled = series.isin(unscaled_series)
 
@@ -158,9 +223,9 @@ def score(results: dict[str, pd.DataFrame], low_variance: set[str] | None = None
         keys = series.index[mask]
         if len(keys) == 0:
             continue
-        filled = {m: _fill_invalid(results[m].loc[keys, [point, CRPS]].astype(float)) for m in models}
+        filled = {m: _fill_invalid(m, part, results[m].loc[keys, [point, CRPS]].astype(float)) for m in models}
         if part == "scaled":
-            filled = {m: filled[m] / filled[BASELINE] for m in models}
+            filled = {m: filled[m] / filled[naive_model] for m in models}
         crps = pd.DataFrame({m: filled[m][CRPS] for m in models})
         ranks = crps.rank(axis=1, method="first")  # ties: the model in the earlier column wins
         for m in models:
@@ -238,8 +303,10 @@ def plot(table: pd.DataFrame, path: str | Path) -> Path:
     for ax, column in zip(axes, scaled):
         values = table[column].iloc[::-1]
         bars = ax.barh(values.index, values.to_numpy(), color="tab:blue")
-        if "seasonalnaive" in values.index:
-            bars[list(values.index).index("seasonalnaive")].set_color("tab:gray")
+        naive = set(seasonal_naives(values.index))
+        for bar, model in zip(bars, values.index):
+            if model in naive:
+                bar.set_color("tab:gray")
         ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
         ax.set_title(column + (" (lower is better)"))
         ax.margins(x=0.15)

@@ -3,7 +3,8 @@
 A request can be well formed and still unprocessable here: a horizon beyond `max_prediction_length`, more samples
 than `max_num_samples`, timestamps off their grid or beyond the year 9999. `find_problems` lists every such problem with
 the field it concerns, and `/forecast` answers them with a 422 before any work is queued. A request whose memory
-cost can never fit the budget is answered 413 (`over_budget`).
+cost can never fit the budget is answered 413 (`over_budget`), and so is one whose estimated time passes the
+timeout (`over_time`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,17 @@ def over_budget(cost_bytes: int, settings: ServeSettings) -> Problem:
                    f"memory_budget_bytes={budget} ({budget / 2**20:,.1f} "
                    f"MiB, set by {env_var(settings, 'memory_budget_bytes')}): send fewer series, variates or "
                    "samples, a shorter context or horizon, no samples back, or raise the budget", budget)
+
+
+def over_time(tokens: int, tokens_per_second: float, settings: ServeSettings) -> Problem:
+    """A request whose estimated time passes the timeout (answered 413)."""
+    seconds = tokens / tokens_per_second
+    source = "set by" if settings.tokens_per_second is not None else "measured at start-up; set it with"
+    return Problem(("body",), f"this request needs an estimated {seconds:,.0f} s of forward passes ({tokens:,} "
+                   f"tokens at this server's {tokens_per_second:,.0f} tokens/s, {source} "
+                   f"{env_var(settings, 'tokens_per_second')}), over its timeout timeout_s={settings.timeout_s} "
+                   f"(set by {env_var(settings, 'timeout_s')}): send fewer series, variates or samples, a shorter "
+                   "horizon, or raise the timeout", settings.timeout_s)
 
 
 def limit_problems(request: ForecastRequest, settings: ServeSettings) -> list[Problem]:

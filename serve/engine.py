@@ -8,12 +8,14 @@ with others, up to float32 rounding in the batched matrix products (docs/serving
 
 Memory: every forward pass is planned to fit a byte limit (`ForecastPipeline.plan`, the model family's cost plan), so
 a merged group is split into passes that fit. `request_cost` is what the service admits a request on: the memory its
-answer holds plus its largest single-series pass.
+answer holds plus its largest single-series pass. Time: `request_work` counts the tokens the model forwards for a
+request, which the service divides by the throughput it measured to refuse what cannot finish within its timeout.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ from toto.inference.memory import ForecastPlan, MemoryBudgetExceeded
 from toto.inference.streams import row_seeds
 from toto.options import Feedback
 from toto.pipeline import ForecastPipeline, Prediction
+from toto.tables import grid_from_start, parse_timestamps
 from toto.validation import InputError
 
 log = logging.getLogger(__name__)
@@ -109,15 +112,17 @@ class DetectTask(BaseModel):
                                  false_alarm_rate=self.false_alarm_rate, alerts_per_day=self.alerts_per_day or 1.0)
 
     def timestamps(self) -> pd.DatetimeIndex:
-        """The values' timestamps (UTC, naive), or 0, 1, 2, ... seconds for a series without time."""
+        """The values' timestamps (UTC, naive), read by the table rules (`toto.tables`: a start on its frequency's
+        grid), or 0, 1, 2, ... seconds for a series without time."""
         series = self.series
         if series.timestamps is not None:
-            return pd.DatetimeIndex(pd.to_datetime(series.timestamps, utc=True).tz_localize(None))
-        if series.start is not None:
-            start = pd.Timestamp(series.start)
-            start = start.tz_convert(None) if start.tzinfo is not None else start
-            return pd.date_range(start, periods=series.length, freq=series.freq)
-        return pd.DatetimeIndex(pd.to_datetime(np.arange(series.length), unit="s"))
+            stamps = parse_timestamps(pd.Series(series.timestamps, dtype=object), "timestamps")
+        elif series.start is not None:
+            assert series.freq is not None  # ObservedSeries._check_values: start needs freq
+            stamps = grid_from_start(series.start, series.length, series.freq)
+        else:
+            return pd.DatetimeIndex(pd.to_datetime(np.arange(series.length), unit="s"))
+        return stamps.tz_convert(None) if stamps.tz is not None else stamps
 
 
 Task = SeriesTask | DetectTask
@@ -216,6 +221,21 @@ class ForecastEngine:
         except MemoryBudgetExceeded as error:
             raise MemoryBudgetExceeded(result + max(error.needed_bytes, 0), self.memory_budget_bytes) from None
         return RequestCost(result, working)
+
+    def request_work(self, request: ForecastRequest) -> int:
+        """The tokens the model forwards to answer `request`: `task_work` of each of its series."""
+        return sum(self.task_work(task) for task in SeriesTask.split(request, seed=0))
+
+    def task_work(self, task: SeriesTask) -> int:
+        """What a forecast costs in time, counted in tokens (a patch of one variate) that the model forwards: the
+        context's, encoded once, then the horizon's, once per sample path decoded (a quantile model decodes the
+        horizon in one pass, and mean feedback one path per series). Decoding dominates a sampling model's large
+        requests (64 variates, 256 paths and 64 steps: a million tokens against 8,192 for the context)."""
+        series = task.series
+        rows = len(series.variates) + len(series.exogenous)
+        decoded = 1 if task.feedback == "mean" else self.pipeline.sample_count(task.num_samples) or 1
+        patches = math.ceil(self._context_steps(task) / self.patch_size)
+        return rows * (patches + decoded * math.ceil(task.prediction_length / self.patch_size))
 
     def detect_cost(self, request: DetectRequest) -> RequestCost:
         """What a /detect request is admitted on; raises MemoryBudgetExceeded when it can never fit the budget."""

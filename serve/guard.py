@@ -4,19 +4,32 @@ BentoML reads whole bodies into memory with no size limit, and sends bodies of a
 (multipart, form) that this JSON API does not use and that fail with a 500 on garbage. So before BentoML sees a
 POST, the guard checks its framing (a request with both Content-Length and Transfer-Encoding is refused with 400:
 a proxy and this server could disagree on where it ends, the root of request smuggling), its media type (JSON
-only: 415 otherwise), reads its body up to a byte limit (413 past it) and refuses JSON objects that repeat a key
-(400: the JSON parser would silently keep the last one), then replays the body it read. Malformed JSON is left to
-BentoML, whose 400 says where it breaks.
+only: 415 otherwise), reads its body up to a byte limit (413 past it), refuses arrays and objects nested more than
+`MAX_JSON_DEPTH` levels (400: parsers recurse per level, and Python's raised RecursionError at about 1,000, which
+escaped as a hung request and then a 500) and JSON objects that repeat a key (400: the JSON parser would silently
+keep the last one), then replays the body it read. Malformed JSON is left to BentoML, whose 400 says where it
+breaks. The body is checked in a worker thread: a large one takes a parse, which must not stall the event loop
+(and with it every other request and `/livez`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 
+import anyio
+import numpy as np
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 JSON_MEDIA_TYPE = "application/json"
+# The deepest nesting of arrays and objects a body may have: a request needs 5 levels (the request, its series
+# list, a series, its variates, a variate's values), so 32 refuses nothing real. Checked without recursion (`_depth`).
+MAX_JSON_DEPTH = 32
+# What the nesting scan reads: a backslash escape (skipped, so that an escaped quote does not end a string), and the
+# bytes other than quotes and brackets (dropped).
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_NOT_STRUCTURE = bytes(set(range(256)) - set(b'"[]{}'))
 
 
 class RequestGuard:
@@ -54,11 +67,33 @@ class RequestGuard:
                 return
             if not message.get("more_body", False):
                 break
-        if repeated := _repeated_key(bytes(body)):
-            await _refuse(send, 400,
-                          f"the JSON body gives the key {repeated!r} more than once in one object: give it once")
+        if problem := await anyio.to_thread.run_sync(_body_problem, bytes(body)):
+            await _refuse(send, 400, problem)
             return
         await self.app(scope, _replay(bytes(body), receive), send)
+
+
+def _body_problem(body: bytes) -> str | None:
+    """Why the JSON `body` is refused (nested too deeply, a repeated key), or None."""
+    if (depth := _depth(body)) > MAX_JSON_DEPTH:
+        return (f"the JSON body nests arrays and objects {depth} levels deep, more than this server's limit of "
+                f"{MAX_JSON_DEPTH} levels: a request needs 5 (docs/serving.md)")
+    if repeated := _repeated_key(body):
+        return f"the JSON body gives the key {repeated!r} more than once in one object: give it once"
+    return None
+
+
+def _depth(body: bytes) -> int:
+    """The deepest nesting of arrays and objects in `body`, brackets inside strings not counted: a running count
+    of its opening and closing brackets, without recursion, so that any depth costs one pass over the body."""
+    marks = np.frombuffer(_ESCAPE.sub(b"", body).translate(None, _NOT_STRUCTURE), dtype=np.uint8)
+    quotes = marks == ord('"')
+    in_string = np.logical_xor.accumulate(quotes)  # between an opening quote and its closing one
+    brackets = marks[~in_string & ~quotes]
+    if not len(brackets):
+        return 0
+    opening = (brackets == ord("[")) | (brackets == ord("{"))
+    return int(np.cumsum(np.where(opening, 1, -1)).max())
 
 
 class _RepeatedKey(ValueError):

@@ -35,7 +35,8 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 ERROR_STATUSES = {
     "400": "The body does not fit the request schema (the field and the reason are in `detail`).",
-    "413": "The body is larger than the server's max_body_bytes.",
+    "413": "The body is larger than the server's max_body_bytes, or the request's memory cost or estimated time is "
+           "more than the server's memory budget or timeout.",
     "415": "The body is not JSON.",
     "422": "The request is well formed but over a server limit, or its timestamps cannot be continued.",
     "503": "The model is not loaded (yet), or the server is overloaded.",

@@ -12,25 +12,40 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, cast
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.config import JsonDict
+from pydantic.config import JsonDict, JsonValue
 
 from toto.options import DEFAULT_NUM_SAMPLES, Feedback
-from toto.tables import parse_frequency, regular_grid
+from toto.tables import grid_from_start, parse_frequency, parse_timestamps, regular_grid
 from toto.validation import MAX_ABS_VALUE, MAX_SEED, InputError
 
 STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 Value = Annotated[float, Field(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
-Values = list[Value | None]
+# A variate's values, at least one; and its name, not empty. Field constraints, so that the OpenAPI document states
+# what the server refuses (a 400 naming the variate).
+Values = Annotated[list[Value | None], Field(min_length=1)]
+FutureValues = Annotated[list[Value], Field(min_length=1)]
+Name = Annotated[str, Field(min_length=1)]
 # `toto.validation.check_quantile_levels`'s rule, as a JSON schema (so that the OpenAPI document states it).
 QuantileLevel = Annotated[float, Field(gt=0, lt=1)]
 # ISO 8601 (date-only too) or Unix seconds, as monitoring systems export them.
 Timestamp = Annotated[datetime, Field(strict=False)]
+
+
+def null_first(schema: JsonDict) -> None:
+    """A nullable list's JSON schema with null listed first. BentoML's client reads a field as the first of its
+    `anyOf` schemas and encodes or decodes a null by it: with the list first, a null `timestamps` (the answer to a
+    series without time, or a request that sends the field as null) failed in its serde ("'NoneType' object is not
+    iterable"). With null first, it passes nulls and lists as they are (timestamps stay ISO 8601 strings)."""
+    options = cast(list[JsonDict], schema["anyOf"])
+    ordered: list[JsonDict] = sorted(options, key=lambda option: option.get("type") != "null")
+    schema["anyOf"] = cast(list[JsonValue], ordered)
+
 
 EXAMPLE_REQUEST: JsonDict = {
     "series": [
@@ -59,25 +74,25 @@ class ObservedSeries(BaseModel):
     model_config = STRICT
 
     id: str | None = Field(None, description="Echoed back in the answer, to match answers to questions.")
-    variates: dict[str, Values] = Field(
+    variates: dict[Name, Values] = Field(
         min_length=1,
         description="Variate name -> values, oldest first; null marks a missing value. All of equal length.",
     )
     start: Timestamp | None = Field(None, description="Timestamp of the first value; needs freq.")
     freq: str | None = Field(None, description="pandas frequency of the steps, e.g. '5min', 'h', 'D', 'MS'.")
-    timestamps: list[Timestamp] | None = Field(None, description="One timestamp per value, instead of start.")
+    timestamps: list[Timestamp] | None = Field(None, description="One timestamp per value, instead of start.",
+                                                json_schema_extra=null_first)
 
     @property
     def length(self) -> int:
         return len(next(iter(self.variates.values())))
 
     def _check_values(self, columns: dict[str, Values]) -> None:
-        """Columns of equal, non-zero length, each with an observed value; timestamps one per value."""
+        """Columns (of at least one value each, `Values`) of equal length, each with an observed value; timestamps
+        one per value."""
         lengths = {name: len(values) for name, values in columns.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"variates and exogenous variables must all have the same length, got {lengths}")
-        if self.length == 0:
-            raise ValueError("the series is empty: send at least one value per variate")
         if empty := [name for name, values in columns.items() if all(v is None for v in values)]:
             raise ValueError(f"{empty} have no observed value (all null): drop them or send some values")
         if self.timestamps is not None:
@@ -92,16 +107,16 @@ class ObservedSeries(BaseModel):
 class SeriesInput(ObservedSeries):
     """One series to forecast, and its known covariates."""
 
-    variates: dict[str, Values] = Field(
+    variates: dict[Name, Values] = Field(
         min_length=1,
         description="Variate name -> values, oldest first; null marks a missing value. All of equal length. The "
         "model reads at most its default context, the most recent steps (docs/serving.md).",
     )
-    exogenous: dict[str, Values] = Field(
+    exogenous: dict[Name, Values] = Field(
         default_factory=dict,
         description="Past values of known covariates (same length as the variates); they are not forecast.",
     )
-    future_exogenous: dict[str, list[Value]] = Field(
+    future_exogenous: dict[Name, FutureValues] = Field(
         default_factory=dict,
         description="Future values of every exogenous variable, prediction_length of them each.",
     )
@@ -122,8 +137,8 @@ class SeriesInput(ObservedSeries):
         """The regular time grid of the values (`toto.tables.regular_grid`), None when the series has no time.
 
         Raises TimestampError when the timestamps cannot be put on a grid (unknown frequency, duplicates,
-        timestamps off the grid, dates beyond what pandas can represent). Computed once: the checks, the
-        admission and the forward pass all read it (about 1 ms for 4,096 timestamps).
+        timestamps off the grid or finer than a second, a start off its frequency's grid). Computed once: the
+        checks, the admission and the forward pass all read it (about 1 ms for 4,096 timestamps).
         """
         return self._time_grid
 
@@ -136,15 +151,20 @@ class SeriesInput(ObservedSeries):
                 return None
             if self.timestamps is None:
                 assert self.start is not None and self.freq is not None  # _check_values: start needs freq
-                return pd.date_range(self.start, periods=self.length, freq=parse_frequency(self.freq), unit="s")
-            index = pd.DatetimeIndex(self.timestamps)
-            if not index.is_monotonic_increasing:
+                return grid_from_start(self.start, self.length, self.freq)
+            if not self._timestamp_index.is_monotonic_increasing:
                 raise TimestampError("timestamps must be increasing")
-            return regular_grid(index, self.freq)
+            return regular_grid(self._timestamp_index, self.freq)
         except InputError as error:
             raise TimestampError(str(error)) from error
         except (ValueError, TypeError, OverflowError) as error:  # pandas' ways of saying "cannot"
             raise TimestampError(f"cannot place the timestamps: {error}") from error
+
+    @functools.cached_property
+    def _timestamp_index(self) -> pd.DatetimeIndex:
+        """`timestamps` read by the table rules (`toto.tables.parse_timestamps`): to the second, years 1 to 9999,
+        in UTC when their UTC offsets differ."""
+        return parse_timestamps(pd.Series(self.timestamps, dtype=object), "timestamps")
 
     def context(self, grid: pd.DatetimeIndex | None) -> np.ndarray:
         """(variates + exogenous, time) float64 values on `grid` (from `time_grid`), NaN where missing or in a gap."""
@@ -152,7 +172,7 @@ class SeriesInput(ObservedSeries):
         if grid is None or self.timestamps is None or len(grid) == self.length:
             return values
         on_grid = np.full((len(values), len(grid)), np.nan)
-        on_grid[:, grid.get_indexer(pd.DatetimeIndex(self.timestamps).as_unit("s"))] = values
+        on_grid[:, grid.get_indexer(self._timestamp_index)] = values
         return on_grid
 
     def future_timestamps(self, grid: pd.DatetimeIndex | None, prediction_length: int) -> list[datetime] | None:
@@ -216,7 +236,8 @@ class VariateForecast(BaseModel):
 
 class SeriesForecast(BaseModel):
     id: str | None = None
-    timestamps: list[datetime] | None = Field(None, description="When the input had timestamps.")
+    timestamps: list[datetime] | None = Field(None, description="When the input had timestamps.",
+                                              json_schema_extra=null_first)
     variates: dict[str, VariateForecast]
 
 

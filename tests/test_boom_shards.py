@@ -27,12 +27,12 @@ def test_two_processes_write_the_results_of_one(boom_data, tiny_toto_checkpoint,
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     assert main([*args, "--out", str(tmp_path / "two"), "--devices", "2"]) == 0
     assert "4 configurations evaluated, 0 already done, 0 failed" in capsys.readouterr().out
-    one = (tmp_path / "one" / "toto" / RESULTS_FILE).read_text()
-    two = (tmp_path / "two" / "toto" / RESULTS_FILE).read_text()
+    one = (tmp_path / "one" / "toto-tiny-random" / RESULTS_FILE).read_text()
+    two = (tmp_path / "two" / "toto-tiny-random" / RESULTS_FILE).read_text()
     assert two.splitlines()[0] == PUBLISHED_HEADER
     assert len(two.splitlines()) == 5
     assert two == one  # same rows, same order, same numbers: each configuration samples from its own seed
-    assert not (tmp_path / "two" / "toto" / PARTS_FOLDER).exists()
+    assert not (tmp_path / "two" / "toto-tiny-random" / PARTS_FOLDER).exists()
 
 
 @pytest.mark.parametrize("devices", ["1", "2"])
@@ -52,9 +52,11 @@ def test_a_run_resumes_from_the_parts_an_interrupted_sharded_run_left(boom_data,
     assert not parts.exists()
 
 
-def test_sharded_run_refuses_results_of_other_settings_with_the_error_itself(boom_data, tmp_path, capsys):
+def test_sharded_run_refuses_results_of_other_settings_with_the_error_itself(boom_data, tmp_path, capfd):
     args = ["eval", "--model", "seasonalnaive", "--data", str(boom_data), "--out", str(tmp_path), "--no-progress",
             "--series", "ds-0-30T"]
     assert main(args) == 0
     assert main([*args, "--context-length", "96", "--devices", "2"]) == 2
-    assert "holds results of seasonalnaive with checkpoint/context/samples" in capsys.readouterr().err
+    err = capfd.readouterr().err  # the spawned processes' too
+    assert "holds results of seasonalnaive with checkpoint/context/samples" in err
+    assert "Using `json`-module" not in err  # GluonTS's import notice, which each spawned process would print

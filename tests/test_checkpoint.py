@@ -1,14 +1,19 @@
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from partial_install import missing
 from safetensors.torch import load_file, save_file
 
 from toto import Toto, TotoConfig
 from toto.checkpoint_io import embedded_models
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.fixture
@@ -166,13 +171,49 @@ def test_config_json_that_is_not_json_is_named(tiny):
         Toto.from_pretrained(folder)
 
 
+@pytest.mark.parametrize(
+    ("summary", "message"),
+    [
+        ('{"context_length": 1}', r"context_length must be an integer of at least 3, got 1"),
+        ('{"default_context_length": "long"}', r"default_context_length must be an integer of at least 3, got 'long'"),
+        ('{"context_length": 96.5}', r"context_length must be an integer of at least 3, got 96\.5"),
+        ('{"context_ensemble": [1, 512]}', r"context_ensemble must be a list of integers of at least 3, got \[1, 51"),
+        ('{"context_ensemble": "wide"}', r"context_ensemble must be a list of integers of at least 3, got 'wide'"),
+        ("[96]", r"must be a JSON object, got a list"),
+        ("{'context_length': 96", r"is not valid JSON"),
+    ],
+)
+def test_bad_training_summary_is_named_with_the_file_and_the_field(tiny, summary, message, capsys):
+    """The fields of training_summary.json that set a pipeline's defaults are checked where the file is read: a bad
+    one names the file and the field, rather than a setting the caller never gave ("context_length must be >= 3"),
+    and a broken file is not silently taken for none."""
+    pytest.importorskip("pandas", reason=missing("cli"))
+    from toto.cli import main as toto_main
+    from toto.pipeline import ForecastPipeline
+    from toto.validation import InputError
+
+    _, folder = tiny
+    path = folder / "training_summary.json"
+    path.write_text(summary)
+    expected = re.escape(str(path)) + r":? " + message
+    with pytest.raises(InputError, match=expected):
+        ForecastPipeline.from_pretrained(folder)
+    with pytest.raises(SystemExit) as exit_info:
+        toto_main(["forecast", str(EXAMPLES / "electricity_demand.csv"), "-p", "8", "-c", str(folder),
+                   "-o", str(folder.parent / "forecast.csv")])
+    assert exit_info.value.code == 2
+    assert re.search(expected, capsys.readouterr().err)
+
+
 def test_absurd_embed_dim_fails_on_the_weights_before_allocating(tiny):
     import resource
 
     _, folder = tiny
-    _edit_config(folder, embed_dim=65536)
+    # 2.3 GiB of weights: within this machine's memory (larger configs are refused on their size alone,
+    # tests/test_cli.py), but far from these weights.
+    _edit_config(folder, embed_dim=6144)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    with pytest.raises(ValueError, match=r"model\.safetensors: weight '.*' has shape .* but the config needs .*65536"):
+    with pytest.raises(ValueError, match=r"model\.safetensors: weight '.*' has shape .* but the config needs .*6144"):
         Toto.from_pretrained(folder)
     grown_gib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 2**20
     assert grown_gib < 1, f"loading grew the process by {grown_gib:.1f} GiB"

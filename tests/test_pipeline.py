@@ -244,3 +244,62 @@ def test_boom_eval_runs_a_toto2_checkpoint(boom_data, tmp_path, capsys):
                       "--context-length", "256", "--data", str(boom_data), "--out", str(out)]) == 0
     results = pd.read_csv(out / "toto2" / "all_results.csv")
     assert results.filter(like="eval_metrics/").map(math.isfinite).all().all()
+
+
+@pytest.mark.parametrize("family", ["toto-tiny", "toto2"])
+def test_a_context_that_holds_one_value_is_forecast_as_that_value(family, v2, toto_tiny):
+    """Both families, through predict_df: a constant target (to float32 precision, with a gap) gets a zero-width band
+    at its value; a target that moves, however little, is the model's to forecast."""
+    pipeline = toto_tiny if family == "toto-tiny" else v2
+    index = pd.date_range("2026-01-01", periods=64, freq="5min")
+    replicas = np.full(64, 7.0)
+    replicas[10:14] = np.nan
+    replicas[40] = 7.0000001  # a text round trip: the same value to float32
+    wave = 50 + 10 * np.sin(np.arange(64) / 5)
+    stepped = np.where(np.arange(64) < 60, 3.0, 3.5)
+    table = pd.DataFrame({"timestamp": index, "zeros": 0.0, "replicas": replicas, "wave": wave, "stepped": stepped})
+    forecast = predict_df(table, 8, model=pipeline, quantiles=[0.1, 0.5, 0.9])
+    by = {name: rows for name, rows in forecast.groupby("variate")}
+    for name, value in (("zeros", 0.0), ("replicas", 7.0)):
+        for column in ("0.1", "0.5", "0.9", "mean"):
+            np.testing.assert_array_equal(by[name][column], value)
+    for name in ("wave", "stepped"):
+        assert (by[name]["0.9"] - by[name]["0.1"] > 0).all(), f"{name} moved, so it is the model's to forecast"
+
+
+def test_a_constant_context_samples_its_value_in_every_path(toto_tiny):
+    series = torch.full((2, 1, 48), 5.0)
+    series[1, 0, -1] = 5.5  # the second series moved at its last step
+    inputs = MaskedTimeseries(series=series, padding_mask=torch.ones_like(series, dtype=torch.bool),
+                              id_mask=torch.zeros_like(series), timestamp_seconds=torch.zeros_like(series),
+                              time_interval_seconds=torch.ones(2, 1))
+    prediction = toto_tiny.predict(inputs, 4, num_samples=16)
+    assert prediction.samples is not None
+    assert (prediction.samples[0] == 5.0).all() and (prediction.mean[0] == 5.0).all()
+    assert prediction.samples[1].std() > 0
+
+
+@pytest.mark.parametrize("family", ["toto-tiny", "toto2"])
+def test_both_families_take_one_series_or_a_batch_and_refuse_other_shapes_alike(family, v2, toto_tiny):
+    """The README's pipeline example passes one series (variates, time): both families read it as a batch of one, with
+    or without covariates (Toto 2.0 raised an IndexError), and refuse a 1-D or an empty series with the same message
+    (Toto 2.0 raised IndexError or ZeroDivisionError)."""
+    pipeline = toto_tiny if family == "toto-tiny" else v2
+    values = torch.randn(3, 200, generator=torch.Generator().manual_seed(0)).cumsum(-1)
+    future = torch.randn(1, 16)
+    for exogenous in (0, 1):
+        one, batch = (
+            pipeline.predict(MaskedTimeseries.from_series(series, num_exogenous_variables=exogenous), 16,
+                             future_exogenous=(future if series.ndim == 2 else future[None]) if exogenous else None)
+            for series in (values, values[None])
+        )
+        assert one.quantiles.shape == batch.quantiles.shape == (9, 1, 3 - exogenous, 16)
+        torch.testing.assert_close(one.quantiles, batch.quantiles, rtol=0, atol=0)
+    single = MaskedTimeseries.from_series(values[:1])
+    flat = MaskedTimeseries(*(torch.as_tensor(field)[0] for field in single[:5]))  # one variate's (time,) values
+    shapes = r"series must be \(variates, time\) or \(batch, variates, time\); got \(200,\)"
+    with pytest.raises(InputError, match=shapes):
+        pipeline.predict(flat, 16)
+    for empty in (values[:, :0], values[:0], values[None, :, :0]):
+        with pytest.raises(InputError, match=r"series is empty \(shape \(1, \d, 0\)|series is empty \(shape \(1, 0,"):
+            pipeline.predict(MaskedTimeseries.from_series(empty), 16)

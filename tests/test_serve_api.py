@@ -226,7 +226,7 @@ BAD_INPUTS = {
     "value too large": (_body(series=[{"variates": {"a": [1e31, 2.0]}}]), 400, "less than or equal"),
     "no series": (_body(series=[]), 400, "series"),
     "no variates": (_body(series=[{"variates": {}}]), 400, "variates"),
-    "empty arrays": (_body(series=[{"variates": {"a": [], "b": []}}]), 400, "empty"),
+    "empty arrays": (_body(series=[{"variates": {"a": [], "b": []}}]), 400, "at least 1 item"),
     "all-null variate": (_body(series=[{"variates": {"a": [None, None]}}]), 400, "no observed value"),
     "horizon zero": (_body(prediction_length=0), 400, "prediction_length"),
     "horizon negative": (_body(prediction_length=-5), 400, "prediction_length"),
@@ -252,6 +252,19 @@ BAD_INPUTS = {
                                         422, "'fortnight' is not a pandas frequency"),
     "timestamps past 9999": (_body(series=[{"variates": {"a": [1.0, 2.0]}, "start": "9999-12-01", "freq": "D"}],
                                    prediction_length=60), 422, "cannot continue the timestamps"),
+    "sub-second timestamps": (_body(series=[{"variates": {"a": [1.0, 2.0, 3.0]}, "timestamps": [
+        "2024-01-01T00:00:00.000Z", "2024-01-01T00:00:00.100Z", "2024-01-01T00:00:00.200Z"]}]), 422,
+        "2024-01-01 00:00:00.100000+00:00 has a fraction of a second"),
+    "three timestamps over two years at 1 s": (_body(series=[{"variates": {"a": [1.0, 2.0, 3.0]}, "timestamps": [
+        "2022-01-01T00:00:00Z", "2022-01-01T00:00:01Z", "2024-01-01T00:00:00Z"]}]), 422,
+        "3 rows spread over 63072001 steps of s"),
+    "start on a Saturday for business days": (
+        _body(series=[{"variates": {"a": [1.0, 2.0]}, "start": "2024-01-06", "freq": "B"}]), 422,
+        "start 2024-01-06 00:00:00 is a Saturday, not on the B grid"),
+    "start on a Monday for W-FRI": (_body(series=[{"variates": {"a": [1.0, 2.0]}, "start": "2024-01-08",
+                                                   "freq": "W-FRI"}]), 422, "not on the W-FRI grid"),
+    "start on the 15th for MS": (_body(series=[{"variates": {"a": [1.0, 2.0]}, "start": "2024-01-15",
+                                                "freq": "MS"}]), 422, "not on the MS grid"),
     "duplicate timestamps": (_body(series=[{"variates": {"a": [1.0, 2.0, 3.0]},
                                             "timestamps": ["2024-01-01", "2024-01-01", "2024-01-02"]}]),
                              422, "duplicate timestamp"),
@@ -281,6 +294,38 @@ def test_bad_input_gets_4xx_with_a_message_and_server_stays_healthy(client: http
     assert response.json()["error"]
     assert client.get("/livez").status_code == 200
     assert client.get("/readyz").status_code == 200
+
+
+NESTED = {
+    "arrays 1,000 deep": b"[" * 1000 + b"]" * 1000,
+    "arrays 5,000 deep": b"[" * 5000 + b"]" * 5000,
+    "arrays 100,000 deep": b"[" * 100_000 + b"]" * 100_000,  # 200,000 bytes: the test service's body limit
+    "objects 5,000 deep": b'{"a":' * 5000 + b"1" + b"}" * 5000,
+    "unclosed arrays 100,000 deep": b"[" * 100_000,
+}
+
+
+@pytest.mark.parametrize("name", list(NESTED))
+def test_deeply_nested_json_gets_a_one_line_400_and_the_server_still_answers(client: httpx.Client, name: str) -> None:
+    """Issue 28: 1,000 levels of brackets made the guard's JSON parser raise RecursionError, and the request hung
+    until the timeout and then answered 500. Any depth past the guard's bound is a 400 naming it."""
+    from serve.guard import MAX_JSON_DEPTH
+
+    response = client.post("/forecast", content=NESTED[name], headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert f"limit of {MAX_JSON_DEPTH} levels" in error and "\n" not in error
+    assert client.get("/livez").status_code == 200
+    assert client.post("/forecast", json=_body()).status_code == 200
+
+
+def test_brackets_and_escaped_quotes_inside_strings_do_not_count_as_nesting(client: httpx.Client) -> None:
+    from serve.guard import MAX_JSON_DEPTH
+
+    name = 'cpu "[' + "[" * (2 * MAX_JSON_DEPTH)  # a quote, escaped in JSON, then brackets: all one string
+    response = client.post("/forecast", json=_body(series=[{"id": "{" * 100, "variates": {name: [0.4, 0.5, 0.6]}}]))
+    assert response.status_code == 200, response.text
+    assert list(response.json()["forecasts"][0]["variates"]) == [name]
 
 
 def test_oversize_body_gets_413_whether_or_not_its_length_is_declared(client: httpx.Client) -> None:
@@ -324,6 +369,20 @@ def test_gaps_in_timestamps_are_missing_values_as_in_the_table_rules(client: htt
     assert pd.Timestamp(first["timestamps"][0]) == hours[-1] + pd.Timedelta("1h")
 
 
+def test_timestamps_are_read_as_by_the_cli_across_a_dst_switch_and_before_1677(client: httpx.Client) -> None:
+    paris = pd.date_range("2024-03-30 20:00", periods=12, freq="h", tz="Europe/Paris")  # +01:00, then +02:00
+    old = [f"{1000 + i}-01-01" for i in range(12)]
+    cpu = [0.4, 0.5, 0.45, 0.6, 0.55, 0.5, 0.52, 0.58, 0.61, 0.57, 0.5, 0.49]
+    after_paris = paris[-1].tz_convert("UTC") + pd.Timedelta("1h")  # the hours continue in UTC
+    for timestamps, expected in (([t.isoformat() for t in paris], after_paris),
+                                 (old, pd.Timestamp("1012-01-01")), (None, pd.Timestamp("0003-01-01"))):
+        series = {"variates": {"cpu": cpu}, "timestamps": timestamps} if timestamps else {
+            "variates": {"cpu": cpu[:2]}, "start": "0001-01-01", "freq": "YS"}
+        response = client.post("/forecast", json=_body(series=[series]))
+        assert response.status_code == 200, response.text
+        assert pd.Timestamp(response.json()["forecasts"][0]["timestamps"][0]) == expected
+
+
 def test_default_number_of_samples_is_the_cli_default(client: httpx.Client) -> None:
     from toto.cli import _parser
     from toto.options import DEFAULT_NUM_SAMPLES
@@ -362,6 +421,27 @@ def test_openapi_document_lists_version_errors_and_nullable_seed(client: httpx.C
     assert body["properties"]["seed"]["nullable"] is True
     assert body["properties"]["num_samples"]["nullable"] is True and "256 when left out" in (
         body["properties"]["num_samples"]["description"])
+
+
+def test_openapi_document_states_what_a_variate_needs_and_the_server_refuses_the_rest(client: httpx.Client) -> None:
+    """Issue 28: the document accepted `"variates": {"": []}`, which the server refused. Names of at least one
+    character and at least one value per variate now come from the same pydantic constraints as the checks."""
+    schemas = client.get("/docs.json").json()["components"]["schemas"]
+    fields = {"SeriesInput": ("variates", "exogenous", "future_exogenous"), "DetectSeries": ("variates",)}
+    for model, names in fields.items():
+        for name in names:
+            field = schemas[model]["properties"][name]
+            assert field["propertyNames"] == {"minLength": 1}, (model, name)
+            assert field["additionalProperties"]["minItems"] == 1, (model, name)
+    for variates, problem in (({"": []}, "at least 1 character"), ({"": [1.0, 2.0]}, "at least 1 character"),
+                              ({"cpu": []}, "at least 1 item")):
+        for route in ("/forecast", "/detect"):
+            body = _body(series=[{"variates": variates}]) if route == "/forecast" else {
+                "series": [{"variates": variates}], "false_alarm_rate": 0.01}
+            response = client.post(route, json=body)
+            assert response.status_code == 400, response.text
+            [detail] = [d for d in response.json()["detail"] if problem in d["msg"]]
+            assert detail["loc"][:3] == ["series", 0, "variates"]
 
 
 def test_service_serves_a_toto2_checkpoint() -> None:

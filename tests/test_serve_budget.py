@@ -33,8 +33,10 @@ STOPPED = "cancelled between decoding steps"
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     checkpoint = save_tiny_checkpoint(tmp_path_factory.mktemp("budget") / "checkpoint")
+    # A throughput set high admits a request whatever its estimated time: the timeout test needs one that runs past
+    # the timeout (the refusal of those estimated past it is tests/test_serve_admission.py's).
     settings = service_settings(checkpoint, memory_budget_bytes=BUDGET, timeout_s=TIMEOUT_S,
-                                max_body_bytes=4_000_000)  # bodies of the widest requests
+                                max_body_bytes=4_000_000, tokens_per_second=1e9)  # bodies of the widest requests
     with serve_in_process(settings) as service:
         yield service.client
 

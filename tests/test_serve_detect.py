@@ -88,6 +88,8 @@ def test_concurrent_detections_share_passes_and_answer_as_alone(client, load):
     ({"series": [{"variates": {"x": [1.0, 2.0, 3.0]}, "timestamps": ["2024-01-01"] * 3}]}, 422,
      "distinct timestamp"),
     ({"series": [{"variates": {"x": [1.0, 2.0, 3.0]}}], "false_alarm_rate": 1.5}, 400, "false_alarm_rate"),
+    ({"series": [{"variates": {"x": [1.0, 2.0, 3.0]}, "start": "2024-01-06", "freq": "B"}]}, 422,
+     "start 2024-01-06 00:00:00 is a Saturday, not on the B grid"),  # as /forecast: not moved to the Monday
 ])
 def test_bad_detect_requests_get_a_4xx_naming_the_problem(client, body, status, message):
     answer = client.post("/detect", json=body)

@@ -9,9 +9,16 @@ from partial_install import missing
 pytest.importorskip("lightning", reason=missing("train"))
 
 import csv
+import os
+import re
+import subprocess
+import sys
 
+import numpy as np
+import pandas as pd
 from train_fixtures import (  # noqa: F401
     CONFIGS,
+    REPO,
     table_source,
     tiny_fit_args,
     write_co2_csv,
@@ -92,3 +99,75 @@ def test_fsdp_wraps_the_transformer_layers_of_both_models():
     init_args = yaml.safe_load((CONFIGS / "strategy" / "fsdp.yaml").read_text())["trainer"]["strategy"]["init_args"]
     strategy = parser.instantiate(parser.parse_object({"strategy": init_args})).strategy
     assert strategy.kwargs["auto_wrap_policy"]._module_classes == {TransformerLayer, V2TransformerLayer}
+
+
+def _bad_table(kind: str, path) -> None:
+    hours = pd.date_range("2024-01-01", periods=300, freq="h")
+    frames = {
+        "all_nan": pd.DataFrame({"timestamp": hours, "cpu": np.nan}),
+        "one_row": pd.DataFrame({"timestamp": hours[:1], "cpu": [1.0]}),
+        "text": pd.DataFrame({"timestamp": hours, "cpu": "high"}),
+        "too_short": pd.DataFrame({"timestamp": hours[:20], "cpu": np.arange(20.0)}),
+    }
+    frames[kind].to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("all_nan", r"{file}: column\(s\) \['cpu'\] have no values"),
+    ("one_row", r"{file}: only 1 time step\(s\); at least 3 are needed"),
+    ("text", r"{file}: no numeric column"),
+    ("too_short", r"TableSource \({file}\) has no series of at least 32 steps; lower data.val_length"),
+], ids=["all_nan", "one_row", "text", "too_short"])
+def test_a_table_that_cannot_be_trained_on_is_a_one_line_error(kind, reason, tmp_path, capfd):
+    """Data that cannot be trained on is the user's to fix: one line naming the file and the reason, exit status 2,
+    no traceback (the message used to sit at the bottom of chained tracebacks)."""
+    path = tmp_path / f"{kind}.csv"
+    _bad_table(kind, path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(tiny_fit_args(tmp_path / "run", [table_source(path)], steps=2))
+    assert exit_info.value.code == 2
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(r"toto-train fit: error: " + reason.format(file=re.escape(str(path))) + ".*", last), last
+
+
+@pytest.mark.integration
+def test_an_unreachable_hub_checkpoint_says_in_one_line_what_to_pass_instead(tmp_path):
+    """The README's command without Hub access: one line saying what failed and the flag to pass instead (a local
+    folder or the embedded model), exit status 2. HF_HUB_OFFLINE=1 makes the Hub fail at once, as it does offline
+    after its connection attempts."""
+    csv_path = write_co2_csv(tmp_path / "co2.csv")
+    command = [sys.executable, "-m", "train.cli", "fit", "--config", str(CONFIGS / "finetune.yaml"),
+               "--model.pretrained", "open-toto-tests/no-such-model", "--data.sources.init_args.path", str(csv_path),
+               "--trainer.default_root_dir", str(tmp_path / "run")]
+    done = subprocess.run(command, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("toto-train fit: error: --model.pretrained 'open-toto-tests/no-such-model': could not get"
+                           " it from the Hugging Face Hub"), last
+    assert "--model.pretrained DIR" in last and "--model.pretrained toto-tiny" in last
+    assert "from_pretrained(" not in done.stderr
+
+
+@pytest.mark.integration
+def test_fine_tuning_prints_steps_of_max_steps_and_no_lightning_tips(tmp_path, capfd, caplog):
+    """The progress bar counts optimizer steps out of trainer.max_steps (Lightning's own read "Epoch 0/-2" with
+    max_epochs -1), and Lightning's advertisements (litlogger, litmodels) are not printed."""
+    sources = [table_source(write_co2_csv(tmp_path / "co2.csv"))]
+    main(tiny_fit_args(tmp_path / "run", sources, steps=3, extra=["--trainer.enable_progress_bar", "true"]))
+    captured = capfd.readouterr()
+    printed = captured.out + captured.err + caplog.text  # under pytest, Lightning's log lines go to caplog
+    assert "Tip:" not in printed and "litlogger" not in printed and "litmodels" not in printed
+    assert "/-2" not in printed
+    assert re.search(r"step\s*:?\s*100%.*\b3/3\b", printed), printed[-2000:]
+
+
+def test_export_without_a_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (f"toto-train export: error: no checkpoint at {tmp_path / 'last.ckpt'}:"
+                                               " give a .ckpt file, or a run folder whose checkpoints/ holds last.ckpt")

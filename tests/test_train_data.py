@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 from train_fixtures import co2_frame, write_co2_csv  # noqa: F401
 
+from toto.validation import InputError
 from train.datamodule import TotoDataModule
 from train.sources import (
     DataSourceError,
@@ -196,7 +197,8 @@ def test_a_source_without_any_observed_value_is_refused(tmp_path):
     rows = {"item_id": ["a", "b"], "start": ["2024-01-01"] * 2, "freq": ["h"] * 2, "target": [[None] * 300] * 2}
     datasets.Dataset.from_dict(rows).to_parquet(tmp_path / "missing.parquet")
     data = TotoDataModule([HFDatasetSource(str(tmp_path / "missing.parquet"))], context_length=64, patch_size=8)
-    with pytest.raises(ValueError, match="HFDatasetSource: no series holds an observed value .* nothing to learn"):
+    with pytest.raises(InputError, match=r"HFDatasetSource \(.*missing\.parquet\): no series holds an observed "
+                                         "value .* nothing to learn"):
         data.setup()
 
 

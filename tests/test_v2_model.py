@@ -72,8 +72,10 @@ def test_missing_shard_is_named(tmp_path):
         (lambda c: c.update(num_heads=0), "'num_heads' must be at least 1"),
         (lambda c: c.update(patch_size=None), "'patch_size' must not be null"),
         (lambda c: c.update(d_model="32"), "'d_model' must be int"),
-        # Checked on the meta device against the weights: refused without allocating a 65536-wide model.
-        (lambda c: c.update(d_model=65536, d_ff=None), "has shape"),
+        # Checked on the meta device against the weights: refused without allocating a 4096-wide model (3 GiB).
+        (lambda c: c.update(d_model=4096, d_ff=None), "has shape"),
+        # Larger than this machine's memory (800 GiB): refused on config.json alone (toto.checkpoint_io).
+        (lambda c: c.update(d_model=65536, d_ff=None), "GiB of float32 weights, more than the"),
         (lambda c: c.update(residual_attn_ratio=None), "residual_attn_ratio must be set"),
         (lambda c: c.update(typo_field=1), "unknown Toto 2.0 config keys"),
         (lambda c: c.pop("variate_layer_first"), "missing Toto 2.0 config keys"),

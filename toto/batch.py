@@ -7,15 +7,20 @@ series' rows together (as exports and `df.sort_values(id)` give; a series that r
 Every rank streams the whole file once, keeps the series whose position i in the file has i % world_size == rank,
 and forecasts them `series_per_part` at a time: each part goes to its own file `part-r{rank}-{k}.parquet` in the
 output folder, written atomically. So memory is bounded by a part, not by the panel, and an interrupted run,
-started again with the same arguments, skips the parts it already wrote. A series samples from the stream of its
-position in the whole file (`row_seeds(seed, ...)[i]`), so results do not depend on the number of processes.
+started again with the same arguments, skips the parts it already wrote. The folder's `manifest.json` records what
+its parts are made from (the input's sha256, the model's, every setting that changes a part): a run that differs
+is refused rather than resumed, since the parts there would be another forecast. A series samples from the stream
+of its position in the whole file (`row_seeds(seed, ...)[i]`), so results do not depend on the number of processes.
 Ranks are started by Fabric (`strategy="ddp_spawn"` for several CPU processes, one process per device on GPU);
 each logs its progress. `read_parts` gathers the parts into one table.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
+import json
 import logging
 import os
 import time
@@ -27,6 +32,7 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
+from toto import checkpoint_io
 from toto.options import DEFAULT_MODEL, Feedback
 from toto.tables import to_panel
 from toto.validation import InputError
@@ -34,6 +40,10 @@ from toto.validation import InputError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 PART_PATTERN = "part-r{rank:03d}-{index:06d}.parquet"
+# What an output folder's parts are made from (`_made_from`), written before the first part.
+MANIFEST_FILE = "manifest.json"
+# Forecast options that change no number of a part (forecasts are batch-invariant): a resume may change them.
+UNRECORDED_OPTIONS = ("batch_size",)
 # Rows read from the file at a time; a series longer than this simply spans several reads.
 READ_ROWS = 65_536
 
@@ -82,14 +92,113 @@ def _leaving_the_group(function: Callable[..., T], fabric, *args: object) -> T:
             torch.distributed.destroy_process_group()
 
 
-def forecast_files(job: BatchJob, devices: int = 1, accelerator: str = "cpu") -> list[Path]:
-    """Run `job` over `devices` processes; returns the part files, all ranks' together, in order."""
-    if not job.input_path.is_file():
-        raise InputError(f"{job.input_path}: no such file")
-    check_series_together(job.input_path, job.id_column)
-    job.output_dir.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class Survey:
+    """What a job's input holds, read before any process starts (`survey`)."""
+
+    series: int
+    variates: int
+    """Of the first series, as the ranks read it (a long table's series share their value columns)."""
+    steps: int
+    """At least the steps of the longest series: its rows, or the first series' steps on its grid."""
+
+
+def survey(job: BatchJob) -> Survey:
+    """Check the job's input before any work and measure it: the file exists and has the id column, each series'
+    rows are together (a badly ordered file fails at once instead of after hours of work), and the first series
+    reads as the ranks will read every series."""
+    path = job.input_path
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    columns = _columns(path)
+    if job.id_column not in columns:
+        raise InputError(f"{path}: no id column {job.id_column!r}; its columns are {columns}: name the series id"
+                         " column (--id-column)")
+    series, rows, longest = 0, 0, 0
+    for position, *_, begin, end in _id_runs(path, job.id_column, _chunks(path, [job.id_column])):
+        if position == series:  # a new series
+            series, rows = series + 1, 0
+        rows += end - begin
+        longest = max(longest, rows)
+    if not series:
+        raise InputError(f"{path}: the table has no rows")
+    _, first_rows = next(_series(path, job.id_column))
+    (first,) = to_panel(first_rows, job.timestamp_column, job.id_column, job.target_columns, job.freq).series
+    return Survey(series, len(first.variates), max(longest, len(first.index)))
+
+
+def forecast_files(job: BatchJob, devices: int = 1, accelerator: str = "cpu",
+                   surveyed: Survey | None = None) -> list[Path]:
+    """Run `job` over `devices` processes; returns the part files, all ranks' together, in order.
+
+    The input is checked first (`survey`; `surveyed` is its result when the caller has it already), then the
+    output folder: one whose parts were made from another input, model or settings is refused."""
+    if surveyed is None:
+        survey(job)
+    _claim(job, devices)
     launch(_run_rank, job, devices=devices, accelerator=accelerator)
     return sorted(job.output_dir.glob("part-r*.parquet"))
+
+
+def _made_from(job: BatchJob, devices: int) -> dict:
+    """What the parts of `job` over `devices` processes are made from, as JSON: the bytes of the input and of the
+    model's files, and every setting that changes which series a part holds or what it forecasts."""
+    settings = {field.name: getattr(job, field.name) for field in dataclasses.fields(job)
+                if field.name not in ("input_path", "output_dir", "checkpoint", "forecast_options")}
+    options = {k: v for k, v in job.forecast_options.items() if k not in UNRECORDED_OPTIONS}
+    record = {"input_sha256": _sha256(job.input_path),
+              "model_sha256": checkpoint_io.fingerprint(checkpoint_io.resolve(job.checkpoint)),
+              **settings, "processes": devices, "forecast_options": options}
+    return json.loads(json.dumps(record, default=list))  # tuples as lists, as the file holds them
+
+
+def _claim(job: BatchJob, devices: int) -> None:
+    """Make the output folder this job's: record what its parts are made from, or check that the record there is
+    this job's (a resume). Parts made from anything else are refused, never mixed with this run's."""
+    folder, manifest = job.output_dir, job.output_dir / MANIFEST_FILE
+    made_from = _made_from(job, devices)
+    if any(folder.glob("part-r*.parquet")):
+        if not manifest.is_file():
+            raise InputError(f"{folder} holds forecast parts with no record of what they were made from"
+                             f" ({MANIFEST_FILE}): write this run to another output folder, or remove {folder} to"
+                             " start again")
+        try:
+            recorded = json.loads(manifest.read_text())
+        except ValueError as error:
+            raise InputError(f"{manifest} is damaged ({error}): remove {folder} to start again") from error
+        if recorded != made_from:
+            raise InputError(f"{folder} holds forecast parts made from {_differences(recorded, made_from)}: to keep"
+                             f" them, write this run to another output folder; to start again, remove {folder}")
+        return  # a resume
+    folder.mkdir(parents=True, exist_ok=True)  # no parts yet: the record is this run's, whatever was there
+    temporary = manifest.with_suffix(".tmp")
+    temporary.write_text(json.dumps(made_from, indent=2) + "\n")
+    os.replace(temporary, manifest)
+
+
+def _differences(recorded: dict, wanted: dict, prefix: str = "") -> str:
+    """The recorded values that differ from this run's, in words: "another input file (sha256 ...), ..."."""
+    words = []
+    for key in sorted(recorded.keys() | wanted.keys()):
+        old, new = recorded.get(key, "unset"), wanted.get(key, "unset")
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            words.append(_differences(old, new, f"{prefix}{key}."))
+        elif key.endswith("_sha256"):
+            thing = {"input_sha256": "input file", "model_sha256": "model"}.get(key, key)
+            words.append(f"another {thing} (sha256 {str(old)[:12]}..., this run's {str(new)[:12]}...)")
+        else:
+            words.append(f"{prefix}{key} {old} (this run: {new})")
+    return ", ".join(words)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_parts(output_dir: str | Path) -> pd.DataFrame:
@@ -145,17 +254,6 @@ def _parts(job: BatchJob, rank: int, world: int) -> Iterator[tuple[list[int], pd
         yield positions, pd.concat(frames, ignore_index=True)
 
 
-def check_series_together(path: Path, id_column: str) -> int:
-    """Stream the id column once and refuse a table whose series' rows are not together; returns the series count.
-
-    Run before any forecasting, so that a badly ordered file fails at once instead of after hours of work.
-    """
-    last = -1
-    for last, *_ in _id_runs(path, id_column, _chunks(path, [id_column])):  # noqa: B007  (only the last matters)
-        pass
-    return last + 1
-
-
 def _series(path: Path, id_column: str) -> Iterator[tuple[int, pd.DataFrame]]:
     """(position, rows) of each series of a long table, streamed in file order."""
     current = -1
@@ -178,8 +276,6 @@ def _id_runs(
     current: object = None
     position = -1
     for chunk in chunks:
-        if id_column not in chunk.columns:
-            raise InputError(f"{path}: no id column {id_column!r}; its columns are {list(chunk.columns)}")
         ids = chunk[id_column].to_numpy()
         starts = [0, *(1 + np.flatnonzero(ids[1:] != ids[:-1])), len(ids)]
         for begin, end in zip(starts[:-1], starts[1:]):
@@ -195,14 +291,32 @@ def _id_runs(
             yield position, key, chunk, begin, end
 
 
-def _chunks(path: Path, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+def _columns(path: Path) -> list[str]:
+    """The file's column names, read from its schema or header line."""
+    try:
+        if _is_parquet(path):
+            import pyarrow.parquet as pq
+
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        return list(pd.read_csv(path, nrows=0).columns)
+    except (OSError, ValueError) as error:  # pyarrow's and pandas' errors on an empty or damaged file
+        raise InputError(f"{path}: cannot read it ({error})") from error
+
+
+def _is_parquet(path: Path) -> bool:
     name = path.name.lower()
     if name.endswith((".parquet", ".pq")):
+        return True
+    if name.endswith((".csv", ".csv.gz")):
+        return False
+    raise InputError(f"{path}: batch forecasting reads .parquet or .csv files")
+
+
+def _chunks(path: Path, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    if _is_parquet(path):
         import pyarrow.parquet as pq
 
         for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_ROWS, columns=columns):
             yield batch.to_pandas()
-    elif name.endswith((".csv", ".csv.gz")):
-        yield from pd.read_csv(path, chunksize=READ_ROWS, usecols=columns)
     else:
-        raise InputError(f"{path}: batch forecasting reads .parquet or .csv files")
+        yield from pd.read_csv(path, chunksize=READ_ROWS, usecols=columns)

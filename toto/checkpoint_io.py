@@ -10,12 +10,16 @@ here. Only `snapshot_download` is used from huggingface_hub (stable across 0.x a
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+
+from toto.validation import MIN_TIME_STEPS, InputError, check_context_length
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "checkpoints"
 CONFIG_FILE = "config.json"
@@ -27,6 +31,14 @@ INDEX_FILE = "model.safetensors.index.json"
 TRAINING_SUMMARY_FILE = "training_summary.json"
 # What a checkpoint download fetches from a Hub repository.
 HUB_FILES = [CONFIG_FILE, WEIGHTS_FILE, INDEX_FILE, "*.safetensors", TRAINING_SUMMARY_FILE]
+# The files a model is loaded from, beside config.json and the training summary: safetensors (single or sharded)
+# and the pickle files Toto 1.0 folders may hold.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+# The size keys of each family's config.json (Toto 1.0, Toto 2.0): width, feed-forward width, depth.
+WIDTH_KEYS = ("embed_dim", "d_model")
+FEED_FORWARD_KEYS = ("mlp_hidden_dim", "d_ff")
+# A model is built in float32 from its config before its weights are loaded into it.
+BUILD_BYTES_PER_PARAMETER = 4
 
 
 def embedded_models() -> list[str]:
@@ -114,13 +126,46 @@ def validate_state_dict(state_dict: Mapping[str, torch.Tensor], expected: Mappin
             raise ValueError(f"{source}: weight {key!r} holds NaN or infinite values: the file is corrupt")
 
 
+# The fields of a training summary that set a pipeline's defaults: a context length, or a list of them.
+SUMMARY_CONTEXT_FIELDS = ("context_length", "default_context_length")
+SUMMARY_ENSEMBLE_FIELD = "context_ensemble"
+
+
 def read_training_summary(folder: Path) -> dict:
-    """The folder's training_summary.json; {} when there is none (most checkpoints) or it is not a JSON object."""
-    try:
-        summary = json.loads((folder / TRAINING_SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
+    """The folder's training_summary.json; {} when there is none (most checkpoints).
+
+    The fields that set a pipeline's defaults (`SUMMARY_CONTEXT_FIELDS`, `SUMMARY_ENSEMBLE_FIELD`) are checked here,
+    where the file is read, so that a bad one is an `InputError` naming the file and the field, not an error about a
+    setting the caller never gave; a file that is not a JSON object is refused too, rather than taken for none.
+    """
+    path = folder / TRAINING_SUMMARY_FILE
+    if not path.is_file():
         return {}
-    return summary if isinstance(summary, dict) else {}
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8 or not JSON
+        raise InputError(f"{path} is not valid JSON ({error}): fix it or delete it (the file is optional)") from error
+    if not isinstance(summary, dict):
+        raise InputError(f"{path} must be a JSON object, got a {type(summary).__name__}: fix it or delete it")
+    for field in SUMMARY_CONTEXT_FIELDS:
+        if field in summary and not _is_context_length(summary[field]):
+            raise InputError(f"{path}: {field} must be an integer of at least {MIN_TIME_STEPS}, got "
+                             f"{summary[field]!r}; fix the field or remove it")
+    ensemble = summary.get(SUMMARY_ENSEMBLE_FIELD)
+    if SUMMARY_ENSEMBLE_FIELD in summary and not (
+            isinstance(ensemble, list) and ensemble and all(_is_context_length(c) for c in ensemble)):
+        raise InputError(f"{path}: {SUMMARY_ENSEMBLE_FIELD} must be a list of integers of at least {MIN_TIME_STEPS},"
+                         f" got {ensemble!r}; fix the field or remove it")
+    return summary
+
+
+def _is_context_length(value: object) -> bool:
+    """Whether `value` passes the rule of a context length (`toto.validation.check_context_length`)."""
+    try:
+        check_context_length(value)
+    except InputError:
+        return False
+    return True
 
 
 def read_config(folder: Path) -> dict:
@@ -134,7 +179,67 @@ def read_config(folder: Path) -> dict:
         raise ValueError(f"{config_path} is not valid JSON ({error}): restore or download it again") from error
     if not isinstance(values, dict):
         raise ValueError(f"{config_path} must be a JSON object of config fields, got a {type(values).__name__}")
+    check_model_size(values, config_path)
     return values
+
+
+def check_model_size(values: Mapping[str, object], source: str | Path) -> None:
+    """Refuse a config whose model cannot be built on this machine, before any tensor is made (a width of 2**40
+    overflows torch's size arithmetic even on the meta device, where weights are checked against the config).
+
+    The estimate counts the layers' attention projections (4 width x width) and feed-forward (3 width x
+    feed-forward width), as both families lay them out with their default head sizes, in float32; embeddings,
+    norms and the output head add a few percent. Sizes that are not positive integers are left to the family's
+    config, which refuses them naming the key (`toto.model.config`, `toto.v2.config`).
+    """
+    def size(keys: tuple[str, ...]) -> tuple[str, int] | None:
+        for key in keys:
+            value = values.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return key, value
+        return None
+
+    width, feed_forward, depth = size(WIDTH_KEYS), size(FEED_FORWARD_KEYS), size(("num_layers",))
+    if width is None:
+        return
+    parameters = (depth[1] if depth else 1) * width[1] * (4 * width[1] + 3 * (feed_forward[1] if feed_forward else 0))
+    needed, available = parameters * BUILD_BYTES_PER_PARAMETER, available_memory_bytes()
+    if available is not None and needed > available:
+        sizes = ", ".join(f"{key} {value}" for key, value in filter(None, (width, feed_forward, depth)))
+        raise ValueError(
+            f"{source}: a model of {sizes} has about {parameters:.3g} parameters, {needed / 2**30:.3g} GiB of"
+            f" float32 weights, more than the {available / 2**30:,.1f} GiB of memory available: the file is"
+            " damaged or describes another model; restore it, or load the model on a machine with more memory"
+        )
+
+
+def available_memory_bytes() -> int | None:
+    """The memory this machine can still give: MemAvailable (Linux), else its physical memory; None where the
+    system says neither."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or a name this system lacks
+        return None
+
+
+def fingerprint(folder: Path) -> str:
+    """The sha256 of what a checkpoint folder's forecasts are made from: its config, training summary and weights
+    (names and bytes). Two folders with the same fingerprint forecast alike, wherever they are."""
+    digest = hashlib.sha256()
+    names = {CONFIG_FILE, INDEX_FILE, TRAINING_SUMMARY_FILE}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and (path.name in names or path.suffix in WEIGHT_SUFFIXES):
+            digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+            with path.open("rb") as file:
+                for block in iter(lambda: file.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
 
 
 def write_folder(directory: str | Path, config: dict, module: torch.nn.Module) -> Path:

@@ -5,8 +5,9 @@ prints a short summary (to stderr, so that the forecast itself can go to stdout)
 more verbs.
 
 It never destroys what a user wrote: `--output` and `--plot` may not name an input file (under any spelling of
-its path), and every path, the device and the horizon are checked before the model runs, so a mistake costs a
-one-line error (exit status 2) rather than a traceback after minutes of work.
+its path), and every path (its type, and a write probe that touches no existing file), the device, the settings
+and the forecast's memory are checked before the model runs, so a mistake costs a one-line error (exit status 2)
+rather than a traceback after minutes of work.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import contextlib
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +29,7 @@ import torch
 
 from toto import api, checkpoint_io
 from toto.inference.memory import DEFAULT_MEMORY_BUDGET_BYTES, MemoryBudgetExceeded
-from toto.io import read_table, write_table
+from toto.io import check_output_type, read_table, write_table
 from toto.options import (
     DEFAULT_CONTEXT_LENGTH,
     DEFAULT_MAX_SERIES,
@@ -38,6 +40,7 @@ from toto.options import (
     Feedback,
 )
 from toto.pipeline import ForecastPipeline
+from toto.validation import check_seed
 
 if TYPE_CHECKING:
     from toto.anomaly.detector import DetectionSettings
@@ -49,6 +52,8 @@ SUMMARY_LINES = 5  # series-variates whose end-of-horizon forecast the summary p
 MAX_PREDICTION_LENGTH = 8192
 LONG_HORIZON = 1024
 DEVICE_TYPES = ("cpu", "cuda", "mps")
+# The flags of the large-panel mode (toto.batch), which only --output-dir turns on.
+LARGE_PANEL_FLAGS = ("--devices", "--accelerator", "--series-per-part")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,9 +68,14 @@ def main(argv: list[str] | None = None) -> int:
 def forecast(args: argparse.Namespace) -> int:
     """Run `toto forecast`: check, read, forecast, write, plot, summarise."""
     _check_horizon(args.prediction_length)
+    check_seed(args.seed)
     _check_device(args.device)
     if args.output_dir:
         return _forecast_in_parts(args)
+    for flag in LARGE_PANEL_FLAGS:
+        if getattr(args, flag[2:].replace("-", "_")) is not None:
+            raise api.InputError(f"{flag} applies to the large-panel mode: add --output-dir DIR (part files, see"
+                                 " docs/cli.md), or leave it out")
     _check_outputs(args)
     table, freq = _read_source(args)
     panel = api.to_panel(
@@ -73,7 +83,8 @@ def forecast(args: argparse.Namespace) -> int:
         api.columns_to_read(args.target_columns, args.exogenous_columns or ()), freq,
     )
     model = _load_model(args.checkpoint, args.device, args.feedback)
-    _check_memory(args, panel, model)
+    _check_memory(args, model, min(args.batch_size, len(panel.series)), max(len(s.variates) for s in panel.series),
+                  max(len(s.index) for s in panel.series))
     future = _future_panel(args, panel)
     if args.prediction_length >= LONG_HORIZON:
         print(f"toto forecast: {len(panel.series)} series x {args.prediction_length} steps, decoded one patch at a"
@@ -251,13 +262,12 @@ def _check_horizon(prediction_length: int) -> None:
         )
 
 
-def _check_memory(args: argparse.Namespace, panel: api.Panel, model: ForecastPipeline) -> None:
-    """Refuse, before any work, a forecast whose largest batch cannot fit the forecaster's memory budget or the
-    memory this machine has available (`ForecastPipeline.plan`): a one-line error naming the estimate instead of a
-    failure minutes later, or the system killing the process."""
-    series = min(args.batch_size, len(panel.series))
-    variates = max(len(s.variates) for s in panel.series)
-    context = min(args.context_length or model.context_length, max(len(s.index) for s in panel.series))
+def _check_memory(args: argparse.Namespace, model: ForecastPipeline, series: int, variates: int, steps: int) -> None:
+    """Refuse, before any work, a forecast whose largest batch (`series` series of `variates` variates, the longest
+    `steps` long) cannot fit the forecaster's memory budget or the memory this machine has available
+    (`ForecastPipeline.plan`): a one-line error naming the estimate instead of a failure minutes later, or the
+    system killing the process."""
+    context = min(args.context_length or model.context_length, steps)
     what = (f"{series} series x {variates} variate(s) x {args.prediction_length} steps"
             f" ({model.describe(args.num_samples, args.context_length)})")
     try:
@@ -269,23 +279,12 @@ def _check_memory(args: argparse.Namespace, panel: api.Panel, model: ForecastPip
             f" budget of {error.budget_bytes / 2**30:,.1f} GiB: lower --num-samples, --batch-size or"
             " --prediction-length"
         ) from error
-    available = _available_memory_bytes()
+    available = checkpoint_io.available_memory_bytes()
     if available is not None and plan.peak_bytes > available / 2:
         raise api.InputError(
             f"{what} need about {plan.peak_bytes / 2**30:.1f} GiB of working memory, more than half of the"
             f" {available / 2**30:.1f} GiB available: lower --num-samples, --batch-size or --prediction-length"
         )
-
-
-def _available_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux); None where the system does not say."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def _check_device(name: str | None) -> None:
@@ -307,7 +306,8 @@ def _check_device(name: str | None) -> None:
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    """Refuse outputs that would overwrite an input (whatever the spelling of the path) or cannot be written."""
+    """Refuse outputs that would overwrite an input (whatever the spelling of the path), of a type that cannot be
+    written, or where nothing can be written."""
     inputs = [path for path in (args.input, getattr(args, "future", None)) if path is not None]
     outputs = [(flag, path) for flag, path in (("--output", args.output), ("--plot", args.plot)) if path is not None]
     for flag, path in outputs:
@@ -316,7 +316,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
                 raise api.InputError(
                     f"{flag} {path} is the input file {source}: writing there would destroy it; choose another path"
                 )
-        _check_writable(flag, path)
+        _check_writable(flag, path, check_output_type if flag == "--output" else _check_plot_type)
     if len(outputs) == 2 and _same_file(outputs[0][1], outputs[1][1]):
         raise api.InputError(f"--output and --plot are the same file {args.output}: give them different paths")
 
@@ -331,19 +331,54 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_writable(flag: str, path: Path) -> None:
+def _check_plot_type(path: Path) -> None:
+    """A plot file matplotlib can write: its format is the extension (PNG without one)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    extension = path.suffix.lstrip(".").lower()
+    if extension and extension not in formats:
+        raise api.InputError(f"--plot format {extension!r} is not supported: use .png (or"
+                             f" {', '.join(sorted(formats))})")
+
+
+def _check_writable(flag: str, path: Path, check_type: Callable[[Path], object]) -> None:
+    """Refuse a path where the output cannot be written: a folder, a type `check_type` refuses, or a place that
+    refuses a write. The probe touches nothing a user wrote: an existing file is opened for writing but not written
+    (nor truncated); a new one's folder gets a probe file of its own, written and removed. Devices and pipes
+    (/dev/full, a FIFO) are refused: only a write can tell whether they take the output, and that write would go
+    to whatever reads them."""
     path = path.expanduser()
     if path.is_dir():
         raise api.InputError(f"{flag} {path} is a folder: give a file name, e.g. {path / 'forecast.csv'}")
+    check_type(path)
     if path.exists():
-        if not os.access(path, os.W_OK):
-            raise api.InputError(f"{flag} {path}: the file is not writable; choose another path or fix its permissions")
+        if not path.is_file():
+            raise api.InputError(f"{flag} {path} is not a regular file (a device or a pipe): give a file path")
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+        except OSError as error:
+            raise api.InputError(f"{flag} {path}: the file is not writable ({error.strerror}); choose another path or"
+                                 " fix its permissions") from error
         return
-    folder = path.absolute().parent
-    while not folder.exists():  # write_table creates missing folders: the nearest existing one must be writable
+    _probe_folder(flag, path, path.absolute().parent)
+
+
+def _probe_folder(flag: str, path: Path, folder: Path) -> None:
+    """Write one byte to a new file in `folder`, or in its nearest existing parent (outputs create the missing
+    ones), flush it to the disk and remove it; a folder that refuses it is a one-line error naming `flag` `path`."""
+    while not folder.exists():
         folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise api.InputError(f"{flag} {path}: cannot write in {folder}; choose another path or fix its permissions")
+    if not folder.is_dir():
+        raise api.InputError(f"{flag} {path}: cannot write in {folder}, which is not a folder; choose another path")
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".toto-write-probe-") as probe:
+            probe.write(b"\0")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        raise api.InputError(f"{flag} {path}: cannot write in {folder} ({error.strerror}); choose another path or fix"
+                             " its permissions") from error
 
 
 @contextlib.contextmanager
@@ -356,20 +391,41 @@ def _reported_write_errors() -> Iterator[None]:
 
 
 def _forecast_in_parts(args: argparse.Namespace) -> int:
-    """`--output-dir`: stream a large long table and forecast it over `--devices` processes, part by part."""
-    from toto.batch import BatchJob, forecast_files
+    """`--output-dir`: stream a large long table and forecast it over `--devices` processes, part by part.
 
-    if args.output or args.plot or args.exogenous_columns:
-        raise api.InputError("--output-dir writes part files: leave out --output, --plot and --exogenous-columns")
+    Everything that can go wrong before the forecast is checked here, in the parent process, before any rank
+    starts: the flags, the folder, the file's layout and first series, the checkpoint, and the memory of the
+    largest batch of a part."""
+    from toto.batch import BatchJob, forecast_files, survey
+
+    if args.output or args.plot or args.exogenous_columns or args.future:
+        raise api.InputError("--output-dir writes part files: leave out --output, --plot, --exogenous-columns and"
+                             " --future")
+    if args.input is None or args.prometheus is not None:
+        raise api.InputError("--output-dir forecasts a long table read from a file: give an input file, not"
+                             " --prometheus")
+    if args.device is not None:
+        raise api.InputError("--output-dir runs its processes on --accelerator (cpu, cuda or auto) and --devices:"
+                             " leave out --device")
+    devices, series_per_part = (_positive(flag, value, default) for flag, value, default in (
+        ("--devices", args.devices, 1), ("--series-per-part", args.series_per_part, BatchJob.series_per_part)))
+    output_dir = args.output_dir.expanduser()
+    if output_dir.exists() and not output_dir.is_dir():
+        raise api.InputError(f"--output-dir {args.output_dir} is not a folder: give a folder for the part files")
+    _probe_folder("--output-dir", args.output_dir, output_dir.absolute())
     options = {"quantiles": args.quantiles, "num_samples": args.num_samples, "context_length": args.context_length,
                "batch_size": args.batch_size, "seed": args.seed}
     job = BatchJob(input_path=args.input, output_dir=args.output_dir, prediction_length=args.prediction_length,
                    checkpoint=args.checkpoint, feedback=args.feedback, id_column=args.id_column or "id",
                    timestamp_column=args.timestamp_column,
-                   target_columns=args.target_columns, freq=args.freq, series_per_part=args.series_per_part,
+                   target_columns=args.target_columns, freq=args.freq, series_per_part=series_per_part,
                    forecast_options=options)
+    shape = survey(job)
+    model = _load_model(args.checkpoint, "cpu", args.feedback)  # only to check and plan: every rank loads its own
+    _check_memory(args, model, min(args.batch_size, series_per_part, shape.series), shape.variates, shape.steps)
+    del model
     started = time.perf_counter()
-    parts = forecast_files(job, devices=args.devices, accelerator=args.accelerator)
+    parts = forecast_files(job, devices=devices, accelerator=args.accelerator or "cpu", surveyed=shape)
     print(f"wrote     {len(parts)} part files to {args.output_dir} in {time.perf_counter() - started:.1f} s"
           " (read them with toto.batch.read_parts)", file=sys.stderr)
     return 0
@@ -390,14 +446,21 @@ def _future_panel(args: argparse.Namespace, panel: api.Panel) -> api.Panel | Non
                         args.freq or panel.series[0].index.freqstr)
 
 
+def _positive(flag: str, value: int | None, default: int) -> int:
+    """A count flag's value (`default` when left out): a positive integer, else a one-line error."""
+    if value is None:
+        return default
+    if value < 1:
+        raise api.InputError(f"{flag} must be a positive integer, got {value}")
+    return value
+
+
 def _load_model(name: str, device: str | None, feedback: Feedback | None) -> ForecastPipeline:
     try:
         pipeline = api.load_model(name, device)
     except (OSError, ValueError) as error:  # a missing folder, an unreachable hub, a malformed config.json
-        raise api.InputError(
-            f"cannot load the checkpoint {name!r} ({error}); give a local folder holding config.json"
-            " and model.safetensors, a Hugging Face hub id, or leave out --checkpoint for the embedded model"
-        ) from error
+        # The error names the file at fault and what to pass instead (toto.checkpoint_io): said once, here.
+        raise api.InputError(f"cannot load the checkpoint {name!r}: {error}") from error
     if feedback is not None:
         try:
             pipeline.feedback = feedback
@@ -585,11 +648,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     batch = sub.add_argument_group("large panels (a long table streamed from disk, see toto.batch)")
     batch.add_argument("--output-dir", type=Path, metavar="DIR",
-                       help="forecast part by part into DIR/part-r*.parquet; a rerun resumes with the parts there")
-    batch.add_argument("--devices", type=int, default=1, metavar="N", help="processes or devices (default: 1)")
-    batch.add_argument("--accelerator", default="cpu", metavar="NAME", help="cpu (default), cuda or auto")
-    batch.add_argument("--series-per-part", type=int, default=256, metavar="N",
-                       help="series per part file (default: 256)")
+                       help="forecast part by part into DIR/part-r*.parquet; a rerun of the same command resumes"
+                       " with the parts there (docs/cli.md, 'Large panels')")
+    batch.add_argument("--devices", type=int, metavar="N", help="processes or devices, with --output-dir (default: 1)")
+    batch.add_argument("--accelerator", choices=("cpu", "cuda", "gpu", "mps", "auto"),
+                       help="what the processes run on, with --output-dir (default: cpu)")
+    batch.add_argument("--series-per-part", type=int, metavar="N",
+                       help="series per part file, with --output-dir (default: 256)")
     sub.add_argument(
         "--device", metavar="DEVICE", help="torch device such as cpu or cuda (default: cuda when available)"
     )

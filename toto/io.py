@@ -31,14 +31,20 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise InputError(f"{path}: cannot read it as {path.suffix.lstrip('.')}: {error}") from error
 
 
+def check_output_type(path: str | Path) -> Path:
+    """A path `write_table` can write, by its extension; anything else is an `InputError`. Entry points call it
+    before any work, so that a wrong extension does not cost the forecast."""
+    path = Path(path)
+    if not path.name.lower().endswith(_CSV + _PARQUET):
+        raise InputError(f"{path}: unknown output type; use a .csv or .parquet file")
+    return path
+
+
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
     """Write a table as CSV or Parquet by extension, creating the folder if needed."""
-    path = Path(path)
-    name = path.name.lower()
-    if not name.endswith(_CSV + _PARQUET):
-        raise InputError(f"{path}: unknown output type; use a .csv or .parquet file")
+    path = check_output_type(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if name.endswith(_PARQUET):
+    if path.name.lower().endswith(_PARQUET):
         df.to_parquet(path, index=False)
     else:
         df.to_csv(path, index=False)

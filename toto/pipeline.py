@@ -40,6 +40,7 @@ from torch import Tensor
 from toto.checkpoint_io import read_config, read_training_summary, resolve
 from toto.data.util.dataset import MaskedTimeseries
 from toto.inference.cancel import Cancellation, raise_if_cancelled
+from toto.inference.constant_context import held_values
 from toto.inference.forecaster import Forecast, TotoForecaster
 from toto.inference.memory import DEFAULT_MEMORY_BUDGET_BYTES, ForecastPlan, plan_forecast, plan_quantile_pass
 from toto.inference.streams import row_seeds
@@ -233,14 +234,16 @@ class ForecastPipeline(abc.ABC):
         """
         prediction_length = check_prediction_length(prediction_length)
         levels = check_quantile_levels(quantile_levels)
+        inputs = _batched(inputs)
         _check_future_exogenous(inputs, future_exogenous, prediction_length)
         feedback = self.feedback if feedback is None else feedback
         self.check_options(feedback=feedback)
         count = self.sample_count(num_samples)
         raise_if_cancelled(cancel)
-        return self._predict(inputs, prediction_length, levels, future_exogenous, count, seed, ensemble, sample,
-                             feedback, cancel, memory_budget_bytes or DEFAULT_MEMORY_BUDGET_BYTES, paths_per_batch,
-                             use_kv_cache)
+        prediction = self._predict(inputs, prediction_length, levels, future_exogenous, count, seed, ensemble, sample,
+                                   feedback, cancel, memory_budget_bytes or DEFAULT_MEMORY_BUDGET_BYTES,
+                                   paths_per_batch, use_kv_cache)
+        return _hold_constant_targets(prediction, inputs)
 
     def predict_quantiles(self, inputs: MaskedTimeseries, prediction_length: int,
                           quantile_levels: Sequence[float] = DEFAULT_QUANTILE_LEVELS,
@@ -668,7 +671,7 @@ class Toto2Pipeline(ForecastPipeline):
                  future_exogenous: Tensor | None, num_samples: int | None, seed: int | Sequence[int] | None,
                  ensemble: bool, sample: bool, feedback: Feedback, cancel: Cancellation | None,
                  memory_budget_bytes: int, paths_per_batch: int | None, use_kv_cache: bool) -> Prediction:
-        batch, variates, context = inputs.batched().series.shape
+        batch, variates, context = inputs.series.shape  # batched by predict
         self.plan(batch, variates, context, prediction_length, num_levels=len(levels),
                   memory_budget_bytes=memory_budget_bytes)
         with torch.inference_mode():
@@ -732,6 +735,23 @@ def forward_fill(values: Tensor, observed: Tensor) -> Tensor:
     return torch.where(last >= 0, filled, 0.0)
 
 
+def _hold_constant_targets(prediction: Prediction, inputs: MaskedTimeseries) -> Prediction:
+    """`prediction` with each target whose context holds one value forecast as that value
+    (`toto.inference.constant_context`: why, and what counts as one value)."""
+    targets = inputs.series.shape[-2] - inputs.num_exogenous_variables
+    holds, last = held_values(inputs.series[..., :targets, :], inputs.padding_mask[..., :targets, :])
+    if not bool(holds.any()):
+        return prediction
+    shape = prediction.mean.shape[:-1] + (1,)  # (batch, targets, 1)
+    holds, last = holds.to(prediction.mean.device).reshape(shape), last.to(prediction.mean.device).reshape(shape)
+    held = last.to(prediction.mean.dtype)
+    samples = prediction.samples
+    if samples is not None:  # (batch, targets, horizon, samples)
+        samples = torch.where(holds.unsqueeze(-1), held.unsqueeze(-1), samples)
+    return prediction._replace(quantiles=torch.where(holds, held, prediction.quantiles),
+                               mean=torch.where(holds, held, prediction.mean), samples=samples)
+
+
 def interpolate_quantiles(knots: Tensor, levels: Sequence[float]) -> Tensor:
     """(9, ...) knot quantiles -> (len(levels), ...): linear between knots, the edge knot outside [0.1, 0.9]."""
     outside = [q for q in levels if not QUANTILE_KNOTS[0] <= q <= QUANTILE_KNOTS[-1]]
@@ -747,6 +767,18 @@ def interpolate_quantiles(knots: Tensor, levels: Sequence[float]) -> Tensor:
     weight = ((wanted - grid[lower]) / (grid[upper] - grid[lower])).to(knots.dtype).to(knots.device)
     shape = (-1,) + (1,) * (knots.dim() - 1)
     return knots[lower] + (knots[upper] - knots[lower]) * weight.view(shape)
+
+
+def _batched(inputs: MaskedTimeseries) -> MaskedTimeseries:
+    """`inputs` with a batch dimension, its shape checked here so that both families take the same shapes (one series
+    (variates, time) or a batch of them) and refuse any other with the same message, before either model reads it."""
+    inputs = inputs.batched()
+    shape = tuple(torch.as_tensor(inputs.series).shape)
+    if len(shape) != 3:
+        raise InputError(f"series must be (variates, time) or (batch, variates, time); got {shape}")
+    if 0 in shape:
+        raise InputError(f"series is empty (shape {shape}): give at least one series, one variate and one step")
+    return inputs
 
 
 def _check_future_exogenous(inputs: MaskedTimeseries, future_exogenous: Tensor | None, prediction_length: int) -> None:

@@ -9,7 +9,8 @@ timestamps of a request. So a CSV is read the same way for training, inference a
 - columns: the timestamp column is a datetime column, else the column with the most usual timestamp name
   ("timestamp" first, see `TIMESTAMP_NAMES`), else the first text column whose values parse as timestamps. A
   numeric column is a time axis only when named so and only as calendar years (integers 1000-2999) or Unix
-  seconds (1973-2286); other numbers are refused rather than read as seconds since 1970.
+  time of the years 1973-2286, whose magnitude tells its unit (seconds, milliseconds, microseconds or
+  nanoseconds); other numbers are refused rather than read as seconds since 1970.
   The id column is the column with a usual id name, else the single text column. Targets are the remaining
   numeric columns; text columns left over are reported in `Panel.ignored`, and a mostly numeric column with
   stray strings ('n/a', '1,5') is refused, naming the value and row.
@@ -17,8 +18,10 @@ timestamps of a request. So a CSV is read the same way for training, inference a
   in float32 and would turn it into a missing value or an overflow.
 - time: duplicate timestamps are refused (aggregate them first); the frequency is `freq` when given, else
   pandas' inferred frequency, else the most common step; gaps in the grid become NaN (missing), timestamps off
-  the grid are refused, and so is a grid mostly made of holes. Timestamps are kept at second resolution, so a
-  series may span centuries (yearly data from 1700 to 2008, say).
+  the grid are refused, and so is a grid mostly made of holes (its length is bounded before it is built).
+  Timestamps are kept at second resolution, so a series may span centuries (years 1 to 9999), and steps below
+  one second are refused. Text timestamps whose UTC offsets differ (a switch to or from daylight saving time)
+  are read in UTC. A series given by its `start` and `freq` must start on one of the frequency's steps.
 
 Whatever a user can get wrong in the table raises `InputError`, whose message says what and how to fix it.
 """
@@ -28,12 +31,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
-from pandas.tseries.offsets import BaseOffset
+from pandas.tseries.offsets import BaseOffset, Tick
 
 from toto.data.util.dataset import MaskedTimeseries, stack_ragged, unobserved_in_context
 from toto.validation import MAX_ABS_VALUE, MIN_TIME_STEPS, InputError
@@ -41,11 +45,18 @@ from toto.validation import MAX_ABS_VALUE, MIN_TIME_STEPS, InputError
 # A grid this many times longer than its rows is mostly holes: more likely a wrong frequency or a stray
 # timestamp than real data, and filling it could exhaust memory.
 MAX_GRID_PER_ROW = 10
-# Integer time columns: calendar years, or Unix seconds between 1973 and 2286.
+# Integer time columns: calendar years, or Unix time of the years 1973 to 2286 in one of four units (nanoseconds to
+# 2255, within int64). The units' ranges do not overlap, so the magnitude of a column tells its unit without a guess.
 YEAR_RANGE = (1000, 2999)
-UNIX_SECONDS_RANGE = (10**8, 10**10)
-# Timestamps are held at this resolution: wide enough for centuries, fine enough for monitoring data.
+UNIX_TIME_RANGES: dict[Literal["s", "ms", "us", "ns"], tuple[int, int]] = {
+    "s": (10**8, 10**10), "ms": (10**11, 10**13), "us": (10**14, 10**16), "ns": (10**17, 9 * 10**18),
+}
+# Timestamps are held at this resolution: wide enough for years 1 to 9999, fine enough for monitoring data.
 TIME_UNIT: Literal["s"] = "s"
+WHOLE_SECONDS = "timestamps are held to the second, and steps below one second are not supported"
+# Calendar frequencies repeat within this many steps (business days within a week, months within four years), so the
+# shortest and the longest of them bound a grid's length before it is built.
+CALENDAR_PROBE_STEPS = 64
 
 TIMESTAMP_NAMES = (
     "timestamp", "datetime", "date", "time", "ts", "ds", "period", "year", "quarter", "month", "week",
@@ -348,13 +359,16 @@ def long_to_wide(
 
 
 def parse_frequency(freq: str) -> BaseOffset:
-    """A pandas offset for `freq`, which must step forward in time."""
+    """A pandas offset for `freq`, which must step forward in time by whole seconds (`TIME_UNIT`)."""
     try:
         offset = to_offset(freq) if freq.strip() else None
     except ValueError:
         offset = None
     if offset is None or offset.n <= 0:
         raise InputError(f"{freq!r} is not a pandas frequency; use e.g. '30s', '5min', 'h', 'D', 'W', 'MS'")
+    if isinstance(offset, Tick) and offset.nanos % 10**9:
+        raise InputError(f"{freq!r} is finer than a second, but {WHOLE_SECONDS}: aggregate the values to steps of"
+                         " 1 s or more (e.g. '1s', '5s', 'min')")
     return offset
 
 
@@ -372,8 +386,8 @@ def infer_frequency(index: pd.DatetimeIndex) -> BaseOffset:
 def regular_grid(index: pd.DatetimeIndex, freq: str | None = None, where: str = "") -> pd.DatetimeIndex:
     """The regular grid from the first to the last of `index` (sorted), at `freq` or the inferred frequency.
 
-    Refuses duplicate timestamps, too few of them, timestamps off the grid and a grid mostly made of holes;
-    `where` ("series 'a': ") prefixes the message.
+    Refuses duplicate timestamps, too few of them, fractions of a second, timestamps off the grid and a grid mostly
+    made of holes; `where` ("series 'a': ") prefixes the message.
     """
     duplicated = index[index.duplicated()]
     if len(duplicated):
@@ -384,52 +398,119 @@ def regular_grid(index: pd.DatetimeIndex, freq: str | None = None, where: str = 
         )
     if len(index) < MIN_TIME_STEPS:
         raise InputError(f"{where}only {len(index)} time step(s); at least {MIN_TIME_STEPS} are needed")
-    index = pd.DatetimeIndex(index).as_unit(TIME_UNIT)
+    index = whole_seconds(pd.DatetimeIndex(index))
     offset = parse_frequency(freq) if freq is not None else infer_frequency(index)
-    grid = pd.date_range(index[0], index[-1], freq=offset, unit=TIME_UNIT)
+    grid = _bounded_grid(index, offset, where)
     off_grid = index[~index.isin(grid)]
     if len(off_grid):
         raise InputError(
             f"{where}timestamps do not lie on a regular {offset.freqstr} grid, e.g. {off_grid[0]}: "
             "resample the data or give the frequency with --freq / freq= (e.g. '5min', 'h', 'D', 'MS')"
         )
-    if len(grid) > MAX_GRID_PER_ROW * len(index):
-        raise InputError(
-            f"{where}{len(index)} rows spread over {len(grid)} steps of {offset.freqstr} from {grid[0]} to"
-            f" {grid[-1]}: most of the grid would be missing; check the timestamps or give --freq / freq="
-        )
     return grid
 
 
+def _bounded_grid(index: pd.DatetimeIndex, offset: BaseOffset, where: str) -> pd.DatetimeIndex:
+    """The steps of `offset` from the first to the last of `index`. More than `MAX_GRID_PER_ROW` per row are refused
+    before they are built: a few rows years apart at 1-second steps would otherwise take gigabytes.
+
+    A fixed step gives the length exactly. A calendar frequency's shortest and longest steps (over
+    `CALENDAR_PROBE_STEPS` of them) bound it; between the bounds, at most the limit is built to count the steps.
+    """
+    first, last = index[0], index[-1]
+    limit = MAX_GRID_PER_ROW * len(index)
+    if isinstance(offset, Tick):
+        shortest = longest = offset.nanos // 10**9
+    else:
+        try:
+            probe = pd.date_range(first, periods=CALENDAR_PROBE_STEPS + 1, freq=offset, unit=TIME_UNIT)
+        except (ValueError, OverflowError):  # calendar steps end at the year 9999, so the grid is shorter than this
+            return pd.date_range(first, last, freq=offset, unit=TIME_UNIT)
+        steps = np.diff(probe.asi8)
+        shortest, longest = int(steps.min()), int(steps.max())
+    span = int(index.asi8[-1] - index.asi8[0])  # seconds
+    fewest, most = span // longest + 1, span // shortest + 1
+    if most <= limit:
+        return pd.date_range(first, last, freq=offset, unit=TIME_UNIT)
+    if fewest <= limit:  # a calendar frequency: count its steps, building no more than the limit
+        grid = pd.date_range(first, periods=limit + 1, freq=offset, unit=TIME_UNIT)
+        if grid[-1] > last:
+            return grid[grid <= last]
+        fewest = limit + 1
+    steps_text = str(fewest) if fewest == most else f"at least {fewest}"
+    raise InputError(
+        f"{where}{len(index)} rows spread over {steps_text} steps of {offset.freqstr} from {first} to {last}: most"
+        f" of the grid would be missing (at most {MAX_GRID_PER_ROW} steps per row); check the timestamps or give"
+        " --freq / freq="
+    )
+
+
+def grid_from_start(start: datetime | str, length: int, freq: str) -> pd.DatetimeIndex:
+    """`length` steps of `freq` from `start` (a timestamp, to the second), which must be one of the frequency's steps.
+
+    pandas would move it silently: a Saturday to the next business day for "B", a Monday to the Friday after for
+    "W-FRI", the 15th to the next 1st for "MS". A series given by its timestamps is refused when they are off the
+    grid (`regular_grid`); one given by its start is too.
+    """
+    offset = parse_frequency(freq)
+    first = whole_seconds(_one_index([pd.Timestamp(start)]))[0]
+    if not offset.is_on_offset(first):
+        raise InputError(
+            f"start {first} is a {first.day_name()}, not on the {offset.freqstr} grid: start on one of its steps,"
+            f" e.g. {offset.rollback(first)} or {offset.rollforward(first)}"
+        )
+    return pd.date_range(first, periods=length, freq=offset, unit=TIME_UNIT)
+
+
 def parse_timestamps(column: pd.Series, name: str) -> pd.DatetimeIndex:
-    """The values of a time column as timestamps at second resolution; anything unparsable is refused."""
+    """The values of a time column (text, datetimes or numbers) as timestamps at second resolution, years 1 to 9999;
+    anything unparsable or finer than a second is refused."""
     if column.isna().any():
         raise InputError(f"timestamp column {name!r} is empty in row {_first_row(column.isna())}: fill it in")
     if _is_numeric(column):
-        return _numeric_timestamps(column, name)
+        return whole_seconds(_numeric_timestamps(column, name))
     parsed = _to_datetime(column)
     if parsed.isna().any():
-        bad = column[parsed.isna()]
+        unparsed = pd.Series(parsed.isna(), index=column.index)
+        bad = column[unparsed]
         raise InputError(
             f"timestamp column {name!r} has {len(bad)} value(s) that are not timestamps, e.g. {bad.iloc[0]!r}"
-            f" in row {_first_row(parsed.isna())}: write them like '2024-01-01 00:00:00' (ISO 8601), as"
-            " years or as Unix seconds, or name the right column with --timestamp-column"
+            f" in row {_first_row(unparsed)}: write them like '2024-01-01 00:00:00' (ISO 8601), as years or as Unix"
+            " seconds, or name the right column with --timestamp-column"
         )
-    return pd.DatetimeIndex(parsed).as_unit(TIME_UNIT)
+    return whole_seconds(parsed)
+
+
+def whole_seconds(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """`index` at second resolution (`TIME_UNIT`); a timestamp with a fraction of a second is refused rather than
+    moved to the second before it, which would make the steps of sub-second data look like duplicates."""
+    seconds = index.as_unit(TIME_UNIT)
+    fraction = np.asarray(index != seconds)
+    if fraction.any():
+        raise InputError(
+            f"timestamp {index[fraction][0]} has a fraction of a second, but {WHOLE_SECONDS}: aggregate the values to"
+            " steps of 1 s or more (e.g. df.resample('1s', on=timestamp_column).mean()), or round the timestamps"
+            " to whole seconds"
+        )
+    return seconds
 
 
 def _numeric_timestamps(column: pd.Series, name: str) -> pd.DatetimeIndex:
-    """Integer years or Unix seconds; any other number is not a timestamp we can tell the meaning of."""
-    values = column.to_numpy(dtype="float64")
-    whole = bool(np.all(values == np.round(values)))
-    if whole and YEAR_RANGE[0] <= values.min() and values.max() <= YEAR_RANGE[1]:
+    """Integer years, or Unix time in the unit its magnitude names (`UNIX_TIME_RANGES`); any other number is not a
+    timestamp we can tell the meaning of."""
+    values = column.to_numpy()
+    low, high = values.min(), values.max()
+    if np.all(values == np.round(values)) and YEAR_RANGE[0] <= low and high <= YEAR_RANGE[1]:
         return pd.DatetimeIndex([f"{int(v):04d}-01-01" for v in values]).as_unit(TIME_UNIT)
-    if UNIX_SECONDS_RANGE[0] <= values.min() and values.max() <= UNIX_SECONDS_RANGE[1]:
-        return pd.DatetimeIndex(pd.to_datetime(values, unit="s")).as_unit(TIME_UNIT)
+    for unit, (start, end) in UNIX_TIME_RANGES.items():
+        if start <= low and high <= end:
+            return pd.DatetimeIndex(pd.to_datetime(column, unit=unit))
     raise InputError(
-        f"timestamp column {name!r} holds numbers from {values.min():g} to {values.max():g}, which are neither"
-        f" years ({YEAR_RANGE[0]}-{YEAR_RANGE[1]}) nor Unix seconds (1973-2286): write them as dates like"
-        " '2024-01-01 00:00:00', or name the right column with --timestamp-column"
+        f"timestamp column {name!r} holds numbers from {low:g} to {high:g}, which are neither years"
+        f" ({YEAR_RANGE[0]}-{YEAR_RANGE[1]}) nor Unix time of the years 1973-2286 (seconds, milliseconds,"
+        " microseconds or nanoseconds, told apart by their magnitude): write them as dates like"
+        f" '2024-01-01 00:00:00' (e.g. pd.to_datetime(df[{name!r}], unit='s')), or name the right column with"
+        " --timestamp-column"
     )
 
 
@@ -472,39 +553,101 @@ def _first_row(mask: pd.Series) -> int:
     return int(np.flatnonzero(mask.to_numpy())[0]) + 1
 
 
-def _to_datetime(column: pd.Series) -> pd.Series:
-    """Parse text timestamps."""
-    with warnings.catch_warnings():  # pandas warns when it falls back to parsing element by element
-        warnings.simplefilter("ignore", UserWarning)
+def _to_datetime(column: pd.Series) -> pd.DatetimeIndex:
+    """Parse text (or datetime) timestamps, NaT where a value is not one.
+
+    Timestamps with different UTC offsets (a switch to or from daylight saving time) are read in UTC; dates beyond
+    pandas' nanosecond range (1677-2262) are parsed one by one, which gives them a coarser unit.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pandas falls back to parsing element by element
+        warnings.simplefilter("ignore", FutureWarning)  # mixed UTC offsets: read in UTC below
         parsed = pd.to_datetime(column, errors="coerce")  # fast: one format, inferred from the first value
         if parsed.isna().sum() > column.isna().sum():  # e.g. "2024-03-01" among "2024-03-01 00:30" values
             parsed = pd.to_datetime(column, errors="coerce", format="mixed")
-    return parsed
+    unparsed = column[parsed.isna() & column.notna()]
+    if len(unparsed) and _timestamp(unparsed.iloc[0]) is not None:  # a date beyond 1677-2262
+        return _one_index([_timestamp(value) for value in column])
+    if parsed.dtype == object:  # timestamps with different UTC offsets (a daylight saving switch): read in UTC
+        _utc_offsets(list(parsed.dropna()))
+        return pd.DatetimeIndex(pd.to_datetime(parsed, utc=True))
+    return pd.DatetimeIndex(parsed)
+
+
+def _timestamp(value: str | datetime) -> pd.Timestamp | None:
+    """One value as a timestamp (None if it is none), at the unit its date needs: seconds beyond 1677-2262."""
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return None if pd.isna(stamp) else stamp
+
+
+def _utc_offsets(stamps: Sequence[datetime]) -> set[timedelta | None]:
+    """The UTC offsets of `stamps` (None: no offset), refused when some have one and others not: the clock of those
+    is unknown."""
+    offsets = {s.utcoffset() for s in stamps}
+    if None in offsets and len(offsets) > 1:
+        naive = next(s for s in stamps if s.tzinfo is None)
+        aware = next(s for s in stamps if s.tzinfo is not None)
+        raise InputError(f"some timestamps have a UTC offset and others do not, e.g. {aware} and {naive}: give"
+                         " all of them with their offset, or none")
+    return offsets
+
+
+def _one_index(stamps: Sequence[datetime | None]) -> pd.DatetimeIndex:
+    """Timestamps parsed one by one (None where a value is not one) as one index at microsecond resolution (years 1
+    to 9999), in UTC when their UTC offsets differ."""
+    present = [pd.Timestamp(s) for s in stamps if s is not None]
+    offsets = _utc_offsets(present)
+    utc = np.array([np.datetime64("NaT") if s is None else _utc_wall_time(pd.Timestamp(s)) for s in stamps],
+                   dtype="datetime64[us]")
+    index = pd.DatetimeIndex(utc)
+    if None in offsets or not present:
+        return index
+    return index.tz_localize("UTC").tz_convert(present[0].tzinfo if len(offsets) == 1 else "UTC")
+
+
+def _utc_wall_time(stamp: pd.Timestamp) -> np.datetime64:
+    """A timestamp's time in UTC without its zone (a naive one as it is), at microsecond resolution."""
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return stamp.as_unit("us").asm8
 
 
 def _looks_like_time(column: pd.Series) -> bool:
-    """Whether a numeric column's values are years or Unix seconds (its name must say time as well)."""
+    """Whether a numeric column's values are years or Unix time (its name must say time as well)."""
+    if not column.notna().all():
+        return False
     try:
-        _numeric_timestamps(column.dropna(), "")
+        _numeric_timestamps(column, "")
     except InputError:
         return False
-    return bool(column.notna().all())
+    return True
 
 
 def _detect_timestamp_column(df: pd.DataFrame) -> str:
-    """The first datetime column, else the best-named time column, else the first text column that parses."""
+    """The first datetime column, else the best-named time column, else the first text column that parses.
+
+    A numeric column named as time whose numbers are no time we can read is refused with what they should be, rather
+    than with "no timestamp column", when no other column is found.
+    """
     for column in df.columns:
         if pd.api.types.is_datetime64_any_dtype(df[column]):
             return column
     by_name = {column.strip().lower(): column for column in reversed(df.columns)}
+    unreadable = None
     for name in TIMESTAMP_NAMES:
         named = by_name.get(name)
         if named is not None and (not _is_numeric(df[named]) or _looks_like_time(df[named])):
             return named
+        unreadable = unreadable or named
     for column in df.columns:  # the first 100 values are enough to tell; parsing is checked in full later
         head = df[column].head(100)
         if not _is_numeric(head) and head.notna().all() and _to_datetime(head).notna().all():
             return column
+    if unreadable is not None:
+        parse_timestamps(df[unreadable], unreadable)  # raises: says what its values are not
     raise InputError(
         f"no timestamp column found among {list(df.columns)}: add one (e.g. 'timestamp' with values like "
         "'2024-01-01 00:00') or name it with --timestamp-column / timestamp_column="

@@ -9,6 +9,7 @@ kept in checkpoints). All ranks take the same decision, so distributed runs stay
 from __future__ import annotations
 
 import abc
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
@@ -17,11 +18,41 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
+from toto import checkpoint_io
+from toto.validation import InputError
 from train.schedule import wsd_scheduler
 from train.windows import WindowBatch
 
 if TYPE_CHECKING:
     from torch.distributed.fsdp import FullyShardedDataParallel
+
+
+def resolve_pretrained(name: str, offline_choice: str | None = None) -> Path:
+    """The folder of `model.pretrained` (a folder, an embedded model's name or a Hub id), fetched once.
+
+    A checkpoint that cannot be had is an `InputError` that says, in one line, what failed and what to pass
+    instead: `--model.pretrained DIR` (a folder downloaded elsewhere), or `offline_choice` (an embedded model of
+    the family). The Hub's own error spans several lines and advises `from_pretrained('DIR')`, the Python call.
+    """
+    try:
+        return checkpoint_io.resolve(name)
+    except OSError as error:
+        hub_error = error.__cause__  # `resolve` chains what the Hub raised; other errors name the path themselves
+        if hub_error is None:
+            raise InputError(f"--model.pretrained: {error}") from error
+        reason = f"{type(hub_error).__name__}: {str(hub_error).strip().splitlines()[0]}"
+        instead = "" if offline_choice is None else f", or an embedded model: --model.pretrained {offline_choice}"
+        raise InputError(
+            f"--model.pretrained {name!r}: could not get it from the Hugging Face Hub ({reason}). Without Hub "
+            f"access, pass a checkpoint folder: --model.pretrained DIR (`hf download {name} --local-dir DIR` where "
+            f"the Hub is reachable, then copy DIR here){instead}"
+        ) from error
+
+
+def model_weights(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The state dict of the module's `model` (what `from_pretrained` loads) in a Lightning checkpoint."""
+    prefix = "model."
+    return {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
 
 
 def global_batch_mean(weighted_sum: torch.Tensor, total_weight: torch.Tensor) -> torch.Tensor:

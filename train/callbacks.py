@@ -1,5 +1,6 @@
 """Callbacks the CLI always adds: training history (progress lines, loss curve CSV + PNG), the random generators'
-state (so that a resumed run draws what the uninterrupted one would) and export at the end."""
+state (so that a resumed run draws what the uninterrupted one would), export at the end, and a progress bar in
+steps (unless the config turns the bar off)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 
 from train.export import export_checkpoint, export_state
@@ -146,3 +147,34 @@ class ExportPretrained(Callback):
             pl_module.on_save_checkpoint(state)
             export_state(state, target, source="the final weights")
         rank_zero_info(f"exported {source or 'final weights'} to {target} (load it with from_pretrained)")
+
+
+class StepProgressBar(TQDMProgressBar):
+    """Training progress in optimizer steps out of `trainer.max_steps`: "step: 40%|####  | 400/1000 [...]".
+
+    Lightning's default bar counts the batches of an epoch under the title "Epoch e/(max_epochs - 1)", which reads
+    "Epoch 0/-2" for a run bounded by max_steps (max_epochs is then -1), as every shipped config is. Without
+    max_steps, this is Lightning's TQDM bar: the epoch and its batches.
+    """
+
+    @property
+    def train_description(self) -> str:
+        return "step"
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.max_steps <= 0:
+            super().on_train_epoch_start(trainer, *args)
+            return
+        bar = self.train_progress_bar  # one bar for the whole run (this bar does not `leave` one per epoch)
+        if bar.total != trainer.max_steps:  # the run's first epoch; later ones continue the count
+            bar.reset(total=trainer.max_steps)
+            bar.update(trainer.global_step)  # a resumed run starts at its checkpoint's step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.max_steps <= 0:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            return
+        bar = self.train_progress_bar
+        bar.update(trainer.global_step - bar.n)  # steps, not batches (they differ with gradient accumulation)
+        bar.set_postfix(self.get_metrics(trainer, pl_module))

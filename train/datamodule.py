@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from toto.validation import InputError
 from train.sources import SeriesRecord, SeriesSource
 from train.windows import WindowDataset, collate_windows
 
@@ -127,17 +128,17 @@ class TotoDataModule(L.LightningDataModule):
         """
         super().__init__()
         if context_length % patch_size:
-            raise ValueError(f"context_length ({context_length}) must be a multiple of patch_size ({patch_size})")
+            raise InputError(f"context_length ({context_length}) must be a multiple of patch_size ({patch_size})")
         self.sources = sources
         self.context_length = context_length
         self.patch_size = patch_size
         self.horizon_length = horizon_length or patch_size
         if self.horizon_length % patch_size:
-            raise ValueError(f"horizon_length ({self.horizon_length}) must be a multiple of patch_size ({patch_size})")
+            raise InputError(f"horizon_length ({self.horizon_length}) must be a multiple of patch_size ({patch_size})")
         self.shift_exogenous = shift_exogenous
         self.val_length = val_length or max(2 * patch_size, self.horizon_length)
         if not 0 < self.val_length <= context_length:
-            raise ValueError(f"val_length ({self.val_length}) must be in [1, context_length={context_length}]")
+            raise InputError(f"val_length ({self.val_length}) must be in [1, context_length={context_length}]")
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.train_windows_per_epoch = train_windows_per_epoch
@@ -154,28 +155,29 @@ class TotoDataModule(L.LightningDataModule):
         return self.val_length + self.horizon_length + self.patch_size
 
     def _load(self) -> list[list[SeriesRecord]]:
+        """Every source's usable series; data that leaves nothing to train on is an `InputError` naming the source."""
         loaded = []
         for source in self.sources:
             records = source.load()
             if observed := [r for r in records if np.isfinite(r.target).any()]:
                 if len(observed) < len(records):
                     empty_names = [r.name for r in records if not np.isfinite(r.target).any()]
-                    rank_zero_info(f"{type(source).__name__}: skipped {len(records) - len(observed)} series without"
+                    rank_zero_info(f"{source}: skipped {len(records) - len(observed)} series without"
                                    f" any observed value, e.g. {empty_names[0]}")
             else:
-                raise ValueError(f"{type(source).__name__}: no series holds an observed value (all missing): there is"
+                raise InputError(f"{source}: no series holds an observed value (all missing): there is"
                                  " nothing to learn from; check the data's path and columns")
             usable = [r for r in observed if r.length >= self.min_length]
             if len(usable) < len(observed):
-                rank_zero_info(f"{type(source).__name__}: skipped {len(observed) - len(usable)} of {len(observed)} "
+                rank_zero_info(f"{source}: skipped {len(observed) - len(usable)} of {len(observed)} "
                                f"series shorter than {self.min_length} steps (val_length + horizon + 1 patch)")
             if not usable:
-                raise ValueError(f"{type(source).__name__} has no series of at least {self.min_length} steps; "
+                raise InputError(f"{source} has no series of at least {self.min_length} steps; "
                                  f"lower data.val_length or data.context_length, or add longer series")
             loaded.append(usable)
         exogenous = {r.num_exogenous for records in loaded for r in records}
         if len(exogenous) > 1:
-            raise ValueError(f"all series must have the same number of exogenous variates, found {sorted(exogenous)}")
+            raise InputError(f"all series must have the same number of exogenous variates, found {sorted(exogenous)}")
         return loaded
 
     def setup(self, stage: str | None = None) -> None:

@@ -1,8 +1,9 @@
 """Lightning checkpoint -> `Toto.from_pretrained` / `Toto2Model.from_pretrained` folder (config.json +
 model.safetensors).
 
-The module stores the model's config.json dict in every checkpoint (`toto_config`, or `toto2_config` with the
-LoRA settings for Toto 2.0), so export needs neither the original pretrained folder nor the training config.
+The module stores the model's config.json dict and its LoRA settings in every checkpoint (`toto_config` and
+`toto_lora`, or `toto2_config` and `toto2_lora`), so export needs neither the original pretrained folder nor the
+training config; LoRA adapters are merged into plain weights.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from typing import Literal
 
 import torch
 
-from toto.model.config import TotoConfig
-from toto.model.toto import Toto
+from toto.validation import InputError
+from train.module import model_from_checkpoint as toto_from_checkpoint
+from train.module_v2 import model_from_checkpoint as toto2_from_checkpoint
 
 
 def _load(path: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise InputError(f"no checkpoint at {path}: give a .ckpt file, or a run folder whose checkpoints/ holds "
+                         "last.ckpt")
     # Our own checkpoints hold only tensors and plain Python values, so the safe loader reads them.
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -47,14 +50,8 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path, which: Lit
 def export_state(state: dict, output_dir: str | Path, source: str = "the checkpoint") -> Path:
     """Write the model of a checkpoint dict (`state_dict` plus what the module's `on_save_checkpoint` adds)."""
     if "toto2_config" in state:
-        # Imported here: it pulls in peft (and transformers), which Toto 1.0 runs do not need.
-        from train.module_v2 import model_from_checkpoint
-
-        return model_from_checkpoint(state).save_pretrained(output_dir)
+        return toto2_from_checkpoint(state).save_pretrained(output_dir)
     if "toto_config" not in state:
         raise ValueError(f"{source} was not written by train.module.TotoModule or train.module_v2.Toto2Module "
                          "(no 'toto_config' or 'toto2_config' in it)")
-    model = Toto(TotoConfig.from_dict(state["toto_config"]))
-    prefix = "model."
-    model.load_state_dict({k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)})
-    return model.save_pretrained(output_dir)
+    return toto_from_checkpoint(state).save_pretrained(output_dir)

@@ -21,8 +21,8 @@ import torch
 from einops import rearrange, reduce, repeat
 
 from toto.v2 import QUANTILE_KNOTS, Toto2Config, Toto2Model
-from train.base_module import ForecastModule, global_batch_mean
-from train.lora import LoraSettings, add_adapters, merge_adapters
+from train.base_module import ForecastModule, global_batch_mean, model_weights, resolve_pretrained
+from train.lora import TOTO2_TARGET_MODULES, LoraSettings, add_adapters, load_merged
 from train.losses import pinball_loss
 from train.windows import WindowBatch
 
@@ -49,17 +49,13 @@ def build_toto2(pretrained: str | None, model_config: dict[str, Any] | None) -> 
             raise ValueError("set model.pretrained (a Toto 2.0 folder or Hub id, e.g. Datadog/Toto-2.0-22m) or give "
                              "every Toto 2.0 config field in model.model_config to train from scratch")
         return Toto2Model(Toto2Config.from_dict(dict(model_config), source="model.model_config"))
-    return Toto2Model.from_pretrained(pretrained, **(model_config or {})).train()
+    return Toto2Model.from_pretrained(resolve_pretrained(pretrained), **(model_config or {})).train()
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any]) -> Toto2Model:
     """The plain `Toto2Model` of a Lightning checkpoint written by `Toto2Module`, adapters merged."""
     model = Toto2Model(Toto2Config.from_dict(checkpoint["toto2_config"], source="checkpoint toto2_config"))
-    if checkpoint.get("toto2_lora") is not None:
-        add_adapters(model, LoraSettings(**checkpoint["toto2_lora"]))
-    prefix = "model."
-    model.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
-    return merge_adapters(model).eval()
+    return load_merged(model, model_weights(checkpoint), checkpoint.get("toto2_lora"), TOTO2_TARGET_MODULES).eval()
 
 
 class Toto2Module(ForecastModule):
@@ -110,7 +106,7 @@ class Toto2Module(ForecastModule):
         self.horizon_length = horizon_length
         self.context_loss_weight = context_loss_weight
         if lora is not None:
-            add_adapters(self.model, lora)
+            add_adapters(self.model, lora, TOTO2_TARGET_MODULES)
 
     @property
     def patch_size(self) -> int:

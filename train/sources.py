@@ -30,8 +30,11 @@ from train.synthetic import RepeatingProfileGenerator, SyntheticSeriesGenerator
 log = logging.getLogger(__name__)
 
 
-class DataSourceError(ValueError):
-    """A data file could not be read or does not have the expected layout; the message names the file."""
+class DataSourceError(InputError):
+    """A data file could not be read or does not have the expected layout; the message names the file.
+
+    An `InputError`: the data is the user's to fix, so `toto-train` prints the message as one line (`train.cli`).
+    """
 
 
 @dataclass
@@ -67,8 +70,13 @@ class SeriesSource(ABC):
 
     def __init__(self, weight: float = 1.0) -> None:
         if weight <= 0:
-            raise ValueError(f"source weight must be positive, got {weight}")
+            raise InputError(f"source weight must be positive, got {weight}")
         self.weight = weight
+
+    def __str__(self) -> str:
+        """How messages name the source: its class, and its path for a source read from files."""
+        path = getattr(self, "path", None)
+        return type(self).__name__ if path is None else f"{type(self).__name__} ({path})"
 
     @abstractmethod
     def load(self) -> list[SeriesRecord]:
