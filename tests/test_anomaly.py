@@ -181,11 +181,19 @@ def test_a_stream_scores_new_values_as_a_whole_history_pass_does(toto_tiny, load
 def test_streams_of_many_series_keep_their_caches_within_the_memory_budget(toto_tiny, load):
     detector = StreamingDetector(toto_tiny, step_seconds=3600, memory_budget_bytes=2_000_000)
     timestamps = 1_400_000_000 + 3600 * np.arange(200)
+
+    def held() -> int:  # what the streams hold, counted afresh (the detector keeps a running total)
+        return sum(state.stream.nbytes() for state in detector._series.values())
+
     for i in range(12):
         detector.update(i, timestamps, load[i * 50 : i * 50 + 200])
-        assert detector.nbytes() <= 2_000_000
+        assert detector.nbytes() == held() <= 2_000_000
+    assert detector.released > 0
     later = detector.update(0, timestamps[-1] + 3600 * np.arange(1, 33), load[200:232])  # released: rebuilt
     assert len(detector) == 12 and np.isfinite(later.detection.anomaly_score).sum() == 32
+    assert detector.nbytes() == held() > 0
+    detector.forget(0)
+    assert len(detector) == 11 and detector.nbytes() == held()
 
 
 def test_an_irregular_export_gets_a_score_for_every_row_in_its_order(toto_tiny, load):

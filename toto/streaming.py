@@ -11,7 +11,9 @@ and the score at t reads nothing after t.
 
 Memory: the raw window and the histories are small and always kept; the caches are what grows with the number of
 series. When they exceed `memory_budget_bytes`, the least recently updated series' caches are released, and rebuilt
-from its raw window (one prefill) when it is next updated.
+from its raw window (one prefill) when it is next updated. The caches' total is kept up to date as series are updated
+and released, and only the series that hold caches are queued for release, so an update costs the same with ten
+series or ten thousand.
 
 Rows: new rows are placed on the series' grid (the nearest step); steps between the last one and the new ones are
 gaps (missing values); several rows on one step are averaged for the model and scored each on their own; a row for
@@ -69,17 +71,23 @@ class StreamingDetector:
     bands: bool = True  # False: scores only, the band left NaN (`toto.anomaly.detector.detect` says why)
     released: int = field(default=0, init=False)  # caches dropped to keep within the budget, since the start
     _series: OrderedDict[Hashable, _SeriesState] = field(default_factory=OrderedDict, init=False, repr=False)
+    # The series holding caches, least recently updated first, and the bytes their caches hold.
+    _cached: OrderedDict[Hashable, None] = field(default_factory=OrderedDict, init=False, repr=False)
+    _cache_bytes: int = field(default=0, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self._series)
 
     def nbytes(self) -> int:
         """The memory the series' caches hold now."""
-        return sum(state.stream.nbytes() for state in self._series.values())
+        return self._cache_bytes
 
     def forget(self, key: Hashable) -> None:
         """Drop series `key` and everything kept for it (a series that stopped reporting)."""
-        self._series.pop(key, None)
+        state = self._series.pop(key, None)
+        if state is not None:
+            self._cache_bytes -= state.stream.nbytes()
+            self._cached.pop(key, None)
 
     def update(self, key: Hashable, timestamps: np.ndarray, values: np.ndarray) -> StreamScores:
         """Score the new rows of series `key`: `timestamps` (n,) Unix seconds (or datetime64) and `values` (n,) or
@@ -95,6 +103,7 @@ class StreamingDetector:
         elif values.shape[0] != state.variates:
             raise InputError(f"series {key!r} had {state.variates} variate(s), this update has {values.shape[0]}")
         self._series.move_to_end(key)
+        held = state.stream.nbytes()
         slot = np.round((seconds - state.start) / state.step).astype(np.int64)
         fresh = slot >= state.steps
         if fresh.any() and slot[fresh].max() - state.steps > self.pipeline.scoring_windows().window:
@@ -103,6 +112,10 @@ class StreamingDetector:
             slot = np.round((seconds - state.start) / state.step).astype(np.int64)
             fresh = slot >= 0
         scores = self._score(state, slot, fresh, values)
+        self._cache_bytes += state.stream.nbytes() - held
+        if state.stream.nbytes():
+            self._cached[key] = None
+            self._cached.move_to_end(key)
         self._keep_within_budget()
         return StreamScores(scores, int((~fresh).sum()))
 
@@ -130,15 +143,12 @@ class StreamingDetector:
 
     def _keep_within_budget(self) -> None:
         """Release the least recently updated series' caches until the caches fit the budget."""
-        total = self.nbytes()
-        for state in self._series.values():  # least recently updated first
-            if total <= self.memory_budget_bytes:
-                return
-            held = state.stream.nbytes()
-            if held:
-                state.stream.release()
-                total -= held
-                self.released += 1
+        while self._cache_bytes > self.memory_budget_bytes and self._cached:
+            key, _ = self._cached.popitem(last=False)
+            stream = self._series[key].stream
+            self._cache_bytes -= stream.nbytes()
+            stream.release()
+            self.released += 1
 
 
 def _in_row_order(detection: Detection, order: np.ndarray, rows: int) -> Detection:
