@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -84,3 +88,18 @@ def exogenous_frame(length: int = 1200, seed: int = 0) -> pd.DataFrame:
     target = 10 + 5 * event + rng.normal(0, 0.3, length)
     return pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=length, freq="h"),
                          "requests": target, "event": event})
+
+
+def assert_only_adapters_moved(adapted: torch.nn.Module, checkpoint: Path) -> None:
+    """After a LoRA fit of the model saved in `checkpoint` (a model.safetensors): every base weight is still the
+    checkpoint's, and every adapter's B matrix has left zero (so the adapters trained)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from train.lora import adapter_layers
+
+    original = load_file(checkpoint)
+    base_state = {k.replace(".base_layer", ""): v for k, v in adapted.state_dict().items() if "lora_" not in k}
+    assert base_state.keys() == original.keys()
+    assert all(torch.equal(base_state[k], original[k]) for k in original)
+    assert all(layer.lora_B["default"].weight.abs().max() > 0 for layer in adapter_layers(adapted).values())

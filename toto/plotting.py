@@ -33,10 +33,7 @@ def plot_forecast(
     forecast_variates = set(forecast["variate"])  # covariates are inputs only: they have no forecast to draw
     panels = [(s, i) for s in panel.series for i, name in enumerate(s.variates) if name in forecast_variates]
     shown = panels[:max_panels]
-    columns = 1 if len(shown) <= 3 else 2
-    rows = -(-len(shown) // columns)
-    figure = Figure(figsize=(7 * columns, 2.8 * rows), layout="constrained")
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    figure, axes = _panel_grid(len(shown), width=7)
     for ax, (series, v) in zip(axes, shown, strict=False):
         future = forecast[forecast["variate"] == series.variates[v]]
         if panel.id_column:
@@ -52,15 +49,7 @@ def plot_forecast(
             )
         ax.plot(times, future["median"], color="tab:blue", linewidth=1.5, label="median")
         ax.set_title(series.variates[v] if series.id is None else f"{series.id} - {series.variates[v]}")
-        ax.tick_params(axis="x", labelrotation=20)
-        ax.grid(alpha=0.3)
-    for ax in axes[len(shown) :]:
-        ax.set_visible(False)
-    axes[0].legend(loc="upper left", fontsize="small")
-    if len(panels) > len(shown):
-        figure.suptitle(f"first {len(shown)} of {len(panels)} series-variates")
-    figure.savefig(path, dpi=100)
-    return len(shown)
+    return _save(figure, axes, len(shown), len(panels), path)
 
 
 def plot_detection(scored: pd.DataFrame, placement: Placement, path: str | Path, max_panels: int = 12) -> int:
@@ -71,10 +60,7 @@ def plot_detection(scored: pd.DataFrame, placement: Placement, path: str | Path,
     variates = list(columns.values.columns)
     panels = [(placed, v) for placed in placement.series for v in range(len(variates))]
     shown = panels[:max_panels]
-    per_row = 1 if len(shown) <= 3 else 2
-    rows = -(-len(shown) // per_row)
-    figure = Figure(figsize=(9 * per_row, 2.8 * rows), layout="constrained")
-    axes = figure.subplots(rows, per_row, squeeze=False).ravel()
+    figure, axes = _panel_grid(len(shown), width=9)
     single = len(variates) == 1
     for ax, (placed, v) in zip(axes, shown, strict=False):
         name = variates[v]
@@ -88,12 +74,27 @@ def plot_detection(scored: pd.DataFrame, placement: Placement, path: str | Path,
         ax.scatter(times[flagged], frame[name][flagged], color="tab:red", s=14, zorder=3, label="anomaly")
         series_id = placed.grid.id
         ax.set_title(name if series_id is None else f"{series_id} - {name}")
+    return _save(figure, axes, len(shown), len(panels), path)
+
+
+def _panel_grid(count: int, width: float) -> tuple[Figure, np.ndarray]:
+    """A figure of `count` panels, one column up to three of them, two beyond; `width` inches a column."""
+    columns = 1 if count <= 3 else 2
+    rows = -(-count // columns)
+    figure = Figure(figsize=(width * columns, 2.8 * rows), layout="constrained")
+    return figure, figure.subplots(rows, columns, squeeze=False).ravel()
+
+
+def _save(figure: Figure, axes: np.ndarray, shown: int, total: int, path: str | Path) -> int:
+    """Finish the `shown` panels of `total` (dates slanted, a light grid, spare panels hidden, the legend once) and
+    save the figure; returns `shown`."""
+    for ax in axes[:shown]:
         ax.tick_params(axis="x", labelrotation=20)
         ax.grid(alpha=0.3)
-    for ax in axes[len(shown) :]:
+    for ax in axes[shown:]:
         ax.set_visible(False)
     axes[0].legend(loc="upper left", fontsize="small")
-    if len(panels) > len(shown):
-        figure.suptitle(f"first {len(shown)} of {len(panels)} series-variates")
+    if total > shown:
+        figure.suptitle(f"first {shown} of {total} series-variates")
     figure.savefig(path, dpi=100)
-    return len(shown)
+    return shown
